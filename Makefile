@@ -1,0 +1,54 @@
+# AssetGen: `make run` starts the whole system, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/assetgen/v1/*.proto)
+PROTO_OUT := gen
+PROTO_STAMP := $(PROTO_OUT)/.stamp
+
+.PHONY: run test test-unit test-integration protos venv lint bench deploy-render clean
+
+run: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/assetgen-dev
+
+test: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/pytest -q tests/integration
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# The editable install maps the generated package's folder, so it must exist first.
+	mkdir -p $(PROTO_OUT)/assetgen/v1 && touch $(PROTO_OUT)/assetgen/__init__.py $(PROTO_OUT)/assetgen/v1/__init__.py
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[embedded,dev]'
+	touch $@
+
+# Regenerates every stub from scratch: messages, .pyi types, gRPC stubs and their typed .pyi.
+protos: $(STAMP)
+	rm -rf $(PROTO_OUT) && $(MAKE) --no-print-directory $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_SRC) | $(STAMP)
+	rm -rf $(PROTO_OUT)/assetgen && mkdir -p $(PROTO_OUT)
+	$(BIN)/python -m grpc_tools.protoc \
+	  -I protos -I "$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')" \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(PROTO_OUT) \
+	  $(PROTO_SRC)
+	touch $(PROTO_OUT)/assetgen/__init__.py $(PROTO_OUT)/assetgen/v1/__init__.py $(PROTO_OUT)/assetgen/py.typed
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib services tools tests
+	$(BIN)/mypy lib services tools
+
+clean:
+	rm -rf $(VENV) $(PROTO_OUT) .pytest_cache .mypy_cache .ruff_cache

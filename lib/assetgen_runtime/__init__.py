@@ -1,0 +1,1 @@
+"""What every AssetGen service shares: settings, logging, errors, server bootstrap, ids, NATS and SQL helpers."""

@@ -1,0 +1,24 @@
+"""gRPC client channels to peer services: one per peer per process."""
+
+from __future__ import annotations
+
+import grpc
+
+from assetgen_runtime.server import GRPC_OPTIONS
+
+__all__ = ["open_channel"]
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    """An insecure channel to a peer inside the deployment, with keepalive and message limits.
+
+    Service config retries UNAVAILABLE a few times, which covers a peer restarting under us.
+    """
+    service_config = (
+        '{"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.1s",'
+        '"maxBackoff":"2s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}'
+    )
+    return grpc.aio.insecure_channel(
+        address,
+        options=[*GRPC_OPTIONS, ("grpc.service_config", service_config), ("grpc.enable_retries", 1)],
+    )

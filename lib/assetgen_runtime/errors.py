@@ -1,0 +1,222 @@
+"""Domain errors and their one mapping to gRPC status codes and HTTP statuses.
+
+Hierarchy::
+
+    AssetGenError                 INTERNAL            500
+    ├── InvalidArgument           INVALID_ARGUMENT    400
+    │   └── UnsupportedMediaType  INVALID_ARGUMENT    415 (reason UNSUPPORTED_MEDIA_TYPE)
+    ├── Unauthenticated           UNAUTHENTICATED     401
+    ├── PermissionDenied          PERMISSION_DENIED   403
+    ├── NotFound                  NOT_FOUND           404
+    ├── AlreadyExists             ALREADY_EXISTS      409
+    ├── FailedPrecondition        FAILED_PRECONDITION 409
+    ├── Aborted                   ABORTED             409
+    ├── TooLarge                  RESOURCE_EXHAUSTED  413 (reason TOO_LARGE)
+    ├── RateLimited               RESOURCE_EXHAUSTED  429
+    ├── Unavailable               UNAVAILABLE         503
+    └── DeadlineExceeded          DEADLINE_EXCEEDED   504
+
+A service raises these; :class:`ErrorMappingInterceptor` turns them into statuses (with the reason in
+the ``assetgen-reason`` trailing metadata), and any other exception into INTERNAL without internals.
+The gateway maps a status (and reason) back to HTTP with :func:`http_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+__all__ = [
+    "REASON_METADATA_KEY",
+    "Aborted",
+    "AlreadyExists",
+    "AssetGenError",
+    "DeadlineExceeded",
+    "ErrorMappingInterceptor",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "TooLarge",
+    "Unauthenticated",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "http_status",
+    "reason_of",
+]
+
+logger = logging.getLogger(__name__)
+
+REASON_METADATA_KEY = "assetgen-reason"
+
+
+class AssetGenError(Exception):
+    """Base of every error a caller is meant to see; the message is shown to the caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AssetGenError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class UnsupportedMediaType(InvalidArgument):
+    reason = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Unauthenticated(AssetGenError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(AssetGenError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(AssetGenError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(AssetGenError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(AssetGenError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(AssetGenError):
+    code = grpc.StatusCode.ABORTED
+
+
+class TooLarge(AssetGenError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TOO_LARGE"
+
+
+class RateLimited(AssetGenError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(AssetGenError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(AssetGenError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+_HTTP_BY_CODE = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+_HTTP_BY_REASON = {"TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415}
+
+
+def http_status(code: grpc.StatusCode, reason: str = "") -> int:
+    """The HTTP status for a gRPC status code and optional ``assetgen-reason``."""
+    return _HTTP_BY_REASON.get(reason) or _HTTP_BY_CODE.get(code, 500)
+
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The ``assetgen-reason`` a peer attached to its error, or ''."""
+    for key, value in error.trailing_metadata() or ():
+        if key == REASON_METADATA_KEY:
+            return str(value)
+    return ""
+
+
+def to_rpc_error(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
+    """(code, details, reason) for any exception, hiding internals of unexpected ones."""
+    if isinstance(exc, AssetGenError):
+        return exc.code, exc.message, exc.reason
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A peer's error passes through as it is, so callers see the real cause.
+        return exc.code(), exc.details() or "", reason_of(exc)
+    return grpc.StatusCode.INTERNAL, "internal error", ""
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    code, details, reason = to_rpc_error(exc)
+    if code == grpc.StatusCode.INTERNAL and not isinstance(exc, AssetGenError):
+        logger.exception("unhandled error in RPC", exc_info=exc)
+    if reason:
+        context.set_trailing_metadata(((REASON_METADATA_KEY, reason),))
+    await context.abort(code, details)
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions escaping any handler to gRPC statuses, in one place."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return _wrap_handler(handler)
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # every escape becomes a status
+                await _abort(context, exc)
+
+        return wrapped
+
+    def streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return wrapped
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+    )
+

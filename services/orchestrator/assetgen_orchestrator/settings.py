@@ -1,0 +1,56 @@
+"""The orchestrator's settings, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assetgen_runtime.settings import env
+
+__all__ = ["OrchestratorSettings"]
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    """Everything the orchestrator needs to know about its environment."""
+
+    grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the orchestrator's gRPC API.", 50052)
+    data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
+    database_url: str = env(
+        "ASSETGEN_DATABASE_URL",
+        "SQLAlchemy async URL of the asset database (default: SQLite under ASSETGEN_DATA_DIR).",
+        "",
+    )
+    nats_url: str = env("ASSETGEN_NATS_URL", "NATS server URL (JetStream enabled).", "nats://127.0.0.1:4222")
+    provider_adapter_addr: str = env(
+        "ASSETGEN_PROVIDER_ADAPTER_ADDR", "host:port of the provider-adapter.", "127.0.0.1:50053"
+    )
+    storage_addr: str = env("ASSETGEN_STORAGE_ADDR", "host:port of the storage service.", "127.0.0.1:50054")
+    worker_concurrency: int = env(
+        "ASSETGEN_WORKER_CONCURRENCY", "Generation steps one replica runs at once.", 64
+    )
+    max_in_flight: int = env(
+        "ASSETGEN_MAX_IN_FLIGHT", "Jobs the consumer may hold unacknowledged (max_ack_pending).", 50_000
+    )
+    submit_retries: int = env(
+        "ASSETGEN_SUBMIT_RETRIES", "Tries of a step that fails talking to a provider before FAILED.", 5
+    )
+    retry_base_seconds: float = env("ASSETGEN_RETRY_BASE_SECONDS", "First retry delay; doubles each try.", 2.0)
+    ack_wait_seconds: float = env(
+        "ASSETGEN_ACK_WAIT_SECONDS", "How long a job may go unacknowledged before redelivery.", 60.0
+    )
+    rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
+    ingest_timeout_seconds: float = env(
+        "ASSETGEN_INGEST_TIMEOUT_SECONDS", "Deadline of copying one result into S3.", 1800.0
+    )
+    events_max_age_seconds: float = env(
+        "ASSETGEN_EVENTS_MAX_AGE_SECONDS", "How long status events are kept in JetStream.", 86_400.0
+    )
+    shutdown_grace_seconds: float = env(
+        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
+    )
+    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data folder."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/orchestrator.db"

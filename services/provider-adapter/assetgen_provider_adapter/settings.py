@@ -1,0 +1,49 @@
+"""The provider-adapter's settings, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assetgen_runtime.settings import env
+
+__all__ = ["ProviderAdapterSettings"]
+
+
+@dataclass(frozen=True)
+class ProviderAdapterSettings:
+    """Everything the provider-adapter needs to know about its environment."""
+
+    grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the provider-adapter's gRPC API.", 50053)
+    data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
+    catalog_database_url: str = env(
+        "ASSETGEN_CATALOG_DATABASE_URL",
+        "SQLAlchemy async URL of the provider/model catalog (default: SQLite under ASSETGEN_DATA_DIR).",
+        "",
+    )
+    storage_addr: str = env("ASSETGEN_STORAGE_ADDR", "host:port of the storage service.", "127.0.0.1:50054")
+    secret_key: str = env(
+        "ASSETGEN_SECRET_KEY",
+        "Key that encrypts provider API keys at rest (any string; default: a key file in ASSETGEN_DATA_DIR).",
+        "",
+    )
+    allowed_fetch_networks: tuple[str, ...] = env(
+        "ASSETGEN_ALLOWED_FETCH_NETWORKS",
+        "Comma-separated CIDRs provider-supplied URLs may reach besides public addresses.",
+        (),
+    )
+    max_inline_result_bytes: int = env(
+        "ASSETGEN_MAX_INLINE_RESULT_BYTES", "Largest inline (base64 or body) result accepted.", 64 * 1024**2
+    )
+    http_timeout_seconds: float = env(
+        "ASSETGEN_PROVIDER_HTTP_TIMEOUT_SECONDS", "Default timeout of one provider HTTP call.", 30.0
+    )
+    rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
+    shutdown_grace_seconds: float = env(
+        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
+    )
+    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
+
+    @property
+    def resolved_catalog_database_url(self) -> str:
+        """The catalog URL, defaulting to SQLite in the data folder."""
+        return self.catalog_database_url or f"sqlite+aiosqlite:///{self.data_dir}/catalog.db"

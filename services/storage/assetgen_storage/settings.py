@@ -1,0 +1,47 @@
+"""The storage service's settings, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assetgen_runtime.settings import env
+
+__all__ = ["StorageSettings"]
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Everything the storage service needs to know about its environment."""
+
+    grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the storage service's gRPC API.", 50054)
+    s3_endpoint: str = env("ASSETGEN_S3_ENDPOINT", "S3 endpoint URL, e.g. http://127.0.0.1:8333.")
+    s3_access_key: str = env("ASSETGEN_S3_ACCESS_KEY", "S3 access key.")
+    s3_secret_key: str = env("ASSETGEN_S3_SECRET_KEY", "S3 secret key.")
+    s3_bucket: str = env("ASSETGEN_S3_BUCKET", "Bucket assets are stored in (created if missing).", "assetgen")
+    s3_region: str = env("ASSETGEN_S3_REGION", "Region requests are signed for.", "us-east-1")
+    s3_public_endpoint: str = env(
+        "ASSETGEN_S3_PUBLIC_ENDPOINT",
+        "Endpoint URL presigned read URLs are made for (default: ASSETGEN_S3_ENDPOINT).",
+        "",
+    )
+    s3_public_base_url: str = env(
+        "ASSETGEN_S3_PUBLIC_BASE_URL", "Public base URL of the bucket (CDN); when set, URLs are not signed.", ""
+    )
+    presign_expiry_seconds: int = env(
+        "ASSETGEN_PRESIGN_EXPIRY_SECONDS", "Lifetime of presigned read URLs.", 7 * 24 * 3600
+    )
+    max_object_bytes: int = env("ASSETGEN_MAX_OBJECT_BYTES", "Largest object accepted, in bytes.", 2 * 1024**3)
+    part_size_bytes: int = env("ASSETGEN_S3_PART_SIZE_BYTES", "Multipart part size (>= 5 MiB).", 16 * 1024**2)
+    allowed_fetch_networks: tuple[str, ...] = env(
+        "ASSETGEN_ALLOWED_FETCH_NETWORKS",
+        "Comma-separated CIDRs ingest may reach besides public addresses.",
+        (),
+    )
+    fetch_timeout_seconds: float = env(
+        "ASSETGEN_FETCH_TIMEOUT_SECONDS", "Connect/read timeout of one ingest download.", 30.0
+    )
+    max_redirects: int = env("ASSETGEN_MAX_REDIRECTS", "Redirects an ingest follows at most.", 5)
+    shutdown_grace_seconds: float = env(
+        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
+    )
+    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")

