@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from assetgen_runtime.errors import ErrorMappingInterceptor
 
-__all__ = ["GrpcServer", "build_grpc_server", "wait_for_shutdown", "GRPC_OPTIONS"]
+__all__ = ["GRPC_OPTIONS", "GrpcServer", "RunningService", "build_grpc_server", "serve_until_signal", "wait_for_shutdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +117,31 @@ async def run_cleanups(cleanups: Iterable[Callable[[], Awaitable[Any]]]) -> None
             await cleanup()
         except Exception:
             logger.exception("shutdown step failed")
+
+
+@dataclass
+class RunningService:
+    """A started service: its gRPC server and the shutdown steps that follow ``server.stop(grace)``.
+
+    ``cleanups`` run in order after the server stopped (drain NATS, close channels, dispose engines).
+    """
+
+    grpc: GrpcServer
+    grace: float = 10.0
+    cleanups: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port."""
+        return self.grpc.port
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING → ``server.stop(grace)`` → the cleanups, in order."""
+        await self.grpc.stop(self.grace)
+        await run_cleanups(self.cleanups)
+
+
+async def serve_until_signal(service: RunningService) -> None:
+    """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
+    await wait_for_shutdown()
+    await service.stop()
