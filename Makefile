@@ -52,3 +52,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT) .pytest_cache .mypy_cache .ruff_cache
+
+# Prints the rendered manifests of one overlay (dev or production): make deploy-render OVERLAY=production
+# kustomize comes with the pinned kubectl of the dev extra, so a fresh machine needs no other install.
+deploy-render: OVERLAY ?= dev
+deploy-render: $(STAMP)
+	@$(BIN)/kubectl kustomize deploy/overlays/$(OVERLAY)
