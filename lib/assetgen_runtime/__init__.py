@@ -1,1 +1,1 @@
-"""What every AssetGen service shares: settings, logging, errors, server bootstrap, ids, NATS and SQL helpers."""
+"""What every AssetGen service shares: settings, logs, errors, server bootstrap, ids, NATS and SQL."""

@@ -11,7 +11,7 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-__all__ = ["create_engine", "session_factory", "migrate", "run_alembic_env"]
+__all__ = ["create_engine", "migrate", "run_alembic_env", "session_factory"]
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -219,4 +219,3 @@ def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(
         streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
     )
-

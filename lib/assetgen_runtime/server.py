@@ -20,7 +20,14 @@ from grpc_reflection.v1alpha import reflection
 
 from assetgen_runtime.errors import ErrorMappingInterceptor
 
-__all__ = ["GRPC_OPTIONS", "GrpcServer", "RunningService", "build_grpc_server", "serve_until_signal", "wait_for_shutdown"]
+__all__ = [
+    "GRPC_OPTIONS",
+    "GrpcServer",
+    "RunningService",
+    "build_grpc_server",
+    "serve_until_signal",
+    "wait_for_shutdown",
+]
 
 logger = logging.getLogger(__name__)
 

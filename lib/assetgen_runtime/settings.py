@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["SettingsError", "env", "load", "describe"]
+__all__ = ["SettingsError", "describe", "env", "load"]
 
 T = TypeVar("T")
 

@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Waits until 127.0.0.1:``port`` accepts connections, failing early if ``process`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,8 +86,20 @@ def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "nats.log"
     process = subprocess.Popen(
-        [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data_dir),
-         "--http_port", "0", "-l", str(log_path)],
+        [
+            binary("nats-server"),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(data_dir),
+            "--http_port",
+            "0",
+            "-l",
+            str(log_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -116,18 +130,42 @@ def start_seaweedfs(
     config_path = data_dir / "s3-identity.json"
     config_path.write_text(json.dumps(identity))
     os.chmod(config_path, 0o600)
-    ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc",
-                                            "filer", "filer_grpc", "s3_grpc", "metrics")}
+    ports = {
+        name: free_port()
+        for name in (
+            "master",
+            "master_grpc",
+            "volume",
+            "volume_grpc",
+            "filer",
+            "filer_grpc",
+            "s3_grpc",
+            "metrics",
+        )
+    }
     log_path = data_dir / "seaweedfs.log"
     args = [
-        binary("weed"), "server",
-        f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-        "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
-        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}", "-volume.max=0",
-        "-filer=true", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-        "-s3=true", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config_path}",
+        binary("weed"),
+        "server",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master_grpc']}",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=1024",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume_grpc']}",
+        "-volume.max=0",
+        "-filer=true",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3=true",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config_path}",
         f"-metricsPort={ports['metrics']}",
     ]
     with open(log_path, "ab") as log:

@@ -15,16 +15,24 @@ class GatewaySettings:
 
     http_port: int = env("ASSETGEN_HTTP_PORT", "Port of the HTTP/JSON API.", 8080)
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the public gRPC API.", 50051)
-    orchestrator_addr: str = env("ASSETGEN_ORCHESTRATOR_ADDR", "host:port of the orchestrator.", "127.0.0.1:50052")
+    orchestrator_addr: str = env(
+        "ASSETGEN_ORCHESTRATOR_ADDR", "host:port of the orchestrator.", "127.0.0.1:50052"
+    )
     provider_adapter_addr: str = env(
         "ASSETGEN_PROVIDER_ADAPTER_ADDR", "host:port of the provider-adapter.", "127.0.0.1:50053"
     )
     storage_addr: str = env("ASSETGEN_STORAGE_ADDR", "host:port of the storage service.", "127.0.0.1:50054")
     api_tokens: tuple[str, ...] = env("ASSETGEN_API_TOKENS", "Comma-separated bearer tokens accepted.", ())
     api_token_file: str = env("ASSETGEN_API_TOKEN_FILE", "File with one accepted token per line.", "")
-    max_object_bytes: int = env("ASSETGEN_MAX_OBJECT_BYTES", "Largest upload accepted, in bytes.", 2 * 1024**3)
-    max_json_body_bytes: int = env("ASSETGEN_MAX_JSON_BODY_BYTES", "Largest JSON request body, in bytes.", 1024**2)
-    cors_origins: tuple[str, ...] = env("ASSETGEN_CORS_ORIGINS", "Comma-separated origins allowed by CORS.", ())
+    max_object_bytes: int = env(
+        "ASSETGEN_MAX_OBJECT_BYTES", "Largest upload accepted, in bytes.", 2 * 1024**3
+    )
+    max_json_body_bytes: int = env(
+        "ASSETGEN_MAX_JSON_BODY_BYTES", "Largest JSON request body, in bytes.", 1024**2
+    )
+    cors_origins: tuple[str, ...] = env(
+        "ASSETGEN_CORS_ORIGINS", "Comma-separated origins allowed by CORS.", ()
+    )
     request_timeout_seconds: float = env(
         "ASSETGEN_REQUEST_TIMEOUT_SECONDS", "Deadline of calls to internal services.", 30.0
     )

@@ -34,9 +34,16 @@ class OrchestratorSettings:
     submit_retries: int = env(
         "ASSETGEN_SUBMIT_RETRIES", "Tries of a step that fails talking to a provider before FAILED.", 5
     )
-    retry_base_seconds: float = env("ASSETGEN_RETRY_BASE_SECONDS", "First retry delay; doubles each try.", 2.0)
+    retry_base_seconds: float = env(
+        "ASSETGEN_RETRY_BASE_SECONDS", "First retry delay; doubles each try.", 2.0
+    )
     ack_wait_seconds: float = env(
         "ASSETGEN_ACK_WAIT_SECONDS", "How long a job may go unacknowledged before redelivery.", 60.0
+    )
+    default_deadline_seconds: float = env(
+        "ASSETGEN_DEFAULT_DEADLINE_SECONDS",
+        "Overall deadline of a generation whose profile sets none.",
+        3600.0,
     )
     rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
     ingest_timeout_seconds: float = env(

@@ -1,0 +1,231 @@
+"""The public GatewayService: forwards to the service that owns each resource.
+
+Boxes, assets and generation go to the orchestrator; providers and models to the provider-adapter;
+file bytes to storage. The same servicer object answers gRPC and (through ``http_api``) HTTP, so both
+share one behaviour. Servicer methods never touch their ``context`` except to read metadata, which is
+what lets the HTTP side call them with a small stand-in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import grpc
+from assetgen.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    provider_adapter_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from assetgen_runtime.errors import InvalidArgument, TooLarge
+from assetgen_runtime.ids import new_id
+
+__all__ = ["FORWARDED_METADATA", "GatewayApi", "MetadataContext"]
+
+logger = logging.getLogger(__name__)
+
+# Request metadata the gateway passes on to the orchestrator.
+FORWARDED_METADATA = ("idempotency-key",)
+
+
+class MetadataContext:
+    """The part of a gRPC ServicerContext the servicer uses: request metadata (HTTP headers)."""
+
+    def __init__(self, metadata: Iterable[tuple[str, str]]) -> None:
+        self._metadata = tuple((key.lower(), value) for key, value in metadata)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The request's metadata as (lower-case key, value) pairs."""
+        return self._metadata
+
+
+def _forwarded(context: object) -> list[tuple[str, str]]:
+    invocation = getattr(context, "invocation_metadata", None)
+    if invocation is None:
+        return []
+    return [(key, str(value)) for key, value in invocation() or () if key in FORWARDED_METADATA]
+
+
+class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
+    """Implements every public RPC by calling the owning internal service with a deadline."""
+
+    def __init__(
+        self,
+        orchestrator: orchestrator_pb2_grpc.OrchestratorServiceStub,
+        adapter: provider_adapter_pb2_grpc.ProviderAdapterServiceStub,
+        storage: storage_pb2_grpc.StorageServiceStub,
+        *,
+        timeout: float,
+        max_upload_bytes: int,
+    ) -> None:
+        self._orchestrator = orchestrator
+        self._adapter = adapter
+        self._storage = storage
+        self._timeout = timeout
+        self._max_upload_bytes = max_upload_bytes
+
+    # Boxes and assets: the orchestrator's.
+
+    async def CreateBox(self, request: gateway_pb2.CreateBoxRequest, context: object) -> common_pb2.Box:
+        return await self._orchestrator.CreateBox(request, timeout=self._timeout)
+
+    async def GetBox(self, request: gateway_pb2.GetBoxRequest, context: object) -> common_pb2.Box:
+        return await self._orchestrator.GetBox(request, timeout=self._timeout)
+
+    async def ListBoxes(
+        self, request: gateway_pb2.ListBoxesRequest, context: object
+    ) -> gateway_pb2.ListBoxesResponse:
+        return await self._orchestrator.ListBoxes(request, timeout=self._timeout)
+
+    async def GetAsset(self, request: gateway_pb2.GetAssetRequest, context: object) -> common_pb2.Asset:
+        asset = await self._orchestrator.GetAsset(request, timeout=self._timeout)
+        await self._fill_file_urls([asset])
+        return asset
+
+    async def ListAssets(
+        self, request: gateway_pb2.ListAssetsRequest, context: object
+    ) -> gateway_pb2.ListAssetsResponse:
+        page = await self._orchestrator.ListAssets(request, timeout=self._timeout)
+        await self._fill_file_urls(page.items)
+        return page
+
+    async def Generate(self, request: gateway_pb2.GenerateRequest, context: object) -> common_pb2.Asset:
+        return await self._orchestrator.Generate(request, timeout=self._timeout, metadata=_forwarded(context))
+
+    async def Upload(
+        self, request_iterator: AsyncIterator[gateway_pb2.UploadRequest], context: object
+    ) -> common_pb2.Asset:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise InvalidArgument("the first upload message must carry the metadata")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only chunks may follow the upload metadata")
+                yield message.chunk
+
+        meta = first.metadata
+        return await self.upload_stream(meta.box_id, meta.filename, meta.content_type, chunks())
+
+    async def upload_stream(
+        self, box_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
+    ) -> common_pb2.Asset:
+        """Streams a file into storage and records it as an UPLOADED asset; nothing is left on failure."""
+        await self._orchestrator.GetBox(gateway_pb2.GetBoxRequest(id=box_id), timeout=self._timeout)
+        asset_id = new_id("ast")
+        limit = self._max_upload_bytes
+
+        async def messages() -> AsyncIterator[storage_pb2.StorageUploadRequest]:
+            yield storage_pb2.StorageUploadRequest(
+                metadata=storage_pb2.StorageUploadMetadata(
+                    box_id=box_id,
+                    asset_id=asset_id,
+                    filename=filename,
+                    content_type=content_type,
+                    require_media=True,
+                )
+            )
+            total = 0
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > limit:
+                    raise TooLarge(f"file is larger than the {limit} byte limit")
+                yield storage_pb2.StorageUploadRequest(chunk=chunk)
+
+        stored = await _upload_to_storage(self._storage, messages())
+        try:
+            asset = await self._orchestrator.RegisterUpload(
+                orchestrator_pb2.RegisterUploadRequest(
+                    asset_id=asset_id, box_id=box_id, filename=filename, object=stored
+                ),
+                timeout=self._timeout,
+            )
+        except BaseException:
+            await self._storage.Delete(storage_pb2.DeleteRequest(key=stored.key), timeout=self._timeout)
+            raise
+        await self._fill_file_urls([asset])
+        return asset
+
+    # Providers and models: the provider-adapter's.
+
+    async def ListPresets(
+        self, request: gateway_pb2.ListPresetsRequest, context: object
+    ) -> gateway_pb2.ListPresetsResponse:
+        return await self._adapter.ListPresets(request, timeout=self._timeout)
+
+    async def CreateProvider(
+        self, request: gateway_pb2.CreateProviderRequest, context: object
+    ) -> common_pb2.Provider:
+        return await self._adapter.CreateProvider(request, timeout=self._timeout)
+
+    async def GetProvider(
+        self, request: gateway_pb2.GetProviderRequest, context: object
+    ) -> common_pb2.Provider:
+        return await self._adapter.GetProvider(request, timeout=self._timeout)
+
+    async def ListProviders(
+        self, request: gateway_pb2.ListProvidersRequest, context: object
+    ) -> gateway_pb2.ListProvidersResponse:
+        return await self._adapter.ListProviders(request, timeout=self._timeout)
+
+    async def CreateModel(self, request: gateway_pb2.CreateModelRequest, context: object) -> common_pb2.Model:
+        return await self._adapter.CreateModel(request, timeout=self._timeout)
+
+    async def GetModel(self, request: gateway_pb2.GetModelRequest, context: object) -> common_pb2.Model:
+        return await self._adapter.GetModel(request, timeout=self._timeout)
+
+    async def ListModels(
+        self, request: gateway_pb2.ListModelsRequest, context: object
+    ) -> gateway_pb2.ListModelsResponse:
+        return await self._adapter.ListModels(request, timeout=self._timeout)
+
+    async def _fill_file_urls(self, assets: Sequence[common_pb2.Asset]) -> None:
+        """Sets each stored asset's file_url to a URL made fresh now (presigned or public)."""
+        keys = [asset.object_key for asset in assets if asset.object_key]
+        if not keys:
+            return
+        response = await self._storage.GetObjectUrls(
+            storage_pb2.GetObjectUrlsRequest(keys=keys), timeout=self._timeout
+        )
+        for asset in assets:
+            if asset.object_key:
+                asset.file_url = response.urls.get(asset.object_key, "")
+
+
+async def _upload_to_storage(
+    storage: storage_pb2_grpc.StorageServiceStub, messages: AsyncIterator[storage_pb2.StorageUploadRequest]
+) -> common_pb2.StoredObject:
+    """Client-streams ``messages`` to storage; an error raised while producing them cancels the call.
+
+    grpc.aio would swallow an exception raised inside the request iterator and report CANCELLED, so
+    the iterator's own error is captured and re-raised instead (storage aborts its multipart upload
+    when the stream is cancelled, leaving nothing behind).
+    """
+    failure: list[BaseException] = []
+
+    async def guarded() -> AsyncIterator[storage_pb2.StorageUploadRequest]:
+        try:
+            async for message in messages:
+                yield message
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    call = storage.Upload(guarded(), timeout=None)
+    try:
+        return await call
+    except grpc.aio.AioRpcError:
+        if failure:
+            raise failure[0] from None
+        raise
+    except BaseException:
+        call.cancel()
+        if failure:
+            raise failure[0] from None
+        raise

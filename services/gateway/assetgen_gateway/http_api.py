@@ -1,0 +1,231 @@
+"""HTTP/JSON face of the GatewayService, derived from the protos' ``google.api.http`` annotations.
+
+Every annotated RPC becomes a route (with and without a trailing slash, as the seed's Django routes
+had); path parameters, the query string and the JSON body fill the request message through
+``codec``. What the annotations can't express — multipart upload — is routed here by hand, to the
+same servicer. Errors are ``{"error": "..."}`` with the HTTP status of their gRPC code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiohttp import web
+from assetgen.v1 import gateway_pb2
+from assetgen_runtime.errors import AssetGenError, InvalidArgument, TooLarge, http_status, reason_of
+from google.api import annotations_pb2
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+
+from assetgen_gateway.api import GatewayApi, MetadataContext
+from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.codec import message_from_json, message_to_json
+
+__all__ = ["HttpRoute", "build_http_app", "http_routes"]
+
+logger = logging.getLogger(__name__)
+
+GATEWAY_SERVICE: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
+_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_UPLOAD_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One HTTP route of an RPC: verb, path template, which part of the request the body fills."""
+
+    method: str
+    path: str
+    body: str
+    rpc: MethodDescriptor
+
+    @property
+    def success_status(self) -> int:
+        """201 for creations, 202 for accepted work (generate), 200 otherwise."""
+        if self.rpc.name == "Generate":
+            return 202
+        return 201 if self.rpc.name.startswith("Create") else 200
+
+
+def http_routes(service: ServiceDescriptor = GATEWAY_SERVICE) -> list[HttpRoute]:
+    """The routes the protos declare, in declaration order."""
+    routes = []
+    for rpc in service.methods:
+        rule = rpc.GetOptions().Extensions[annotations_pb2.http]
+        pattern = rule.WhichOneof("pattern")
+        if pattern is None or pattern == "custom":
+            continue
+        routes.append(HttpRoute(method=pattern.upper(), path=getattr(rule, pattern), body=rule.body, rpc=rpc))
+    return routes
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(value, ensure_ascii=False), status=status, content_type="application/json"
+    )
+
+
+def _metadata(request: web.Request) -> MetadataContext:
+    return MetadataContext((key, value) for key, value in request.headers.items())
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason)
+        raise
+    except AssetGenError as exc:
+        return _error(http_status(exc.code, exc.reason), exc.message)
+    except grpc.aio.AioRpcError as exc:
+        status = http_status(exc.code(), reason_of(exc))
+        if status >= 500 and exc.code() not in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            logger.error("internal service error: %s %s", exc.code().name, exc.details())
+            return _error(500, "internal error")
+        return _error(status, exc.details() or exc.code().name.lower())
+    except Exception:
+        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        return _error(500, "internal error")
+
+
+def _auth_middleware(tokens: TokenSet) -> Any:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method != "OPTIONS" and request.path not in _OPEN_PATHS:
+            tokens.check_header(request.headers.get("Authorization"))
+        return await handler(request)
+
+    return middleware
+
+
+def _cors_middleware(origins: tuple[str, ...]) -> Any:
+    allowed = set(origins)
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        permitted = origin and ("*" in allowed or origin in allowed)
+        if request.method == "OPTIONS" and permitted:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if permitted:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+        return response
+
+    return middleware
+
+
+def _rpc_handler(api: GatewayApi, route: HttpRoute, max_json_bytes: int) -> Any:
+    request_class: type[Message] = getattr(gateway_pb2, route.rpc.input_type.name)
+    call = getattr(api, route.rpc.name)
+
+    async def handle(request: web.Request) -> web.Response:
+        values: dict[str, Any] = {}
+        if route.body == "*":
+            if request.content_length and request.content_length > max_json_bytes:
+                raise TooLarge(f"request body is larger than {max_json_bytes} bytes")
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+                if not isinstance(body, dict):
+                    raise InvalidArgument("request body must be a JSON object")
+                values.update(body)
+        else:
+            values.update(request.query)
+        values.update(request.match_info)
+        message = message_from_json(request_class(), values)
+        response = await call(message, _metadata(request))
+        return _json(message_to_json(response), status=route.success_status)
+
+    return handle
+
+
+def _upload_handler(api: GatewayApi, max_upload_bytes: int) -> Any:
+    async def handle(request: web.Request) -> web.Response:
+        if request.content_length and request.content_length > max_upload_bytes + 64 * 1024:
+            raise TooLarge(f"file is larger than the {max_upload_bytes} byte limit")
+        if not request.content_type.startswith("multipart/"):
+            raise InvalidArgument('upload must be multipart/form-data with a "file" field')
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise InvalidArgument('multipart body has no "file" field')
+            if isinstance(part, web.BodyPartReader) and part.name == "file":
+                break
+            await part.release()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await part.read_chunk(_UPLOAD_CHUNK):
+                yield chunk
+
+        asset = await api.upload_stream(
+            request.match_info["box_id"],
+            part.filename or "",
+            part.headers.get("Content-Type", ""),
+            chunks(),
+        )
+        return _json(message_to_json(asset), status=201)
+
+    return handle
+
+
+def build_http_app(
+    api: GatewayApi,
+    tokens: TokenSet,
+    *,
+    cors_origins: tuple[str, ...],
+    max_json_bytes: int,
+    max_upload_bytes: int,
+    readiness: Callable[[], bool],
+) -> web.Application:
+    """The aiohttp application serving the whole public HTTP API."""
+    app = web.Application(
+        middlewares=[_cors_middleware(cors_origins), _errors_middleware, _auth_middleware(tokens)],
+        client_max_size=max_json_bytes,
+    )
+    for route in http_routes():
+        handler = _rpc_handler(api, route, max_json_bytes)
+        for path in (route.path, route.path + "/"):
+            app.router.add_route(route.method, path, handler)
+    upload = _upload_handler(api, max_upload_bytes)
+    for path in ("/api/boxes/{box_id}/upload", "/api/boxes/{box_id}/upload/"):
+        app.router.add_post(path, upload)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = readiness()
+        return _json({"status": "ready" if ready else "starting"}, status=200 if ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

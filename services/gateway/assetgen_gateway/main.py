@@ -1,0 +1,103 @@
+"""Entry point of the gateway: the public API over gRPC (typed stubs) and HTTP/JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from aiohttp import web
+from assetgen.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    orchestrator_pb2_grpc,
+    provider_adapter_pb2_grpc,
+    storage_pb2_grpc,
+)
+from assetgen_runtime.channels import open_channel
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
+
+from assetgen_gateway.api import GatewayApi
+from assetgen_gateway.auth import AuthInterceptor, load_tokens
+from assetgen_gateway.http_api import build_http_app
+from assetgen_gateway.settings import GatewaySettings
+
+__all__ = ["GatewayService", "main", "run_server"]
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+
+@dataclass
+class GatewayService(RunningService):
+    """The running gateway: its gRPC server plus the HTTP port."""
+
+    http_port: int = 0
+
+
+async def run_server(
+    settings: GatewaySettings, *, port: int | None = None, http_port: int | None = None
+) -> GatewayService:
+    """Starts the gateway's gRPC and HTTP servers; ``port=0``/``http_port=0`` pick free ports."""
+    tokens = load_tokens(settings.api_tokens, settings.api_token_file)
+    channels = [
+        open_channel(settings.orchestrator_addr),
+        open_channel(settings.provider_adapter_addr),
+        open_channel(settings.storage_addr),
+    ]
+    api = GatewayApi(
+        orchestrator_pb2_grpc.OrchestratorServiceStub(channels[0]),
+        provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channels[1]),
+        storage_pb2_grpc.StorageServiceStub(channels[2]),
+        timeout=settings.request_timeout_seconds,
+        max_upload_bytes=settings.max_object_bytes,
+    )
+    server = await build_grpc_server(
+        [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
+        port=settings.grpc_port if port is None else port,
+        interceptors=[AuthInterceptor(tokens)],
+    )
+    ready = False
+    app = build_http_app(
+        api,
+        tokens,
+        cors_origins=settings.cors_origins,
+        max_json_bytes=settings.max_json_body_bytes,
+        max_upload_bytes=settings.max_object_bytes,
+        readiness=lambda: ready,
+    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", settings.http_port if http_port is None else http_port)
+    await site.start()
+    bound_http = runner.addresses[0][1]
+    await server.set_serving()
+    ready = True
+
+    async def close_channels() -> None:
+        for channel in channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    return GatewayService(
+        grpc=server,
+        grace=settings.shutdown_grace_seconds,
+        cleanups=[runner.cleanup, close_channels],
+        http_port=bound_http,
+    )
+
+
+async def _serve(settings: GatewaySettings) -> None:
+    await serve_until_signal(await run_server(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serves until SIGTERM."""
+    settings = load(GatewaySettings)
+    configure_logging("gateway", settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

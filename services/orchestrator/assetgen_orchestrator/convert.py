@@ -1,0 +1,61 @@
+"""Conversions between the orchestrator's rows and the API's protobuf messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from assetgen.v1 import common_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from assetgen_orchestrator.models import Asset, Box
+
+__all__ = ["asset_to_proto", "box_to_proto", "source_type_name", "status_name"]
+
+
+def _timestamp(value: dt.datetime | None) -> Timestamp:
+    stamp = Timestamp()
+    if value is not None:
+        # SQLite hands back naive datetimes; everything we store is UTC.
+        stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+    return stamp
+
+
+def box_to_proto(box: Box) -> common_pb2.Box:
+    """The API's view of a box."""
+    return common_pb2.Box(
+        id=box.id, name=box.name, created_at=_timestamp(box.created_at), updated_at=_timestamp(box.updated_at)
+    )
+
+
+def asset_to_proto(asset: Asset) -> common_pb2.Asset:
+    """The API's view of an asset (file_url is filled in by whoever presents it)."""
+    return common_pb2.Asset(
+        id=asset.id,
+        box=asset.box_id,
+        status=common_pb2.AssetStatus.Value(f"ASSET_STATUS_{asset.status}"),
+        source_type=common_pb2.SourceType.Value(f"SOURCE_TYPE_{asset.source_type}"),
+        model=asset.model,
+        prompt=asset.prompt,
+        parent_asset=asset.parent_asset_id or "",
+        external_task_id=asset.external_task_id,
+        error_message=asset.error_message,
+        content_type=asset.content_type,
+        size_bytes=asset.size_bytes,
+        sha256=asset.sha256,
+        created_at=_timestamp(asset.created_at),
+        updated_at=_timestamp(asset.updated_at),
+        attempt=asset.attempt,
+        progress=asset.progress,
+        object_key=asset.object_key,
+        config_json=asset.config_json if asset.config_json != "{}" else "",
+    )
+
+
+def status_name(value: int) -> str:
+    """'PENDING' for ASSET_STATUS_PENDING; '' for unspecified."""
+    return "" if value == 0 else common_pb2.AssetStatus.Name(value).removeprefix("ASSET_STATUS_")
+
+
+def source_type_name(value: int) -> str:
+    """'GENERATED' for SOURCE_TYPE_GENERATED; '' for unspecified."""
+    return "" if value == 0 else common_pb2.SourceType.Name(value).removeprefix("SOURCE_TYPE_")

@@ -1,0 +1,53 @@
+"""Status events: every transition of an asset is published to JetStream for live watchers.
+
+Subject ``assetgen.events.<box>.<asset>``; the stream keeps events for a bounded age. The gateway
+replays and follows them; the orchestrator never talks to watchers itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from nats.js import JetStreamContext
+
+from assetgen_orchestrator.models import Asset, utcnow
+
+__all__ = ["EventPublisher", "event_subject"]
+
+logger = logging.getLogger(__name__)
+
+
+def event_subject(box_id: str, asset_id: str) -> str:
+    """The subject an asset's events are published on."""
+    return f"assetgen.events.{box_id}.{asset_id}"
+
+
+class EventPublisher:
+    """Publishes asset snapshots after each transition."""
+
+    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+        self._js = js
+        self._timeout = timeout
+
+    async def publish(self, asset: Asset, *, file_url: str = "") -> None:
+        """Publishes the asset's current state; a failure is logged, never fails the transition."""
+        body = {
+            "asset_id": asset.id,
+            "box_id": asset.box_id,
+            "status": asset.status,
+            "step": asset.step,
+            "attempt": asset.attempt,
+            "progress": asset.progress,
+            "external_task_id": asset.external_task_id,
+            "file_url": file_url,
+            "error_message": asset.error_message,
+            "version": asset.version,
+            "at": utcnow().isoformat(),
+        }
+        try:
+            await self._js.publish(
+                event_subject(asset.box_id, asset.id), json.dumps(body).encode(), timeout=self._timeout
+            )
+        except Exception as exc:
+            logger.warning("could not publish asset event: %s", exc, extra={"asset_id": asset.id})

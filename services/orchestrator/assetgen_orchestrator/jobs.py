@@ -1,0 +1,216 @@
+"""Generation jobs on NATS JetStream: one durable message per asset attempt drives its whole life.
+
+A job message carries ``{"asset_id", "attempt"}``. Each delivery runs one step of the asset's state
+machine (submit, poll, ingest); a step that must be repeated later — the next poll, a retry after a
+provider error — NAKs the message with a delay, so the schedule lives in JetStream, survives any
+process, and no process sleeps. The message is acknowledged when the asset reaches a terminal state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from assetgen_runtime.jetstream import ensure_stream
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+
+__all__ = ["Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
+
+logger = logging.getLogger(__name__)
+
+JOBS_STREAM = "ASSETGEN_JOBS"
+JOBS_SUBJECT = "assetgen.jobs.step"
+EVENTS_STREAM = "ASSETGEN_EVENTS"
+EVENTS_SUBJECTS = "assetgen.events.>"
+CONSUMER = "orchestrator-steps"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a job message says: which asset attempt to move on."""
+
+    asset_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The job is finished (terminal state reached, or nothing left to do): acknowledge it."""
+
+
+@dataclass(frozen=True)
+class Later:
+    """Run the job again after ``delay`` seconds (NAK with delay)."""
+
+    delay: float
+
+
+Outcome = Done | Later
+Handler = Callable[[Job], Awaitable[Outcome]]
+PoisonHandler = Callable[[bytes, str], Awaitable[None]]
+
+
+async def setup_streams(js: JetStreamContext, *, events_max_age: float) -> None:
+    """Creates (or updates) the jobs work queue and the events stream; safe on every start."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=JOBS_STREAM,
+            subjects=[JOBS_SUBJECT],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=events_max_age,
+        ),
+    )
+
+
+class JobPublisher:
+    """Publishes job messages, deduplicated per asset attempt by JetStream's duplicate window."""
+
+    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+        self._js = js
+        self._timeout = timeout
+
+    async def publish(self, job: Job) -> None:
+        """Schedules ``job`` to run as soon as a worker is free."""
+        payload = json.dumps({"asset_id": job.asset_id, "attempt": job.attempt}).encode()
+        await self._js.publish(
+            JOBS_SUBJECT,
+            payload,
+            timeout=self._timeout,
+            headers={"Nats-Msg-Id": f"{job.asset_id}:{job.attempt}"},
+        )
+
+
+class JobRunner:
+    """Pulls job messages from the shared durable consumer and runs them with bounded concurrency.
+
+    Any number of replicas run this against the same consumer; JetStream hands each message to one
+    of them at a time. While a step runs longer than a third of the ack wait, the runner tells
+    JetStream it is still in progress, so no message is held past its ack wait.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        handler: Handler,
+        on_poison: PoisonHandler,
+        *,
+        concurrency: int,
+        ack_wait: float,
+        max_ack_pending: int,
+    ) -> None:
+        self._js = js
+        self._handler = handler
+        self._on_poison = on_poison
+        self._concurrency = concurrency
+        self._ack_wait = ack_wait
+        self._max_ack_pending = max_ack_pending
+        self._slot_freed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Binds the durable consumer (creating it idempotently) and starts pulling."""
+        config = ConsumerConfig(
+            durable_name=CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,
+            max_ack_pending=self._max_ack_pending,
+            max_waiting=512,
+            filter_subject=JOBS_SUBJECT,
+        )
+        subscription = await self._js.pull_subscribe(
+            JOBS_SUBJECT, durable=CONSUMER, stream=JOBS_STREAM, config=config
+        )
+        self._loop_task = asyncio.create_task(self._pull_loop(subscription), name="job-pull-loop")
+
+    async def stop(self, timeout: float) -> None:
+        """Stops pulling and waits up to ``timeout`` for running steps; unfinished ones are redelivered."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _pull_loop(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            while len(self._tasks) >= self._concurrency:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            free = min(self._concurrency - len(self._tasks), 256)
+            try:
+                messages = await subscription.fetch(free, timeout=1.0)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception:
+                logger.exception("fetching jobs failed; retrying")
+                await asyncio.sleep(1.0)  # back off from a broken connection, not to wait for state
+                continue
+            for message in messages:
+                task = asyncio.create_task(self._run(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    async def _run(self, message: Msg) -> None:
+        try:
+            job = _parse(message.data)
+            if job is None:
+                await self._on_poison(message.data, "malformed job message")
+                await message.term()
+                return
+            heartbeat = asyncio.create_task(self._heartbeat(message))
+            try:
+                outcome = await self._handler(job)
+            finally:
+                heartbeat.cancel()
+            if isinstance(outcome, Later):
+                await message.nak(delay=max(outcome.delay, 0.0))
+            else:
+                await message.ack()
+        except Exception:
+            # Left unacknowledged on purpose: JetStream redelivers after the ack wait.
+            logger.exception("job step failed unexpectedly", extra={"subject": message.subject})
+
+    async def _heartbeat(self, message: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await message.in_progress()
+
+
+def _parse(data: bytes) -> Job | None:
+    try:
+        body = json.loads(data)
+        return Job(asset_id=str(body["asset_id"]), attempt=int(body["attempt"]))
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,340 @@
+"""The generation state machine: one job delivery moves an asset one step on.
+
+Steps (under the public status)::
+
+    PENDING    waiting_parent ─► queued ─► submitting ─┐
+    PROCESSING                     polling ◄───────────┤ (NAK with the next poll delay)
+    PROCESSING                     ingesting ◄─────────┘ provider COMPLETED
+    COMPLETED / FAILED / CANCELED  done
+
+Every change is a compare-and-set on the asset's version (see ``AssetStore.update_asset``); a step
+that loses the race re-reads the asset and decides again, so a late or duplicated message can never
+move an asset backwards or finish it twice. The intent to submit is recorded (step ``submitting``)
+before the provider-adapter is called, and the adapter's submit is idempotent per (asset, attempt).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+from dataclasses import dataclass
+
+import grpc
+from assetgen.v1 import (
+    provider_adapter_pb2,
+    provider_adapter_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from google.protobuf import json_format
+
+from assetgen_orchestrator.events import EventPublisher
+from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
+from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.store import AssetStore
+
+__all__ = ["Lifecycle", "LifecycleConfig", "build_variables", "next_poll_delay"]
+
+logger = logging.getLogger(__name__)
+
+# Errors that say "try again later" rather than "this will never work".
+_TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+_PARENT_CHECK_INTERVAL = 2.0
+_MAX_CAS_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """The knobs of the state machine (from the orchestrator's settings)."""
+
+    step_retries: int
+    retry_base_seconds: float
+    rpc_timeout: float
+    ingest_timeout: float
+    default_deadline: float
+
+
+def build_variables(asset: Asset, parent_url: str = "") -> dict[str, object]:
+    """The template variables of a generation: every config key, then prompt and image URLs.
+
+    ``image_urls`` defaults to ``[image_url]``; with a parent asset, ``image_url`` is its stored file.
+    """
+    variables: dict[str, object] = dict(json.loads(asset.config_json or "{}"))
+    if asset.prompt:
+        variables["prompt"] = asset.prompt
+    image_url = parent_url or asset.image_url
+    image_urls = json.loads(asset.image_urls_json or "[]")
+    if image_url:
+        variables["image_url"] = image_url
+    if image_urls:
+        variables["image_urls"] = image_urls
+    elif image_url:
+        variables["image_urls"] = [image_url]
+    return variables
+
+
+def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, poll_count: int, hint_ms: int = 0) -> float:
+    """Seconds until the next poll: initial × backoff^n capped at max, a provider hint wins, ±10 % jitter."""
+    initial = (policy.initial_delay_ms or 2000) / 1000
+    backoff = policy.backoff or 1.5
+    ceiling = (policy.max_delay_ms or 30_000) / 1000
+    delay = hint_ms / 1000 if hint_ms > 0 else min(initial * backoff ** max(poll_count, 0), ceiling)
+    delay = max(delay, policy.min_interval_ms / 1000)
+    return delay * random.uniform(0.9, 1.1)
+
+
+class Lifecycle:
+    """Runs one step of an asset's generation per job delivery."""
+
+    def __init__(
+        self,
+        store: AssetStore,
+        adapter: provider_adapter_pb2_grpc.ProviderAdapterServiceStub,
+        storage: storage_pb2_grpc.StorageServiceStub,
+        events: EventPublisher,
+        config: LifecycleConfig,
+    ) -> None:
+        self._store = store
+        self._adapter = adapter
+        self._storage = storage
+        self._events = events
+        self._config = config
+
+    async def handle(self, job: Job) -> Outcome:
+        """Moves the job's asset on by one step and says when to run the job again, if ever."""
+        for _ in range(_MAX_CAS_RETRIES):
+            asset = await self._store.find_asset(job.asset_id)
+            if asset is None or asset.attempt != job.attempt or Status(asset.status).terminal:
+                return Done()
+            try:
+                outcome = await self._step(asset)
+            except grpc.aio.AioRpcError as error:
+                outcome = await self._on_rpc_error(asset, error)
+            except Exception as error:
+                logger.exception("generation step crashed", extra={"asset_id": asset.id})
+                outcome = await self._retry_or_fail(asset, f"internal error: {type(error).__name__}")
+            if outcome is not None:
+                return outcome
+        # Someone keeps changing the asset under us; look again shortly.
+        return Later(1.0)
+
+    async def on_poison(self, data: bytes, reason: str) -> None:
+        """A job message nobody can run: fail its asset with the reason if the message names one."""
+        try:
+            body = json.loads(data)
+            asset = await self._store.find_asset(str(body["asset_id"]))
+        except Exception:
+            logger.error("dropping unreadable job message: %s", reason)
+            return
+        if asset is not None and not Status(asset.status).terminal:
+            await self._fail(asset, f"generation job could not be processed: {reason}")
+
+    async def _step(self, asset: Asset) -> Outcome | None:
+        step = Step(asset.step)
+        if step is Step.WAITING_PARENT:
+            return await self._wait_for_parent(asset)
+        if step in (Step.QUEUED, Step.SUBMITTING):
+            return await self._submit(asset)
+        if step is Step.POLLING:
+            return await self._poll(asset)
+        if step is Step.INGESTING:
+            return await self._ingest(asset)
+        return Done()
+
+    async def _wait_for_parent(self, asset: Asset) -> Outcome | None:
+        parent = await self._store.find_asset(asset.parent_asset_id or "")
+        if parent is None:
+            return await self._fail(asset, f"parent asset {asset.parent_asset_id} no longer exists")
+        if parent.status in (Status.FAILED, Status.CANCELED):
+            reason = parent.error_message or parent.status.lower()
+            return await self._fail(asset, f"parent asset {parent.id} {parent.status.lower()}: {reason}")
+        if parent.status != Status.COMPLETED:
+            return Later(_PARENT_CHECK_INTERVAL)
+        if not await self._store.update_asset(asset, step=Step.QUEUED, message="parent asset completed"):
+            return None
+        return await self._submit(asset)
+
+    async def _submit(self, asset: Asset) -> Outcome | None:
+        if asset.step == Step.QUEUED and not await self._store.update_asset(
+            asset, step=Step.SUBMITTING, message="submitting to the provider"
+        ):
+            return None
+        parent_url = await self._parent_url(asset)
+        status = await self._adapter.SubmitTask(
+            provider_adapter_pb2.SubmitTaskRequest(
+                asset_id=asset.id,
+                attempt=asset.attempt,
+                model=asset.model,
+                variables_json=json.dumps(build_variables(asset, parent_url)),
+            ),
+            timeout=self._config.rpc_timeout,
+        )
+        return await self._apply(asset, status, submitted=True)
+
+    async def _poll(self, asset: Asset) -> Outcome | None:
+        policy = self._policy(asset)
+        deadline = (policy.deadline_ms / 1000) or self._config.default_deadline
+        started = asset.submitted_at or asset.created_at
+        if started is not None and _age(started) > deadline:
+            return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
+        status = await self._adapter.PollTask(
+            provider_adapter_pb2.PollTaskRequest(
+                asset_id=asset.id,
+                model=asset.model,
+                task_id=asset.external_task_id,
+                task_handle_json=asset.task_handle_json,
+            ),
+            timeout=self._config.rpc_timeout,
+        )
+        return await self._apply(asset, status, submitted=False)
+
+    async def _apply(
+        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
+    ) -> Outcome | None:
+        state = status.state
+        common: dict[str, object] = {
+            "raw_status": status.raw_state[:200],
+            "error_count": 0,
+            "external_task_id": status.task_id or asset.external_task_id,
+            "task_handle_json": status.task_handle_json or asset.task_handle_json,
+        }
+        if status.HasField("poll_policy"):
+            common["poll_policy_json"] = json_format.MessageToJson(status.poll_policy, indent=None)
+        if submitted:
+            common["submitted_at"] = utcnow()
+        if state == provider_adapter_pb2.TASK_STATE_COMPLETED:
+            if not status.outputs:
+                return await self._fail(
+                    asset, "the provider reported success but returned no result", **common
+                )
+            if not await self._store.update_asset(
+                asset,
+                step=Step.INGESTING,
+                status=Status.PROCESSING,
+                result_url=status.outputs[0].url,
+                progress=1.0,
+                message="provider finished; copying the result into storage",
+                **common,
+            ):
+                return None
+            await self._events.publish(asset)
+            return await self._ingest(asset)
+        if state == provider_adapter_pb2.TASK_STATE_FAILED:
+            reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
+            return await self._fail(asset, reason, **common)
+        if state == provider_adapter_pb2.TASK_STATE_CANCELED:
+            return await self._end(asset, Status.CANCELED, "canceled at the provider", **common)
+        # PENDING, PROCESSING, or anything unknown: still running.
+        progress = min(max(status.progress, 0.0), 1.0)
+        changed = asset.status != Status.PROCESSING or abs(progress - asset.progress) > 1e-6
+        poll_count = 0 if submitted else asset.poll_count + 1
+        if not await self._store.update_asset(
+            asset,
+            status=Status.PROCESSING,
+            step=Step.POLLING,
+            progress=progress,
+            poll_count=poll_count,
+            message=f"submitted; provider task {status.task_id}" if submitted else "",
+            **common,
+        ):
+            return None
+        if changed:
+            await self._events.publish(asset)
+        return Later(next_poll_delay(self._policy(asset), poll_count, status.poll_after_ms))
+
+    async def _ingest(self, asset: Asset) -> Outcome | None:
+        stored = await self._storage.Ingest(
+            storage_pb2.IngestRequest(url=asset.result_url, box_id=asset.box_id, asset_id=asset.id),
+            timeout=self._config.ingest_timeout,
+        )
+        if not await self._store.update_asset(
+            asset,
+            status=Status.COMPLETED,
+            step=Step.DONE,
+            object_key=stored.key,
+            content_type=stored.content_type,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            error_message="",
+            finished_at=utcnow(),
+            message="result stored",
+        ):
+            # Another worker finished it first; our copy is an orphan nobody references.
+            await self._storage.Delete(
+                storage_pb2.DeleteRequest(key=stored.key), timeout=self._config.rpc_timeout
+            )
+            return None
+        await self._events.publish(asset, file_url=await self._file_url(asset.object_key))
+        return Done()
+
+    async def _on_rpc_error(self, asset: Asset, error: grpc.aio.AioRpcError) -> Outcome | None:
+        details = error.details() or error.code().name
+        if error.code() in _TRANSIENT:
+            return await self._retry_or_fail(asset, details)
+        return await self._fail(asset, details)
+
+    async def _retry_or_fail(self, asset: Asset, reason: str) -> Outcome | None:
+        tries = asset.error_count + 1
+        if tries > self._config.step_retries:
+            return await self._fail(asset, f"{reason} (gave up after {tries} tries)")
+        if not await self._store.update_asset(asset, error_count=tries):
+            return None
+        delay = self._config.retry_base_seconds * 2 ** (tries - 1) * random.uniform(0.8, 1.2)
+        logger.warning(
+            "step failed, retrying in %.1fs: %s", delay, reason, extra={"asset_id": asset.id, "try": tries}
+        )
+        return Later(delay)
+
+    async def _fail(self, asset: Asset, reason: str, **changes: object) -> Outcome | None:
+        return await self._end(asset, Status.FAILED, reason, error_message=reason, **changes)
+
+    async def _end(self, asset: Asset, status: Status, message: str, **changes: object) -> Outcome | None:
+        if not await self._store.update_asset(
+            asset, status=status, step=Step.DONE, finished_at=utcnow(), message=message, **changes
+        ):
+            return None
+        logger.info("asset %s", status.lower(), extra={"asset_id": asset.id, "reason": message})
+        await self._events.publish(asset)
+        return Done()
+
+    async def _parent_url(self, asset: Asset) -> str:
+        if not asset.parent_asset_id:
+            return ""
+        parent = await self._store.find_asset(asset.parent_asset_id)
+        if parent is None or not parent.object_key:
+            return ""
+        return await self._file_url(parent.object_key)
+
+    async def _file_url(self, key: str) -> str:
+        response = await self._storage.GetObjectUrls(
+            storage_pb2.GetObjectUrlsRequest(keys=[key]), timeout=self._config.rpc_timeout
+        )
+        return response.urls.get(key, "")
+
+    @staticmethod
+    def _policy(asset: Asset) -> provider_adapter_pb2.PollPolicy:
+        return json_format.Parse(asset.poll_policy_json or "{}", provider_adapter_pb2.PollPolicy())
+
+
+def _age(moment: dt.datetime) -> float:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return (utcnow() - aware).total_seconds()
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

@@ -1,0 +1,108 @@
+"""Entry point of the orchestrator: ``assetgen-orchestrator`` (serve) or ``assetgen-orchestrator migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_runtime import jetstream
+from assetgen_runtime.channels import open_channel
+from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
+
+from assetgen_orchestrator.events import EventPublisher
+from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
+from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
+from assetgen_orchestrator.service import OrchestratorServicer
+from assetgen_orchestrator.settings import OrchestratorSettings
+from assetgen_orchestrator.store import AssetStore
+
+__all__ = ["main", "migrate_database", "run_server"]
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+
+
+async def migrate_database(settings: OrchestratorSettings) -> None:
+    """Brings the asset database to the newest schema."""
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not settings.database_url:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    await migrate(url, MIGRATIONS, version_table="alembic_version_orchestrator")
+
+
+async def run_server(settings: OrchestratorSettings, *, port: int | None = None) -> RunningService:
+    """Starts the orchestrator: database, NATS streams, job runner and gRPC server."""
+    await migrate_database(settings)
+    engine = create_engine(settings.resolved_database_url)
+    store = AssetStore(session_factory(engine))
+    nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
+    js = nc.jetstream(timeout=10)
+    await setup_streams(js, events_max_age=settings.events_max_age_seconds)
+    adapter_channel = open_channel(settings.provider_adapter_addr)
+    storage_channel = open_channel(settings.storage_addr)
+    adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
+    storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
+    events = EventPublisher(js)
+    lifecycle = Lifecycle(
+        store,
+        adapter,
+        storage,
+        events,
+        LifecycleConfig(
+            step_retries=settings.submit_retries,
+            retry_base_seconds=settings.retry_base_seconds,
+            rpc_timeout=settings.rpc_timeout_seconds,
+            ingest_timeout=settings.ingest_timeout_seconds,
+            default_deadline=settings.default_deadline_seconds,
+        ),
+    )
+    runner = JobRunner(
+        js,
+        lifecycle.handle,
+        lifecycle.on_poison,
+        concurrency=settings.worker_concurrency,
+        ack_wait=settings.ack_wait_seconds,
+        max_ack_pending=settings.max_in_flight,
+    )
+    servicer = OrchestratorServicer(
+        store, adapter, storage, JobPublisher(js), events, rpc_timeout=settings.rpc_timeout_seconds
+    )
+    server = await build_grpc_server(
+        [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],
+        port=settings.grpc_port if port is None else port,
+    )
+    await runner.start()
+    await server.set_serving()
+
+    async def stop_runner() -> None:
+        await runner.stop(settings.shutdown_grace_seconds)
+
+    return RunningService(
+        grpc=server,
+        grace=settings.shutdown_grace_seconds,
+        cleanups=[stop_runner, nc.drain, adapter_channel.close, storage_channel.close, engine.dispose],
+    )
+
+
+async def _serve(settings: OrchestratorSettings) -> None:
+    await serve_until_signal(await run_server(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serves until SIGTERM; with the argument ``migrate``, migrates the database and exits."""
+    args = sys.argv[1:] if argv is None else argv
+    settings = load(OrchestratorSettings)
+    configure_logging("orchestrator", settings.log_level)
+    if args[:1] == ["migrate"]:
+        asyncio.run(migrate_database(settings))
+        return
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The OrchestratorService gRPC servicer: boxes, assets, and accepting generations and uploads."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import urlsplit
+
+import grpc
+from assetgen.v1 import (
+    common_pb2,
+    gateway_pb2,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    provider_adapter_pb2,
+    provider_adapter_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from assetgen_runtime.errors import InvalidArgument, Unavailable
+from assetgen_runtime.ids import new_id
+from google.protobuf import json_format
+
+from assetgen_orchestrator.convert import asset_to_proto, box_to_proto, source_type_name, status_name
+from assetgen_orchestrator.events import EventPublisher
+from assetgen_orchestrator.jobs import Job, JobPublisher
+from assetgen_orchestrator.lifecycle import build_variables
+from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.store import AssetStore
+
+__all__ = ["IDEMPOTENCY_KEY_METADATA", "OrchestratorServicer"]
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+_MAX_NAME = 200
+_MAX_PROMPT = 20_000
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    """Validates requests, records them, and hands generations to the job queue."""
+
+    def __init__(
+        self,
+        store: AssetStore,
+        adapter: provider_adapter_pb2_grpc.ProviderAdapterServiceStub,
+        storage: storage_pb2_grpc.StorageServiceStub,
+        jobs: JobPublisher,
+        events: EventPublisher,
+        *,
+        rpc_timeout: float,
+    ) -> None:
+        self._store = store
+        self._adapter = adapter
+        self._storage = storage
+        self._jobs = jobs
+        self._events = events
+        self._rpc_timeout = rpc_timeout
+
+    async def CreateBox(self, request: gateway_pb2.CreateBoxRequest, context: object) -> common_pb2.Box:
+        name = request.name.strip()
+        if not name:
+            raise InvalidArgument("name is required")
+        if len(name) > _MAX_NAME:
+            raise InvalidArgument(f"name must be at most {_MAX_NAME} characters")
+        return box_to_proto(await self._store.create_box(new_id("box"), name))
+
+    async def GetBox(self, request: gateway_pb2.GetBoxRequest, context: object) -> common_pb2.Box:
+        return box_to_proto(await self._store.get_box(request.id))
+
+    async def ListBoxes(
+        self, request: gateway_pb2.ListBoxesRequest, context: object
+    ) -> gateway_pb2.ListBoxesResponse:
+        page = await self._store.list_boxes(request.page_size, request.cursor)
+        return gateway_pb2.ListBoxesResponse(
+            items=[box_to_proto(box) for box in page.items], next_cursor=page.next_cursor
+        )
+
+    async def GetAsset(self, request: gateway_pb2.GetAssetRequest, context: object) -> common_pb2.Asset:
+        return asset_to_proto(await self._store.get_asset(request.id))
+
+    async def ListAssets(
+        self, request: gateway_pb2.ListAssetsRequest, context: object
+    ) -> gateway_pb2.ListAssetsResponse:
+        await self._store.get_box(request.box_id)
+        page = await self._store.list_assets(
+            request.box_id,
+            request.page_size,
+            request.cursor,
+            status=status_name(request.status),
+            source_type=source_type_name(request.source_type),
+            model=request.model,
+        )
+        return gateway_pb2.ListAssetsResponse(
+            items=[asset_to_proto(asset) for asset in page.items], next_cursor=page.next_cursor
+        )
+
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Asset:
+        idempotency_key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
+        await self._store.get_box(request.box_id)
+        if idempotency_key:
+            existing = await self._store.find_by_idempotency_key(request.box_id, idempotency_key)
+            if existing is not None:
+                return asset_to_proto(existing)
+        draft = _draft_generation(request, idempotency_key)
+        parent_url, deferred = "", []
+        if request.parent_asset:
+            parent = await self._store.find_asset(request.parent_asset)
+            if parent is None:
+                raise InvalidArgument(f"parent asset {request.parent_asset!r} not found")
+            if parent.status in (Status.FAILED, Status.CANCELED):
+                raise InvalidArgument(
+                    f"parent asset {parent.id} is {parent.status}: {parent.error_message or 'no file'}"
+                )
+            if parent.status == Status.COMPLETED:
+                parent_url = await self._file_url(parent.object_key)
+            else:
+                deferred = ["image_url", "image_urls"]
+                draft.step = Step.WAITING_PARENT
+        prepared = await self._adapter.PrepareGeneration(
+            provider_adapter_pb2.PrepareGenerationRequest(
+                model=request.model,
+                variables_json=json.dumps(build_variables(draft, parent_url)),
+                deferred_variables=deferred,
+            ),
+            timeout=self._rpc_timeout,
+        )
+        draft.model = prepared.model.name
+        draft.poll_policy_json = _policy_json(prepared.poll_policy)
+        asset = await self._store.insert_asset(
+            draft, "waiting for the parent asset" if deferred else "accepted"
+        )
+        if asset is not draft:
+            return asset_to_proto(asset)  # lost an idempotency race: the first request's asset
+        await self._events.publish(asset)
+        try:
+            await self._jobs.publish(Job(asset.id, asset.attempt))
+        except Exception as exc:
+            reason = "could not schedule the generation: the job queue is unavailable"
+            logger.error("%s (%s)", reason, exc, extra={"asset_id": asset.id})
+            await self._store.update_asset(
+                asset,
+                status=Status.FAILED,
+                step=Step.DONE,
+                error_message=reason,
+                finished_at=utcnow(),
+                message=reason,
+            )
+            raise Unavailable(reason) from exc
+        logger.info("generation accepted", extra={"asset_id": asset.id, "model": asset.model})
+        return asset_to_proto(asset)
+
+    async def RegisterUpload(
+        self, request: orchestrator_pb2.RegisterUploadRequest, context: object
+    ) -> common_pb2.Asset:
+        if not request.asset_id or not request.object.key:
+            raise InvalidArgument("asset_id and object.key are required")
+        await self._store.get_box(request.box_id)
+        stored = request.object
+        asset = Asset.new(
+            id=request.asset_id,
+            box_id=request.box_id,
+            status=Status.COMPLETED,
+            step=Step.DONE,
+            source_type="UPLOADED",
+            filename=request.filename[:300],
+            object_key=stored.key,
+            content_type=stored.content_type,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            finished_at=utcnow(),
+        )
+        await self._store.insert_asset(asset, "uploaded")
+        await self._events.publish(asset, file_url=await self._file_url(stored.key))
+        return asset_to_proto(asset)
+
+    async def _file_url(self, key: str) -> str:
+        response = await self._storage.GetObjectUrls(
+            storage_pb2.GetObjectUrlsRequest(keys=[key]), timeout=self._rpc_timeout
+        )
+        return response.urls.get(key, "")
+
+
+def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str) -> Asset:
+    """A new, not yet stored, asset for a generate request; refuses malformed input."""
+    if not request.model.strip():
+        raise InvalidArgument("model is required")
+    if len(request.prompt) > _MAX_PROMPT:
+        raise InvalidArgument(f"prompt must be at most {_MAX_PROMPT} characters")
+    for url in [request.image_url, *request.image_urls]:
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            raise InvalidArgument(f"image URL must be http(s): {url[:200]!r}")
+    config: object = {}
+    if request.config_json.strip():
+        try:
+            config = json.loads(request.config_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"config is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise InvalidArgument("config must be a JSON object")
+    return Asset.new(
+        id=new_id("ast"),
+        box_id=request.box_id,
+        status=Status.PENDING,
+        step=Step.QUEUED,
+        source_type="IMG2VID" if request.parent_asset else "GENERATED",
+        model=request.model.strip(),
+        prompt=request.prompt,
+        image_url=request.image_url,
+        image_urls_json=json.dumps(list(request.image_urls)),
+        config_json=json.dumps(config),
+        parent_asset_id=request.parent_asset or None,
+        idempotency_key=idempotency_key or None,
+    )
+
+
+def _policy_json(policy: provider_adapter_pb2.PollPolicy) -> str:
+    return json_format.MessageToJson(policy, indent=None)
+
+
+def _metadata(context: object, key: str) -> str:
+    invocation = getattr(context, "invocation_metadata", None)
+    if invocation is None:
+        return ""
+    for item_key, value in invocation() or ():
+        if item_key == key:
+            return str(value)[:200]
+    return ""
