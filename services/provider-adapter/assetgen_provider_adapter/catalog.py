@@ -1,0 +1,237 @@
+"""The provider/model catalog in the adapter's own database, with a short in-memory cache for hot paths.
+
+PollTask runs about a thousand times a second, so resolving a model to its provider, parsed profile,
+parsed template and decrypted key is cached for a few seconds. Providers and models are never changed
+after creation, so the cache only has to forget on local creation (a name may now resolve) and expire
+so entries created on other replicas appear. Lookups that find nothing are never cached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from assetgen_runtime.errors import AlreadyExists, InvalidArgument, NotFound
+from assetgen_runtime.ids import new_id
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from assetgen_provider_adapter.credentials import SecretBox
+from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
+from assetgen_provider_adapter.engine import ProviderTarget
+from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
+
+__all__ = ["Catalog", "ResolvedModel"]
+
+logger = logging.getLogger(__name__)
+
+# Model types of common.proto: IMAGE and VIDEO.
+_MODEL_TYPES = frozenset({1, 2})
+_MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model with everything a submit or poll needs, parsed once."""
+
+    model: ModelRow
+    provider: ProviderRow
+    target: ProviderTarget
+    template: Any
+    variables: TemplateVariables
+
+
+def _check_name(kind: str, name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidArgument(f"{kind} name is required")
+    if len(name) > _MAX_NAME:
+        raise InvalidArgument(f"{kind} name is longer than {_MAX_NAME} characters")
+    return name
+
+
+def _check_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(f"base_url must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+class Catalog:
+    """Providers and models: creation with validation, lookups by id or unique name, resolution."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        *,
+        cache_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._box = box
+        self._ttl = cache_ttl
+        self._clock = clock
+        self._resolved: dict[str, tuple[float, ResolvedModel]] = {}
+
+    def invalidate(self) -> None:
+        """Forgets every cached resolution (after a local change)."""
+        self._resolved.clear()
+
+    # -- providers ------------------------------------------------------------------------
+
+    async def create_provider(self, name: str, preset: str, base_url: str, api_key: str) -> ProviderRow:
+        """Adds a provider from a preset; the key is stored encrypted and never returned."""
+        name = _check_name("provider", name)
+        profile = load_presets().get(preset)
+        if profile is None:
+            known = ", ".join(sorted(load_presets()))
+            raise InvalidArgument(f"unknown preset {preset!r}; known presets: {known}")
+        now = utcnow()
+        row = ProviderRow(
+            id=new_id("prv"),
+            name=name,
+            preset=preset,
+            base_url=_check_base_url(base_url or profile.base_url),
+            profile_json=json.dumps(profile.data, separators=(",", ":")),
+            api_key_encrypted=self._box.encrypt(api_key) if api_key else None,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions() as session:
+            if await self._find_provider(session, name) is not None:
+                raise AlreadyExists(f"provider {name!r} already exists")
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"provider {name!r} already exists") from None
+        self.invalidate()
+        logger.info("provider created", extra={"provider": name, "preset": preset})
+        return row
+
+    @staticmethod
+    async def _find_provider(session: AsyncSession, ref: str) -> ProviderRow | None:
+        result = await session.execute(
+            select(ProviderRow).where(or_(ProviderRow.id == ref, ProviderRow.name == ref))
+        )
+        return result.scalars().first()
+
+    async def get_provider(self, ref: str) -> ProviderRow:
+        """A provider by id or name; NotFound otherwise."""
+        async with self._sessions() as session:
+            row = await self._find_provider(session, ref)
+        if row is None:
+            raise NotFound(f"provider {ref!r} not found")
+        return row
+
+    async def list_providers(self) -> list[ProviderRow]:
+        """Every provider, by name."""
+        async with self._sessions() as session:
+            result = await session.execute(select(ProviderRow).order_by(ProviderRow.name))
+            return list(result.scalars())
+
+    # -- models ---------------------------------------------------------------------------
+
+    async def create_model(
+        self, provider_ref: str, name: str, model_type: int, api_endpoint: str, request_schema_json: str
+    ) -> tuple[ModelRow, ProviderRow]:
+        """Adds a model; its template must be a JSON object or array."""
+        name = _check_name("model", name)
+        if model_type not in _MODEL_TYPES:
+            raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
+        try:
+            template = json.loads(request_schema_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"request_schema_json is not JSON: {exc}") from None
+        if not isinstance(template, dict | list):
+            raise InvalidArgument("request_schema_json must be a JSON object or array")
+        api_endpoint = api_endpoint.strip()
+        if api_endpoint and not api_endpoint.startswith(("/", "http://", "https://")):
+            raise InvalidArgument("api_endpoint must be a path starting with '/' or an http(s) URL")
+        now = utcnow()
+        async with self._sessions() as session:
+            provider = await self._find_provider(session, provider_ref)
+            if provider is None:
+                raise NotFound(f"provider {provider_ref!r} not found")
+            if await self._find_model(session, name) is not None:
+                raise AlreadyExists(f"model {name!r} already exists")
+            row = ModelRow(
+                id=new_id("mdl"),
+                name=name,
+                provider_id=provider.id,
+                model_type=model_type,
+                api_endpoint=api_endpoint,
+                request_schema_json=json.dumps(template, separators=(",", ":"), ensure_ascii=False),
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise AlreadyExists(f"model {name!r} already exists") from None
+        self.invalidate()
+        logger.info("model created", extra={"model": name, "provider": provider.name})
+        return row, provider
+
+    @staticmethod
+    async def _find_model(session: AsyncSession, ref: str) -> ModelRow | None:
+        result = await session.execute(select(ModelRow).where(or_(ModelRow.id == ref, ModelRow.name == ref)))
+        return result.scalars().first()
+
+    async def get_model(self, ref: str) -> tuple[ModelRow, ProviderRow]:
+        """A model and its provider by model id or name; NotFound otherwise."""
+        async with self._sessions() as session:
+            model = await self._find_model(session, ref)
+            provider = await session.get(ProviderRow, model.provider_id) if model else None
+        if model is None or provider is None:
+            raise NotFound(f"model {ref!r} not found")
+        return model, provider
+
+    async def list_models(self, provider_ref: str = "") -> list[tuple[ModelRow, ProviderRow]]:
+        """Every model (of one provider, when given) with its provider, by name."""
+        async with self._sessions() as session:
+            query = select(ModelRow, ProviderRow).join(ProviderRow, ModelRow.provider_id == ProviderRow.id)
+            if provider_ref:
+                provider = await self._find_provider(session, provider_ref)
+                if provider is None:
+                    raise NotFound(f"provider {provider_ref!r} not found")
+                query = query.where(ModelRow.provider_id == provider.id)
+            result = await session.execute(query.order_by(ModelRow.name))
+            return [(model, provider) for model, provider in result.all()]
+
+    # -- resolution for calls -------------------------------------------------------------
+
+    async def resolve(self, ref: str) -> ResolvedModel:
+        """A model ready for a submit or poll, cached briefly; InvalidArgument for an unknown model."""
+        now = self._clock()
+        cached = self._resolved.get(ref)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            model, provider = await self.get_model(ref)
+        except NotFound:
+            raise InvalidArgument(f"unknown model {ref!r}") from None
+        template = json.loads(model.request_schema_json)
+        resolved = ResolvedModel(
+            model=model,
+            provider=provider,
+            target=ProviderTarget(
+                name=provider.name,
+                base_url=provider.base_url,
+                profile=Profile.from_json(provider.profile_json),
+                api_key=self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None,
+            ),
+            template=template,
+            variables=inspect_template(template),
+        )
+        self._resolved[ref] = (now + self._ttl, resolved)
+        return resolved

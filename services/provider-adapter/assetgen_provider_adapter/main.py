@@ -1,0 +1,102 @@
+"""Entry point of the provider-adapter: ``assetgen-provider-adapter`` (serve) or ``... migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import httpx
+from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
+
+from assetgen_provider_adapter.catalog import Catalog
+from assetgen_provider_adapter.credentials import load_secret_box
+from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
+from assetgen_provider_adapter.ledger import SubmissionLedger
+from assetgen_provider_adapter.profiles import load_presets
+from assetgen_provider_adapter.service import ProviderAdapterServicer
+from assetgen_provider_adapter.settings import ProviderAdapterSettings
+
+__all__ = ["main", "migrate_database", "new_http_client", "run_server"]
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+SERVICE_NAME = provider_adapter_pb2.DESCRIPTOR.services_by_name["ProviderAdapterService"].full_name
+
+# Thousands of tasks are polled concurrently; keep enough warm connections per provider host.
+_HTTP_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+
+
+async def migrate_database(settings: ProviderAdapterSettings) -> None:
+    """Brings the catalog database to the newest schema."""
+    url = settings.resolved_catalog_database_url
+    if url.startswith("sqlite") and not settings.catalog_database_url:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    await migrate(url, MIGRATIONS, version_table="alembic_version_catalog")
+
+
+def new_http_client(settings: ProviderAdapterSettings) -> httpx.AsyncClient:
+    """The process's one client for provider calls; redirects are not followed (keys stay put)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            settings.http_timeout_seconds, connect=min(settings.http_timeout_seconds, 10.0)
+        ),
+        limits=_HTTP_LIMITS,
+        follow_redirects=False,
+        headers={"User-Agent": "assetgen-provider-adapter/0.1"},
+    )
+
+
+async def run_server(
+    settings: ProviderAdapterSettings,
+    *,
+    port: int | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cache_ttl: float = 5.0,
+) -> RunningService:
+    """Starts the provider-adapter: catalog database (migrated), HTTP client and gRPC server."""
+    load_presets()  # a broken preset must stop the start, not the first call
+    await migrate_database(settings)
+    engine = create_engine(settings.resolved_catalog_database_url)
+    sessions = session_factory(engine)
+    box = load_secret_box(settings.secret_key, settings.data_dir)
+    client = http_client or new_http_client(settings)
+    servicer = ProviderAdapterServicer(
+        Catalog(sessions, box, cache_ttl=cache_ttl),
+        SubmissionLedger(sessions),
+        ProviderEngine(client, default_timeout=settings.http_timeout_seconds, retry=retry_policy),
+    )
+    server = await build_grpc_server(
+        [(provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server, servicer, SERVICE_NAME)],
+        port=settings.grpc_port if port is None else port,
+    )
+    await server.set_serving()
+    cleanups = [engine.dispose]
+    if http_client is None:
+        cleanups.insert(0, client.aclose)
+    return RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups)
+
+
+async def _serve(settings: ProviderAdapterSettings) -> None:
+    await serve_until_signal(await run_server(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``assetgen-provider-adapter`` serves; ``assetgen-provider-adapter migrate`` migrates and exits."""
+    args = sys.argv[1:] if argv is None else argv
+    settings = load(ProviderAdapterSettings)
+    configure_logging("provider-adapter", settings.log_level)
+    if args[:1] == ["migrate"]:
+        asyncio.run(migrate_database(settings))
+        return
+    if args:
+        raise SystemExit(f"usage: assetgen-provider-adapter [migrate], got {' '.join(args)}")
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""JMESPath, the path dialect of provider profiles, with the two functions providers need.
+
+``from_json(s)``
+    Parses a JSON text (Kie's ``data.resultJson`` is a JSON *string*); ``null`` for ``null`` or text
+    that is not JSON, so a half-written field reads as absent rather than failing the poll.
+``as_list(v)``
+    ``v`` if it is an array, ``[]`` for ``null``, else ``[v]`` (Replicate's output is a string or a list).
+
+Expressions are compiled once and cached, since every poll evaluates the same few.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+from jmespath import functions
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import ParsedResult
+
+__all__ = ["JMESPathError", "compile_path", "search", "truthy"]
+
+
+class _ProviderFunctions(functions.Functions):
+    @functions.signature({"types": ["string", "null"]})
+    def _func_from_json(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    @functions.signature({"types": []})
+    def _func_as_list(self, value: Any) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        return [value]
+
+
+_OPTIONS = jmespath.Options(custom_functions=_ProviderFunctions())
+
+
+@lru_cache(maxsize=1024)
+def compile_path(expression: str) -> ParsedResult:
+    """Compiles an expression; raises ``JMESPathError`` (with the position) when it is malformed."""
+    return jmespath.compile(expression)
+
+
+def search(expression: str, data: Any) -> Any:
+    """Evaluates ``expression`` on ``data``; ``None`` where the data lacks what it asks for."""
+    return compile_path(expression).search(data, options=_OPTIONS)
+
+
+def truthy(value: Any) -> bool:
+    """JMESPath truth: false for null, false, empty string, empty array and empty object."""
+    return value not in (None, False, "", [], {})

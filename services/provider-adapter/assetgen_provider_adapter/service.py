@@ -1,0 +1,291 @@
+"""ProviderAdapterService: the catalog RPCs and the three calls the orchestrator makes per generation.
+
+PrepareGeneration checks a model and its variables before any asset exists; SubmitTask renders and
+sends a task once per (asset_id, attempt); PollTask asks the provider where a task is, statelessly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen_runtime.errors import InvalidArgument
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
+from assetgen_provider_adapter.db import ModelRow, ProviderRow
+from assetgen_provider_adapter.engine import ProviderEngine, ProviderUnreachable, TaskResult
+from assetgen_provider_adapter.ledger import SubmissionLedger
+from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_provider_adapter.templates import MissingVariables, render
+
+__all__ = ["ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
+
+logger = logging.getLogger(__name__)
+
+_STATES = {
+    "PENDING": provider_adapter_pb2.TASK_STATE_PENDING,
+    "PROCESSING": provider_adapter_pb2.TASK_STATE_PROCESSING,
+    "COMPLETED": provider_adapter_pb2.TASK_STATE_COMPLETED,
+    "FAILED": provider_adapter_pb2.TASK_STATE_FAILED,
+    "CANCELED": provider_adapter_pb2.TASK_STATE_CANCELED,
+}
+
+
+def _timestamp(value: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def poll_policy_of(profile: Profile) -> provider_adapter_pb2.PollPolicy:
+    """The PollPolicy message of a profile's polling section."""
+    timing = profile.poll_timing()
+    return provider_adapter_pb2.PollPolicy(
+        initial_delay_ms=timing.initial_delay_ms,
+        backoff=timing.backoff,
+        max_delay_ms=timing.max_delay_ms,
+        min_interval_ms=timing.min_interval_ms,
+        deadline_ms=timing.deadline_ms,
+    )
+
+
+def to_task_status(
+    result: TaskResult, policy: provider_adapter_pb2.PollPolicy
+) -> provider_adapter_pb2.TaskStatus:
+    """The TaskStatus message of an engine result."""
+    return provider_adapter_pb2.TaskStatus(
+        state=_STATES[result.state],
+        raw_state=result.raw_state,
+        task_id=result.task_id,
+        task_handle_json=json.dumps(result.handle, separators=(",", ":")) if result.handle else "",
+        progress=result.progress,
+        error_message=result.error_message,
+        error_code=result.error_code,
+        outputs=[
+            provider_adapter_pb2.ResultOutput(url=url, content_type=kind) for url, kind in result.outputs
+        ],
+        poll_after_ms=result.poll_after_ms,
+        poll_policy=policy,
+    )
+
+
+def provider_message(row: ProviderRow) -> common_pb2.Provider:
+    """The Provider message of a row; the key itself never leaves, only whether there is one."""
+    return common_pb2.Provider(
+        id=row.id,
+        name=row.name,
+        preset=row.preset,
+        base_url=row.base_url,
+        has_api_key=row.api_key_encrypted is not None,
+        profile_json=row.profile_json,
+        created_at=_timestamp(row.created_at),
+        updated_at=_timestamp(row.updated_at),
+    )
+
+
+def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
+    """The Model message of a row, with its template's variables."""
+    from assetgen_provider_adapter.templates import inspect_template
+
+    variables = inspect_template(json.loads(row.request_schema_json))
+    return common_pb2.Model(
+        id=row.id,
+        name=row.name,
+        provider=provider.name,
+        model_type=row.model_type,  # type: ignore[arg-type]
+        api_endpoint=row.api_endpoint,
+        request_schema_json=row.request_schema_json,
+        variables=variables.variables,
+        required_variables=variables.required,
+        created_at=_timestamp(row.created_at),
+        updated_at=_timestamp(row.updated_at),
+    )
+
+
+def _parse_variables(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"variables_json is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("variables_json must be a JSON object")
+    return value
+
+
+def _parse_handle(text: str) -> Mapping[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidArgument("task_handle_json is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("task_handle_json must be a JSON object")
+    return value
+
+
+class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
+    """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine."""
+
+    def __init__(self, catalog: Catalog, ledger: SubmissionLedger, engine: ProviderEngine) -> None:
+        self._catalog = catalog
+        self._ledger = ledger
+        self._engine = engine
+
+    # -- catalog --------------------------------------------------------------------------
+
+    async def ListPresets(
+        self, request: gateway_pb2.ListPresetsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListPresetsResponse:
+        return gateway_pb2.ListPresetsResponse(
+            items=[
+                common_pb2.Preset(
+                    name=name, description=profile.description, profile_json=json.dumps(profile.data)
+                )
+                for name, profile in sorted(load_presets().items())
+            ]
+        )
+
+    async def CreateProvider(
+        self, request: gateway_pb2.CreateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Provider:
+        row = await self._catalog.create_provider(
+            request.name, request.preset, request.base_url, request.api_key
+        )
+        return provider_message(row)
+
+    async def GetProvider(
+        self, request: gateway_pb2.GetProviderRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Provider:
+        return provider_message(await self._catalog.get_provider(request.id))
+
+    async def ListProviders(
+        self, request: gateway_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListProvidersResponse:
+        rows = await self._catalog.list_providers()
+        return gateway_pb2.ListProvidersResponse(items=[provider_message(row) for row in rows])
+
+    async def CreateModel(
+        self, request: gateway_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Model:
+        row, provider = await self._catalog.create_model(
+            request.provider,
+            request.name,
+            request.model_type,
+            request.api_endpoint,
+            request.request_schema_json,
+        )
+        return model_message(row, provider)
+
+    async def GetModel(
+        self, request: gateway_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Model:
+        return model_message(*await self._catalog.get_model(request.id))
+
+    async def ListModels(
+        self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListModelsResponse:
+        rows = await self._catalog.list_models(request.provider)
+        return gateway_pb2.ListModelsResponse(
+            items=[model_message(model, provider) for model, provider in rows]
+        )
+
+    # -- generation -----------------------------------------------------------------------
+
+    async def PrepareGeneration(
+        self, request: provider_adapter_pb2.PrepareGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> provider_adapter_pb2.PrepareGenerationResponse:
+        resolved = await self._catalog.resolve(request.model)
+        given = {
+            name for name, value in _parse_variables(request.variables_json).items() if value is not None
+        }
+        missing = [
+            name
+            for name in resolved.variables.required
+            if name not in given and name not in request.deferred_variables
+        ]
+        if missing:
+            raise MissingVariables(missing)
+        return provider_adapter_pb2.PrepareGenerationResponse(
+            model=model_message(resolved.model, resolved.provider),
+            poll_policy=poll_policy_of(resolved.target.profile),
+        )
+
+    async def SubmitTask(
+        self, request: provider_adapter_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext
+    ) -> provider_adapter_pb2.TaskStatus:
+        if not request.asset_id:
+            raise InvalidArgument("asset_id is required")
+        resolved = await self._catalog.resolve(request.model)
+        variables = _parse_variables(request.variables_json)
+        # Render once before claiming the submission, so a bad request never leaves a claim behind.
+        render(resolved.template, variables)
+        stored = await self._ledger.begin(request.asset_id, request.attempt, resolved.model.id)
+        if stored is not None:
+            logger.info(
+                "submission already sent; returning its recorded status",
+                extra={"asset_id": request.asset_id, "attempt": request.attempt},
+            )
+            return json_format.Parse(stored, provider_adapter_pb2.TaskStatus())
+        status = await self._send(request, resolved, variables)
+        try:
+            await self._ledger.record(
+                request.asset_id, request.attempt, status.task_id, json_format.MessageToJson(status)
+            )
+        except Exception:
+            # The provider has the task but we could not write it down: say which, for an operator.
+            logger.exception(
+                "submission sent but its outcome could not be recorded",
+                extra={"asset_id": request.asset_id, "attempt": request.attempt, "task_id": status.task_id},
+            )
+            raise
+        return status
+
+    async def _send(
+        self,
+        request: provider_adapter_pb2.SubmitTaskRequest,
+        resolved: ResolvedModel,
+        variables: Mapping[str, Any],
+    ) -> provider_adapter_pb2.TaskStatus:
+        log_fields = {"asset_id": request.asset_id, "attempt": request.attempt, "model": resolved.model.name}
+        try:
+            result = await self._engine.submit(
+                resolved.target,
+                variables,
+                request_schema=resolved.template,
+                api_endpoint=resolved.model.api_endpoint,
+            )
+        except ProviderUnreachable:
+            # Nothing reached the provider (or it refused transiently): a later call may send it.
+            await self._ledger.abandon(request.asset_id, request.attempt)
+            logger.warning("provider unreachable; submission released", extra=log_fields)
+            raise
+        logger.info(
+            "task submitted",
+            extra={
+                **log_fields,
+                "task_id": result.task_id,
+                "state": result.state,
+                "error": result.error_message,
+            },
+        )
+        return to_task_status(result, poll_policy_of(resolved.target.profile))
+
+    async def PollTask(
+        self, request: provider_adapter_pb2.PollTaskRequest, context: grpc.aio.ServicerContext
+    ) -> provider_adapter_pb2.TaskStatus:
+        if not request.task_id:
+            raise InvalidArgument("task_id is required")
+        resolved = await self._catalog.resolve(request.model)
+        result = await self._engine.poll(
+            resolved.target, request.task_id, _parse_handle(request.task_handle_json)
+        )
+        return to_task_status(result, poll_policy_of(resolved.target.profile))

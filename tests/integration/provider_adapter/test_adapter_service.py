@@ -1,0 +1,343 @@
+"""The provider-adapter over real gRPC, with a real catalog database and the Kie.ai-shaped demo provider."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen_dev.demo_provider import start_demo_provider
+from assetgen_dev.testing import eventually
+from assetgen_provider_adapter.engine import RetryPolicy
+from assetgen_provider_adapter.main import run_server
+from assetgen_provider_adapter.settings import ProviderAdapterSettings
+from assetgen_runtime.server import RunningService
+from assetgen_runtime.settings import load
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+TASK = provider_adapter_pb2
+IMAGE_TEMPLATE = {
+    "model": "google/nano-banana",
+    "callBackUrl": "{{callback_url?}}",
+    "input": {
+        "prompt": "{{prompt}}",
+        "image_urls": "{{image_urls?}}",
+        "output_format": "png",
+        "aspect_ratio": "{{aspect_ratio?}}",
+    },
+}
+VIDEO_TEMPLATE = {
+    "model": "bytedance/seedance-1.5-pro-video",
+    "input": {"prompt": "{{prompt}}", "input_urls": ["{{image_url}}"], "duration": "{{duration}}"},
+}
+
+
+class Demo:
+    """A running demo provider."""
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+
+    async def stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(f"{self.base_url}/_demo/stats")).json()
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[Demo]:
+    api_key = f"key-{uuid.uuid4().hex}"
+    runner, base_url = await start_demo_provider("127.0.0.1", 0, api_key, 0.3)
+    yield Demo(base_url, api_key)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def adapter(
+    database_url: str, tmp_path: Path
+) -> AsyncIterator[provider_adapter_pb2_grpc.ProviderAdapterServiceStub]:
+    settings = load(
+        ProviderAdapterSettings,
+        environ={},
+        catalog_database_url=database_url,
+        data_dir=str(tmp_path / "data"),
+        secret_key="integration-test-secret",
+        shutdown_grace_seconds=1.0,
+    )
+    service: RunningService = await run_server(
+        settings, port=0, retry_policy=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05), cache_ttl=1.0
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        yield provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channel)
+    finally:
+        await channel.close()
+        await service.stop()
+
+
+async def _provider(stub: Any, demo: Demo, *, api_key: str | None = None) -> common_pb2.Provider:
+    return await stub.CreateProvider(
+        gateway_pb2.CreateProviderRequest(
+            name=f"kie-{uuid.uuid4().hex[:8]}",
+            preset="kie-ai",
+            base_url=demo.base_url,
+            api_key=demo.api_key if api_key is None else api_key,
+        ),
+        timeout=10,
+    )
+
+
+async def _model(
+    stub: Any, provider: common_pb2.Provider, template: Any = None, *, video: bool = False
+) -> common_pb2.Model:
+    return await stub.CreateModel(
+        gateway_pb2.CreateModelRequest(
+            provider=provider.name,
+            name=f"model-{uuid.uuid4().hex[:8]}",
+            model_type=common_pb2.MODEL_TYPE_VIDEO if video else common_pb2.MODEL_TYPE_IMAGE,
+            request_schema_json=json.dumps(template or (VIDEO_TEMPLATE if video else IMAGE_TEMPLATE)),
+        ),
+        timeout=10,
+    )
+
+
+async def _poll_until_done(
+    stub: Any, model: str, status: provider_adapter_pb2.TaskStatus
+) -> provider_adapter_pb2.TaskStatus:
+    async def poll() -> provider_adapter_pb2.TaskStatus:
+        return await stub.PollTask(
+            TASK.PollTaskRequest(
+                asset_id="a", model=model, task_id=status.task_id, task_handle_json=status.task_handle_json
+            ),
+            timeout=10,
+        )
+
+    return await eventually(
+        poll,
+        lambda s: s.state in (TASK.TASK_STATE_COMPLETED, TASK.TASK_STATE_FAILED),
+        timeout=20,
+        what="terminal state",
+    )
+
+
+async def test_image_generation_completes_with_a_real_png_and_submits_once(adapter: Any, demo: Demo) -> None:
+    provider = await _provider(adapter, demo)
+    model = await _model(adapter, provider)
+
+    prepared = await adapter.PrepareGeneration(
+        TASK.PrepareGenerationRequest(model=model.id, variables_json=json.dumps({"prompt": "a red fox"})),
+        timeout=10,
+    )
+    assert prepared.model.name == model.name
+    assert prepared.poll_policy.initial_delay_ms == 3000
+    assert prepared.poll_policy.deadline_ms == 15 * 60_000
+
+    request = TASK.SubmitTaskRequest(
+        asset_id=f"ast_{uuid.uuid4().hex}",
+        attempt=1,
+        model=model.name,
+        variables_json=json.dumps(
+            {"prompt": 'a "red" fox\nunicode ✓', "aspect_ratio": "1:1", "image_urls": None}
+        ),
+    )
+    submitted = await adapter.SubmitTask(request, timeout=10)
+    assert submitted.state == TASK.TASK_STATE_PROCESSING
+    assert submitted.task_id.startswith("task_demo_")
+    assert submitted.poll_policy.max_delay_ms == 30_000
+
+    again = await adapter.SubmitTask(request, timeout=10)
+    assert again.task_id == submitted.task_id
+    stats = await demo.stats()
+    assert stats["submits"] == 1
+    assert stats["last_submit"] == {
+        "model": "google/nano-banana",
+        "input": {"prompt": 'a "red" fox\nunicode ✓', "output_format": "png", "aspect_ratio": "1:1"},
+    }
+
+    done = await _poll_until_done(adapter, model.name, submitted)
+    assert done.state == TASK.TASK_STATE_COMPLETED, done.error_message
+    assert done.raw_state == "success"
+    assert len(done.outputs) == 1
+    async with httpx.AsyncClient(timeout=10) as client:
+        content = (await client.get(done.outputs[0].url)).content
+    assert content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_video_generation_yields_an_mp4(adapter: Any, demo: Demo) -> None:
+    provider = await _provider(adapter, demo)
+    model = await _model(adapter, provider, video=True)
+    submitted = await adapter.SubmitTask(
+        TASK.SubmitTaskRequest(
+            asset_id=f"ast_{uuid.uuid4().hex}",
+            attempt=1,
+            model=model.id,
+            variables_json=json.dumps(
+                {"prompt": "waves", "image_url": f"{demo.base_url}/x.png", "duration": "5"}
+            ),
+        ),
+        timeout=10,
+    )
+    assert (await demo.stats())["last_submit"]["input"]["duration"] == "5"
+    done = await _poll_until_done(adapter, model.id, submitted)
+    assert done.state == TASK.TASK_STATE_COMPLETED
+    async with httpx.AsyncClient(timeout=10) as client:
+        content = (await client.get(done.outputs[0].url)).content
+    assert content[4:8] == b"ftyp"
+
+
+async def test_failed_task_reports_the_providers_message(adapter: Any, demo: Demo) -> None:
+    provider = await _provider(adapter, demo)
+    model = await _model(adapter, provider)
+    submitted = await adapter.SubmitTask(
+        TASK.SubmitTaskRequest(
+            asset_id=f"ast_{uuid.uuid4().hex}",
+            attempt=1,
+            model=model.name,
+            variables_json=json.dumps({"prompt": "please [fail]"}),
+        ),
+        timeout=10,
+    )
+    done = await _poll_until_done(adapter, model.name, submitted)
+    assert done.state == TASK.TASK_STATE_FAILED
+    assert "[fail]" in done.error_message
+    assert done.error_code == "400"
+    assert not done.outputs
+
+
+async def test_wrong_api_key_fails_with_kies_message(adapter: Any, demo: Demo) -> None:
+    provider = await _provider(adapter, demo, api_key="not-the-key")
+    model = await _model(adapter, provider)
+    status = await adapter.SubmitTask(
+        TASK.SubmitTaskRequest(
+            asset_id=f"ast_{uuid.uuid4().hex}",
+            attempt=1,
+            model=model.name,
+            variables_json=json.dumps({"prompt": "x"}),
+        ),
+        timeout=10,
+    )
+    assert status.state == TASK.TASK_STATE_FAILED
+    assert status.error_message == "You do not have access permissions"
+    assert status.error_code == "401"
+    assert (await demo.stats())["submits"] == 0
+
+
+async def test_prepare_names_every_missing_variable_and_unknown_models(adapter: Any, demo: Demo) -> None:
+    provider = await _provider(adapter, demo)
+    model = await _model(adapter, provider, video=True)
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await adapter.PrepareGeneration(
+            TASK.PrepareGenerationRequest(model=model.name, variables_json="{}"), timeout=10
+        )
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "duration" in missing.value.details() and "image_url" in missing.value.details()
+    assert "prompt" in missing.value.details()
+
+    deferred = await adapter.PrepareGeneration(
+        TASK.PrepareGenerationRequest(
+            model=model.name,
+            variables_json='{"prompt": "p", "duration": "5"}',
+            deferred_variables=["image_url"],
+        ),
+        timeout=10,
+    )
+    assert deferred.model.id == model.id
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await adapter.PrepareGeneration(
+            TASK.PrepareGenerationRequest(model="nope", variables_json="{}"), timeout=10
+        )
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert unknown.value.details() == "unknown model 'nope'"
+
+
+async def test_catalog_lookups_and_validation(adapter: Any, demo: Demo) -> None:
+    presets = await adapter.ListPresets(gateway_pb2.ListPresetsRequest(), timeout=10)
+    assert "kie-ai" in [preset.name for preset in presets.items]
+
+    provider = await _provider(adapter, demo)
+    assert provider.has_api_key and provider.id.startswith("prv_")
+    assert demo.api_key not in str(provider)
+    assert (
+        await adapter.GetProvider(gateway_pb2.GetProviderRequest(id=provider.id), timeout=10)
+    ).name == provider.name
+    listed = await adapter.ListProviders(gateway_pb2.ListProvidersRequest(), timeout=10)
+    assert provider.name in [item.name for item in listed.items]
+    assert demo.api_key not in str(listed)
+
+    default_url = await adapter.CreateProvider(
+        gateway_pb2.CreateProviderRequest(name=f"kie-{uuid.uuid4().hex[:8]}", preset="kie-ai"), timeout=10
+    )
+    assert default_url.base_url == "https://api.kie.ai" and not default_url.has_api_key
+
+    async def code_of(call: Any) -> grpc.StatusCode:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call
+        return error.value.code()
+
+    duplicate = gateway_pb2.CreateProviderRequest(name=provider.name, preset="kie-ai", api_key="k")
+    assert await code_of(adapter.CreateProvider(duplicate, timeout=10)) == grpc.StatusCode.ALREADY_EXISTS
+    bad_preset = gateway_pb2.CreateProviderRequest(name="other", preset="nope")
+    assert await code_of(adapter.CreateProvider(bad_preset, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+    missing = gateway_pb2.GetProviderRequest(id="prv_missing")
+    assert await code_of(adapter.GetProvider(missing, timeout=10)) == grpc.StatusCode.NOT_FOUND
+
+    model = await _model(adapter, provider)
+    assert list(model.variables) == ["callback_url", "prompt", "image_urls", "aspect_ratio"]
+    assert list(model.required_variables) == ["prompt"]
+    assert model.provider == provider.name
+    assert (await adapter.GetModel(gateway_pb2.GetModelRequest(id=model.name), timeout=10)).id == model.id
+    only = await adapter.ListModels(gateway_pb2.ListModelsRequest(provider=provider.id), timeout=10)
+    assert [item.name for item in only.items] == [model.name]
+    for schema in ('"text"', "42", "not json"):
+        bad = gateway_pb2.CreateModelRequest(
+            provider=provider.name,
+            name=f"m-{uuid.uuid4().hex[:6]}",
+            model_type=common_pb2.MODEL_TYPE_IMAGE,
+            request_schema_json=schema,
+        )
+        assert await code_of(adapter.CreateModel(bad, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+    after = await adapter.ListModels(gateway_pb2.ListModelsRequest(provider=provider.name), timeout=10)
+    assert len(after.items) == 1
+    dup_model = gateway_pb2.CreateModelRequest(
+        provider=provider.name,
+        name=model.name,
+        model_type=common_pb2.MODEL_TYPE_IMAGE,
+        request_schema_json="{}",
+    )
+    assert await code_of(adapter.CreateModel(dup_model, timeout=10)) == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_health_and_reflection(database_url: str, tmp_path: Path) -> None:
+    settings = load(
+        ProviderAdapterSettings, environ={}, catalog_database_url=database_url, data_dir=str(tmp_path)
+    )
+    service = await run_server(settings, port=0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(
+            health_pb2.HealthCheckRequest(service="assetgen.v1.ProviderAdapterService"), timeout=5
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = [
+            service.name
+            async for response in responses
+            for service in response.list_services_response.service
+        ]
+        assert "assetgen.v1.ProviderAdapterService" in names
+        assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        await channel.close()
+        await service.stop()
