@@ -1,0 +1,90 @@
+"""The asset store on real SQLite and PostgreSQL: migrations, compare-and-set, pagination, history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from assetgen_orchestrator.main import MIGRATIONS
+from assetgen_orchestrator.models import Asset, Status, Step
+from assetgen_orchestrator.store import AssetStore
+from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.errors import InvalidArgument, NotFound
+from assetgen_runtime.ids import new_id
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[AssetStore]:
+    await migrate(database_url, MIGRATIONS, version_table="alembic_version_orchestrator")
+    # Migrating twice is a no-op, as every start does it.
+    await migrate(database_url, MIGRATIONS, version_table="alembic_version_orchestrator")
+    engine = create_engine(database_url)
+    yield AssetStore(session_factory(engine))
+    await engine.dispose()
+
+
+def _asset(box_id: str, **values: object) -> Asset:
+    return Asset.new(
+        id=new_id("ast"), box_id=box_id, status=Status.PENDING, step=Step.QUEUED, source_type="GENERATED", **values
+    )
+
+
+async def test_compare_and_set_lets_exactly_one_writer_win(store: AssetStore) -> None:
+    box = await store.create_box(new_id("box"), "cas")
+    asset = await store.insert_asset(_asset(box.id), "accepted")
+    copies = [await store.get_asset(asset.id) for _ in range(5)]
+    results = await asyncio.gather(
+        *(store.update_asset(copy, status=Status.COMPLETED, step=Step.DONE, message="done") for copy in copies)
+    )
+    assert sorted(results) == [False, False, False, False, True]
+    stored = await store.get_asset(asset.id)
+    assert stored.status == Status.COMPLETED and stored.version == 2
+    history = await store.history(asset.id)
+    assert [(h.from_status, h.to_status) for h in history] == [("", "PENDING"), ("PENDING", "COMPLETED")]
+
+
+async def test_a_stale_copy_cannot_move_an_asset_backwards(store: AssetStore) -> None:
+    box = await store.create_box(new_id("box"), "stale")
+    asset = await store.insert_asset(_asset(box.id), "accepted")
+    stale = await store.get_asset(asset.id)
+    assert await store.update_asset(asset, status=Status.FAILED, step=Step.DONE, error_message="boom")
+    assert not await store.update_asset(stale, status=Status.PROCESSING, step=Step.POLLING)
+    assert (await store.get_asset(asset.id)).status == Status.FAILED
+
+
+async def test_idempotency_key_returns_the_first_asset(store: AssetStore) -> None:
+    box = await store.create_box(new_id("box"), "idem")
+    first = await store.insert_asset(_asset(box.id, idempotency_key="k1"), "accepted")
+    second = await store.insert_asset(_asset(box.id, idempotency_key="k1"), "accepted")
+    assert second.id == first.id
+    other_box = await store.create_box(new_id("box"), "other")
+    third = await store.insert_asset(_asset(other_box.id, idempotency_key="k1"), "accepted")
+    assert third.id != first.id
+
+
+async def test_assets_page_newest_first_with_filters(store: AssetStore) -> None:
+    box = await store.create_box(new_id("box"), "pages")
+    ids = []
+    for index in range(7):
+        asset = await store.insert_asset(_asset(box.id, model="m-even" if index % 2 == 0 else "m-odd"), "a")
+        ids.append(asset.id)
+    first = await store.list_assets(box.id, 3, "")
+    second = await store.list_assets(box.id, 3, first.next_cursor)
+    third = await store.list_assets(box.id, 3, second.next_cursor)
+    seen = [a.id for a in first.items + second.items + third.items]
+    assert seen == list(reversed(ids))
+    assert third.next_cursor == ""
+    even = await store.list_assets(box.id, 50, "", model="m-even")
+    assert len(even.items) == 4
+    with pytest.raises(InvalidArgument):
+        await store.list_assets(box.id, -1, "")
+
+
+async def test_missing_rows_are_not_found(store: AssetStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        await store.get_box("box_missing")
+    with pytest.raises(NotFound):
+        await store.get_asset("ast_missing")

@@ -1,0 +1,285 @@
+"""`make run`: the whole system on one machine, supervised the way Kubernetes would.
+
+Starts NATS (JetStream) and SeaweedFS (S3) unless ASSETGEN_NATS_URL / ASSETGEN_S3_ENDPOINT point
+elsewhere, the demo provider (the Kie.ai jobs API, producing real PNGs and MP4s), and the four
+services on SQLite (unless database URLs are given); configures the `demo` provider with the models
+`demo-image` and `demo-video`; prints one "ready" line; restarts any process that dies; and on Ctrl-C
+or SIGTERM stops everything, services first, leaving nothing running. Data lives in ASSETGEN_DATA_DIR
+(default .assetgen).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from assetgen_dev.embedded import EmbeddedProcess, binary, free_port, start_nats, start_seaweedfs, wait_for_port
+
+__all__ = ["main"]
+
+logger = logging.getLogger("assetgen.run")
+
+DEMO_PROVIDER = "demo"
+DEMO_MODELS = {
+    "demo-image": (
+        common_pb2.MODEL_TYPE_IMAGE,
+        {"model": "demo/image", "input": {"prompt": "{{prompt}}", "aspect_ratio": "{{aspect_ratio?}}"}},
+    ),
+    "demo-video": (
+        common_pb2.MODEL_TYPE_VIDEO,
+        {
+            "model": "demo/video",
+            "input": {
+                "prompt": "{{prompt}}",
+                "image_urls": "{{image_urls?}}",
+                "duration": "{{duration?}}",
+                "resolution": "{{resolution?}}",
+            },
+        },
+    ),
+}
+
+
+@dataclass
+class Child:
+    """A supervised process: how to start it, and the running one."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    log_file: object = field(default=None, repr=False)
+
+    def start(self) -> None:
+        """Starts (or restarts) the process, appending to its log file."""
+        handle = open(self.log_path, "ab")  # noqa: SIM115 - stays open for the child's life
+        self.log_file = handle
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started_at = time.monotonic()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Supervisor:
+    """Owns every process of the local system."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.infra: list[EmbeddedProcess] = []
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def shutdown(self) -> None:
+        """Stops services (reverse start order), then the infrastructure."""
+        self.stopping = True
+        for child in reversed(self.children):
+            child.stop()
+        for process in reversed(self.infra):
+            process.stop()
+
+    def watch(self) -> None:
+        """Restarts any child that exits, with a growing pause if it keeps dying."""
+        while not self.stopping:
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None and not self.stopping:
+                    code = child.process.returncode
+                    logger.warning("%s exited with %s; restarting (see %s)", child.name, code, child.log_path)
+                    if time.monotonic() - child.started_at < 10:
+                        child.restarts += 1
+                    else:
+                        child.restarts = 0
+                    time.sleep(min(2**child.restarts, 30) * 0.25)
+                    child.start()
+            for process in self.infra:
+                if process.process.poll() is not None and not self.stopping:
+                    raise SystemExit(f"{process.log_path.stem} stopped unexpectedly; see {process.log_path}")
+            time.sleep(0.5)
+
+
+def _secret_file(path: Path, make: str) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(make + "\n")
+    path.chmod(0o600)
+    return make
+
+
+def _wait_serving(address: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{address} did not become SERVING within {timeout}s")
+
+
+def _configure_demo(grpc_address: str, token: str, demo_url: str, demo_key: str) -> None:
+    """Creates the demo provider and models through the public API, unless they exist."""
+    metadata = [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(grpc_address) as channel:
+        api = gateway_pb2_grpc.GatewayServiceStub(channel)
+        try:
+            api.GetProvider(gateway_pb2.GetProviderRequest(id=DEMO_PROVIDER), metadata=metadata, timeout=10)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                raise
+            api.CreateProvider(
+                gateway_pb2.CreateProviderRequest(
+                    name=DEMO_PROVIDER, preset="kie-ai", base_url=demo_url, api_key=demo_key
+                ),
+                metadata=metadata,
+                timeout=10,
+            )
+        for name, (model_type, schema) in DEMO_MODELS.items():
+            try:
+                api.GetModel(gateway_pb2.GetModelRequest(id=name), metadata=metadata, timeout=10)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise
+                api.CreateModel(
+                    gateway_pb2.CreateModelRequest(
+                        provider=DEMO_PROVIDER,
+                        name=name,
+                        model_type=model_type,
+                        request_schema_json=json.dumps(schema),
+                    ),
+                    metadata=metadata,
+                    timeout=10,
+                )
+
+
+def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, str]:
+    data_dir = supervisor.data_dir
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    token = environ.get("ASSETGEN_API_TOKENS", "").split(",")[0].strip() or _secret_file(
+        data_dir / "api-token", secrets.token_urlsafe(24)
+    )
+    env = {**environ, "ASSETGEN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("ASSETGEN_API_TOKENS", token)
+    env.setdefault("ASSETGEN_ALLOWED_FETCH_NETWORKS", "127.0.0.0/8")
+
+    if "ASSETGEN_NATS_URL" not in environ:
+        nats = start_nats(data_dir / "nats")
+        supervisor.infra.append(nats)
+        env["ASSETGEN_NATS_URL"] = nats.url
+    if "ASSETGEN_S3_ENDPOINT" not in environ:
+        credentials_path = data_dir / "s3" / "credentials.json"
+        credentials_path.parent.mkdir(parents=True, exist_ok=True)
+        if not credentials_path.exists():
+            credentials_path.write_text(
+                json.dumps({"access_key": "assetgen", "secret_key": secrets.token_urlsafe(24)})
+            )
+            credentials_path.chmod(0o600)
+        credentials = json.loads(credentials_path.read_text())
+        s3 = start_seaweedfs(
+            data_dir / "s3", access_key=credentials["access_key"], secret_key=credentials["secret_key"]
+        )
+        supervisor.infra.append(s3)
+        env.update(
+            ASSETGEN_S3_ENDPOINT=s3.url,
+            ASSETGEN_S3_ACCESS_KEY=credentials["access_key"],
+            ASSETGEN_S3_SECRET_KEY=credentials["secret_key"],
+        )
+
+    demo_port = int(environ.get("ASSETGEN_DEMO_PROVIDER_PORT", "0")) or free_port()
+    demo_key = _secret_file(data_dir / "demo-provider-key", secrets.token_urlsafe(16))
+    demo_url = f"http://127.0.0.1:{demo_port}"
+    delay = environ.get("ASSETGEN_DEMO_DELAY_SECONDS", "3")
+    python = sys.executable
+    ports = {
+        "storage": int(environ.get("ASSETGEN_STORAGE_PORT", "50054")),
+        "provider-adapter": int(environ.get("ASSETGEN_PROVIDER_ADAPTER_PORT", "50053")),
+        "orchestrator": int(environ.get("ASSETGEN_ORCHESTRATOR_PORT", "50052")),
+        "gateway": int(environ.get("ASSETGEN_GRPC_PORT", "50051")),
+    }
+    env.setdefault("ASSETGEN_STORAGE_ADDR", f"127.0.0.1:{ports['storage']}")
+    env.setdefault("ASSETGEN_PROVIDER_ADAPTER_ADDR", f"127.0.0.1:{ports['provider-adapter']}")
+    env.setdefault("ASSETGEN_ORCHESTRATOR_ADDR", f"127.0.0.1:{ports['orchestrator']}")
+
+    specs = [
+        ("demo-provider", [python, "-m", "assetgen_dev.demo_provider", "--host", "127.0.0.1", "--port",
+                           str(demo_port), "--api-key", demo_key, "--delay", delay], demo_port, {}),
+        ("storage", [binary("assetgen-storage")], ports["storage"], {}),
+        ("provider-adapter", [binary("assetgen-provider-adapter")], ports["provider-adapter"], {}),
+        ("orchestrator", [binary("assetgen-orchestrator")], ports["orchestrator"], {}),
+        ("gateway", [binary("assetgen-gateway")], ports["gateway"], {}),
+    ]
+    for name, argv, port, extra in specs:
+        child_env = {**env, **extra}
+        if name != "demo-provider":
+            child_env["ASSETGEN_GRPC_PORT"] = str(port)
+        child = Child(name=name, argv=argv, env=child_env, log_path=logs / f"{name}.log", port=port)
+        child.start()
+        supervisor.children.append(child)
+        if name == "demo-provider":
+            wait_for_port(port, process=child.process)
+        else:
+            _wait_serving(f"127.0.0.1:{port}")
+        logger.info("%s is up on port %d", name, port)
+
+    _configure_demo(f"127.0.0.1:{ports['gateway']}", token, demo_url, demo_key)
+    http_port = int(env.get("ASSETGEN_HTTP_PORT", "8080"))
+    return f"http://127.0.0.1:{http_port}", ports["gateway"], token
+
+
+def main() -> None:
+    """Runs the whole system until Ctrl-C / SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s", datefmt="%H:%M:%S")
+    data_dir = Path(os.environ.get("ASSETGEN_DATA_DIR", ".assetgen")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(data_dir)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        http_url, grpc_port, token = _start(supervisor, dict(os.environ))
+        print(
+            f"AssetGen ready: HTTP {http_url}  gRPC 127.0.0.1:{grpc_port}  token {token}  "
+            f"(logs in {data_dir / 'logs'}; Ctrl-C stops everything)",
+            flush=True,
+        )
+        supervisor.watch()
+    except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
+        supervisor.shutdown()
+        logger.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The four services started in this process, on free ports, wired to given NATS, S3 and databases.
+
+Tests and benchmarks build the system exactly as `main()` does, through each service's
+``run_server``; only addresses differ.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assetgen_dev.embedded import S3Server
+from assetgen_gateway.main import run_server as run_gateway
+from assetgen_gateway.settings import GatewaySettings
+from assetgen_orchestrator.main import run_server as run_orchestrator
+from assetgen_orchestrator.settings import OrchestratorSettings
+from assetgen_provider_adapter.main import run_server as run_provider_adapter
+from assetgen_provider_adapter.settings import ProviderAdapterSettings
+from assetgen_runtime.server import RunningService
+from assetgen_storage.main import run_server as run_storage
+from assetgen_storage.settings import StorageSettings
+
+__all__ = ["Stack", "start_stack"]
+
+
+@dataclass
+class Stack:
+    """A running AssetGen: where to reach the gateway, and the services to stop."""
+
+    http_url: str
+    grpc_address: str
+    token: str
+    bucket: str
+    services: list[RunningService] = field(default_factory=list)
+    orchestrator_settings: OrchestratorSettings | None = None
+
+    async def stop(self) -> None:
+        """Stops the services, gateway first, as a rolling shutdown would."""
+        for service in reversed(self.services):
+            await service.stop()
+
+
+async def start_stack(
+    data_dir: Path,
+    *,
+    nats_url: str,
+    s3: S3Server,
+    database_url: str = "",
+    catalog_database_url: str = "",
+    allowed_fetch_networks: tuple[str, ...] = ("127.0.0.0/8",),
+    token: str = "",
+    max_object_bytes: int = 2 * 1024**3,
+    orchestrator_overrides: dict[str, object] | None = None,
+) -> Stack:
+    """Starts storage, provider-adapter, orchestrator and gateway, in that order."""
+    token = token or uuid.uuid4().hex
+    bucket = f"assetgen-{uuid.uuid4().hex[:12]}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    services: list[RunningService] = []
+    try:
+        storage = await run_storage(
+            StorageSettings(
+                s3_endpoint=s3.url,
+                s3_access_key=s3.access_key,
+                s3_secret_key=s3.secret_key,
+                s3_bucket=bucket,
+                allowed_fetch_networks=allowed_fetch_networks,
+                max_object_bytes=max_object_bytes,
+            ),
+            port=0,
+        )
+        services.append(storage)
+        storage_addr = f"127.0.0.1:{storage.port}"
+        adapter = await run_provider_adapter(
+            ProviderAdapterSettings(
+                data_dir=str(data_dir),
+                catalog_database_url=catalog_database_url,
+                storage_addr=storage_addr,
+                allowed_fetch_networks=allowed_fetch_networks,
+                secret_key="test-secret",
+            ),
+            port=0,
+        )
+        services.append(adapter)
+        adapter_addr = f"127.0.0.1:{adapter.port}"
+        orchestrator_settings = OrchestratorSettings(
+            data_dir=str(data_dir),
+            database_url=database_url,
+            nats_url=nats_url,
+            provider_adapter_addr=adapter_addr,
+            storage_addr=storage_addr,
+            **(orchestrator_overrides or {}),  # type: ignore[arg-type]
+        )
+        orchestrator = await run_orchestrator(orchestrator_settings, port=0)
+        services.append(orchestrator)
+        gateway = await run_gateway(
+            GatewaySettings(
+                orchestrator_addr=f"127.0.0.1:{orchestrator.port}",
+                provider_adapter_addr=adapter_addr,
+                storage_addr=storage_addr,
+                api_tokens=(token,),
+                max_object_bytes=max_object_bytes,
+            ),
+            port=0,
+            http_port=0,
+        )
+        services.append(gateway)
+    except BaseException:
+        for service in reversed(services):
+            await service.stop()
+        raise
+    return Stack(
+        http_url=f"http://127.0.0.1:{gateway.http_port}",
+        grpc_address=f"127.0.0.1:{gateway.port}",
+        token=token,
+        bucket=bucket,
+        services=services,
+        orchestrator_settings=orchestrator_settings,
+    )
