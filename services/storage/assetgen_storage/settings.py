@@ -9,7 +9,7 @@ from assetgen_runtime.settings import env
 __all__ = ["StorageSettings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StorageSettings:
     """Everything the storage service needs to know about its environment."""
 
@@ -17,7 +17,9 @@ class StorageSettings:
     s3_endpoint: str = env("ASSETGEN_S3_ENDPOINT", "S3 endpoint URL, e.g. http://127.0.0.1:8333.")
     s3_access_key: str = env("ASSETGEN_S3_ACCESS_KEY", "S3 access key.")
     s3_secret_key: str = env("ASSETGEN_S3_SECRET_KEY", "S3 secret key.")
-    s3_bucket: str = env("ASSETGEN_S3_BUCKET", "Bucket assets are stored in (created if missing).", "assetgen")
+    s3_bucket: str = env(
+        "ASSETGEN_S3_BUCKET", "Bucket assets are stored in (created if missing).", "assetgen"
+    )
     s3_region: str = env("ASSETGEN_S3_REGION", "Region requests are signed for.", "us-east-1")
     s3_public_endpoint: str = env(
         "ASSETGEN_S3_PUBLIC_ENDPOINT",
@@ -25,12 +27,16 @@ class StorageSettings:
         "",
     )
     s3_public_base_url: str = env(
-        "ASSETGEN_S3_PUBLIC_BASE_URL", "Public base URL of the bucket (CDN); when set, URLs are not signed.", ""
+        "ASSETGEN_S3_PUBLIC_BASE_URL",
+        "Public base URL of the bucket (CDN); when set, URLs are not signed.",
+        "",
     )
     presign_expiry_seconds: int = env(
         "ASSETGEN_PRESIGN_EXPIRY_SECONDS", "Lifetime of presigned read URLs.", 7 * 24 * 3600
     )
-    max_object_bytes: int = env("ASSETGEN_MAX_OBJECT_BYTES", "Largest object accepted, in bytes.", 2 * 1024**3)
+    max_object_bytes: int = env(
+        "ASSETGEN_MAX_OBJECT_BYTES", "Largest object accepted, in bytes.", 2 * 1024**3
+    )
     part_size_bytes: int = env("ASSETGEN_S3_PART_SIZE_BYTES", "Multipart part size (>= 5 MiB).", 16 * 1024**2)
     allowed_fetch_networks: tuple[str, ...] = env(
         "ASSETGEN_ALLOWED_FETCH_NETWORKS",
@@ -41,6 +47,15 @@ class StorageSettings:
         "ASSETGEN_FETCH_TIMEOUT_SECONDS", "Connect/read timeout of one ingest download.", 30.0
     )
     max_redirects: int = env("ASSETGEN_MAX_REDIRECTS", "Redirects an ingest follows at most.", 5)
+    s3_timeout_seconds: float = env(
+        "ASSETGEN_S3_TIMEOUT_SECONDS", "Read timeout of one S3 request (connecting: at most 5 s).", 60.0
+    )
+    s3_attempts: int = env(
+        "ASSETGEN_S3_ATTEMPTS", "Tries of one S3 request (with backoff) before UNAVAILABLE.", 4
+    )
+    s3_startup_timeout_seconds: float = env(
+        "ASSETGEN_S3_STARTUP_TIMEOUT_SECONDS", "How long start-up waits for S3 (the bucket check).", 60.0
+    )
     shutdown_grace_seconds: float = env(
         "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
     )

@@ -1,0 +1,72 @@
+"""Starts the storage service: ``run_server`` for tests and ``main``, ``main`` for the console script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from assetgen.v1 import storage_pb2, storage_pb2_grpc
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.netguard import NetworkGuard
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
+
+from assetgen_storage.bucket import Bucket
+from assetgen_storage.service import StorageServicer
+from assetgen_storage.settings import StorageSettings
+
+__all__ = ["SERVICE_NAME", "main", "run_server"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+async def run_server(
+    settings: StorageSettings,
+    *,
+    port: int | None = None,
+    network_guard: NetworkGuard | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> RunningService:
+    """Starts the gRPC server, ensures the bucket, then reports SERVING; ``port=0`` picks a free port.
+
+    ``network_guard`` and ``http_client`` replace the ones built from ``settings`` (tests substitute a
+    resolver); a given client is the caller's to close.
+    """
+    bucket = Bucket(settings)
+    guard = network_guard or NetworkGuard(settings.allowed_fetch_networks)
+    # Redirects are followed by the SSRF guard, hop by hop; proxies from the environment would
+    # bypass the address it pins, so none are used.
+    http = http_client or httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.fetch_timeout_seconds), follow_redirects=False, trust_env=False
+    )
+    servicer = StorageServicer(settings, bucket, http, guard)
+    grpc_server = await build_grpc_server(
+        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
+        port=settings.grpc_port if port is None else port,
+    )
+    service = RunningService(grpc=grpc_server, grace=settings.shutdown_grace_seconds)
+    if http_client is None:
+        service.cleanups.append(http.aclose)
+    try:
+        await bucket.ensure(settings.s3_startup_timeout_seconds)
+    except BaseException:
+        await service.stop()
+        raise
+    await grpc_server.set_serving(True)
+    logger.info("storage serving", extra={"port": grpc_server.port, "bucket": settings.s3_bucket})
+    return service
+
+
+async def _serve(settings: StorageSettings) -> None:
+    service = await run_server(settings)
+    await serve_until_signal(service)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the storage service until SIGTERM/SIGINT."""
+    settings = load(StorageSettings)
+    configure_logging("storage", settings.log_level)
+    asyncio.run(_serve(settings))
