@@ -58,4 +58,7 @@ def search(expression: str, data: Any) -> Any:
 
 def truthy(value: Any) -> bool:
     """JMESPath truth: false for null, false, empty string, empty array and empty object."""
-    return value not in (None, False, "", [], {})
+    # Not ``value in (...)``: 0 == False in Python, yet 0 is true in JMESPath.
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, str | list | dict) and not value)

@@ -9,7 +9,7 @@ from assetgen_runtime.settings import env
 __all__ = ["ProviderAdapterSettings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProviderAdapterSettings:
     """Everything the provider-adapter needs to know about its environment."""
 

@@ -1,0 +1,177 @@
+"""SubmitTask's idempotency per (asset_id, attempt), the catalog cache, and keys never returned."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
+from assetgen_provider_adapter.catalog import Catalog
+from assetgen_provider_adapter.credentials import SecretBox
+from assetgen_provider_adapter.db import ProviderRow, SubmissionRow
+from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
+from assetgen_provider_adapter.ledger import SENDING, SubmissionLedger
+from assetgen_provider_adapter.main import MIGRATIONS
+from assetgen_provider_adapter.service import ProviderAdapterServicer
+from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from sqlalchemy import select
+
+KEY = "sk-unit-secret"
+ACCEPTED = {"code": 200, "msg": "success", "data": {"taskId": "task_1"}}
+
+
+@dataclass
+class Harness:
+    servicer: ProviderAdapterServicer
+    catalog: Catalog
+    sessions: Any
+    requests: list[httpx.Request]
+    answer: list[Callable[[httpx.Request], httpx.Response]]
+    clock: list[float]
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/catalog.db"
+    await migrate(url, MIGRATIONS, version_table="alembic_version_catalog")
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    requests: list[httpx.Request] = []
+    answer: list[Callable[[httpx.Request], httpx.Response]] = [lambda _: httpx.Response(200, json=ACCEPTED)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return answer[0](request)
+
+    clock = [0.0]
+    catalog = Catalog(sessions, SecretBox.from_passphrase("unit"), cache_ttl=5.0, clock=lambda: clock[0])
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    servicer = ProviderAdapterServicer(
+        catalog,
+        SubmissionLedger(sessions),
+        ProviderEngine(client, retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.002)),
+    )
+    await servicer.CreateProvider(
+        gateway_pb2.CreateProviderRequest(name="kie", preset="kie-ai", api_key=KEY),
+        None,  # type: ignore[arg-type]
+    )
+    await servicer.CreateModel(
+        gateway_pb2.CreateModelRequest(
+            provider="kie",
+            name="banana",
+            model_type=common_pb2.MODEL_TYPE_IMAGE,
+            request_schema_json=json.dumps({"model": "m", "input": {"prompt": "{{prompt}}"}}),
+        ),
+        None,  # type: ignore[arg-type]
+    )
+    yield Harness(servicer, catalog, sessions, requests, answer, clock)
+    await client.aclose()
+    await engine.dispose()
+
+
+def _submit(asset_id: str, variables: dict[str, Any] | None = None) -> provider_adapter_pb2.SubmitTaskRequest:
+    return provider_adapter_pb2.SubmitTaskRequest(
+        asset_id=asset_id, attempt=1, model="banana", variables_json=json.dumps(variables or {"prompt": "p"})
+    )
+
+
+async def _rows(h: Harness) -> list[SubmissionRow]:
+    async with h.sessions() as session:
+        return list((await session.execute(select(SubmissionRow))).scalars())
+
+
+async def test_a_repeated_submit_returns_the_recorded_status_without_calling_the_provider(h: Harness) -> None:
+    first = await h.servicer.SubmitTask(_submit("ast_1"), None)  # type: ignore[arg-type]
+    second = await h.servicer.SubmitTask(_submit("ast_1"), None)  # type: ignore[arg-type]
+    assert first == second and first.task_id == "task_1"
+    assert first.state == provider_adapter_pb2.TASK_STATE_PROCESSING
+    assert len(h.requests) == 1
+    other_attempt = _submit("ast_1")
+    other_attempt.attempt = 2
+    await h.servicer.SubmitTask(other_attempt, None)  # type: ignore[arg-type]
+    assert len(h.requests) == 2
+
+
+async def test_a_refusal_is_recorded_and_repeated_without_calling_again(h: Harness) -> None:
+    h.answer[0] = lambda _: httpx.Response(200, json={"code": 402, "msg": "Insufficient Credits"})
+    first = await h.servicer.SubmitTask(_submit("ast_2"), None)  # type: ignore[arg-type]
+    again = await h.servicer.SubmitTask(_submit("ast_2"), None)  # type: ignore[arg-type]
+    assert first.state == again.state == provider_adapter_pb2.TASK_STATE_FAILED
+    assert again.error_message == "Insufficient Credits"
+    assert len(h.requests) == 1
+
+
+async def test_an_interrupted_submission_is_never_sent_again(h: Harness) -> None:
+    await SubmissionLedger(h.sessions).begin("ast_3", 1, "mdl_x")  # a call that died mid-flight
+    with pytest.raises(FailedPrecondition, match="outcome was never recorded"):
+        await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
+    assert h.requests == []
+
+
+async def test_a_lost_answer_leaves_the_claim_and_later_calls_refuse(h: Harness) -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    h.answer[0] = timeout
+    with pytest.raises(FailedPrecondition, match="outcome is unknown"):
+        await h.servicer.SubmitTask(_submit("ast_4"), None)  # type: ignore[arg-type]
+    assert [row.state for row in await _rows(h)] == [SENDING]
+    h.answer[0] = lambda _: httpx.Response(200, json=ACCEPTED)
+    with pytest.raises(FailedPrecondition):
+        await h.servicer.SubmitTask(_submit("ast_4"), None)  # type: ignore[arg-type]
+    assert len(h.requests) == 1
+
+
+async def test_an_unreachable_provider_releases_the_claim_so_a_later_call_sends(h: Harness) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    h.answer[0] = refuse
+    with pytest.raises(Unavailable, match="provider kie unreachable"):
+        await h.servicer.SubmitTask(_submit("ast_5"), None)  # type: ignore[arg-type]
+    assert await _rows(h) == []
+    h.answer[0] = lambda _: httpx.Response(200, json=ACCEPTED)
+    status = await h.servicer.SubmitTask(_submit("ast_5"), None)  # type: ignore[arg-type]
+    assert status.task_id == "task_1"
+
+
+async def test_a_bad_request_leaves_no_claim(h: Harness) -> None:
+    with pytest.raises(InvalidArgument, match="missing template variable: prompt"):
+        await h.servicer.SubmitTask(_submit("ast_6", {"other": 1}), None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="unknown model"):
+        await h.servicer.SubmitTask(  # type: ignore[arg-type]
+            provider_adapter_pb2.SubmitTaskRequest(asset_id="ast_6", attempt=1, model="nope"), None
+        )
+    assert await _rows(h) == [] and h.requests == []
+
+
+async def test_poll_uses_the_cache_until_it_expires(h: Harness) -> None:
+    h.answer[0] = lambda _: httpx.Response(200, json={"code": 200, "data": {"state": "generating"}})
+    poll = provider_adapter_pb2.PollTaskRequest(asset_id="a", model="banana", task_id="task_1")
+    assert (await h.servicer.PollTask(poll, None)).state == provider_adapter_pb2.TASK_STATE_PROCESSING  # type: ignore[arg-type]
+    async with h.sessions() as session:
+        row = (await session.execute(select(ProviderRow))).scalar_one()
+        row.base_url = "https://moved.example"
+        await session.commit()
+    await h.servicer.PollTask(poll, None)  # type: ignore[arg-type]
+    assert h.requests[-1].url.host == "api.kie.ai"  # cached
+    h.clock[0] += 6
+    await h.servicer.PollTask(poll, None)  # type: ignore[arg-type]
+    assert h.requests[-1].url.host == "moved.example"
+
+
+async def test_the_key_is_stored_encrypted_and_never_returned(h: Harness) -> None:
+    async with h.sessions() as session:
+        row = (await session.execute(select(ProviderRow))).scalar_one()
+    assert row.api_key_encrypted and KEY not in row.api_key_encrypted
+    provider = await h.servicer.GetProvider(gateway_pb2.GetProviderRequest(id="kie"), None)  # type: ignore[arg-type]
+    assert provider.has_api_key and KEY not in provider.SerializeToString().decode("utf-8", "replace")
+    await h.servicer.SubmitTask(_submit(f"ast_{uuid.uuid4().hex}"), None)  # type: ignore[arg-type]
+    assert h.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
