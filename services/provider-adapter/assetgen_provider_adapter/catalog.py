@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from assetgen_runtime.errors import AlreadyExists, InvalidArgument, NotFound
+from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from assetgen_runtime.ids import new_id
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from assetgen_provider_adapter.credentials import SecretBox
+from assetgen_provider_adapter.credentials import SecretBox, SecretUnreadable
 from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.profiles import Profile, load_presets
@@ -221,6 +221,13 @@ class Catalog:
         except NotFound:
             raise InvalidArgument(f"unknown model {ref!r}") from None
         template = json.loads(model.request_schema_json)
+        try:
+            api_key = self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None
+        except SecretUnreadable:
+            raise FailedPrecondition(
+                f"the API key of provider {provider.name!r} cannot be decrypted; "
+                "was ASSETGEN_SECRET_KEY changed since it was stored?"
+            ) from None
         resolved = ResolvedModel(
             model=model,
             provider=provider,
@@ -228,7 +235,7 @@ class Catalog:
                 name=provider.name,
                 base_url=provider.base_url,
                 profile=Profile.from_json(provider.profile_json),
-                api_key=self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None,
+                api_key=api_key,
             ),
             template=template,
             variables=inspect_template(template),
