@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from deploy_manifests import DEPLOY, NO_RENDERER, OVERLAYS, Rendered, render, renderer
 
 _cache: dict[str, Rendered] = {}

@@ -20,12 +20,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-
 from assetgen_runtime.settings import describe
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
-OVERLAYS = sorted(path.name for path in (DEPLOY / "overlays").iterdir() if (path / "kustomization.yaml").exists())
+OVERLAYS = sorted(
+    path.name for path in (DEPLOY / "overlays").iterdir() if (path / "kustomization.yaml").exists()
+)
 
 # Deployment name → (settings module, settings class). A new service must be added here, and
 # test_every_assetgen_workload_is_known fails until it is.
@@ -141,7 +142,9 @@ class Rendered:
             assert "prefix" not in source, "envFrom prefixes hide which variables are set"
             if "configMapRef" in source:
                 config = self.get("ConfigMap", source["configMapRef"]["name"])
-                assert config is not None, f"{self.name}: ConfigMap {source['configMapRef']['name']} is not rendered"
+                assert config is not None, (
+                    f"{self.name}: ConfigMap {source['configMapRef']['name']} is not rendered"
+                )
                 for key, value in config.get("data", {}).items():
                     result[key] = EnvValue("configmap", config["metadata"]["name"], key, str(value))
             else:
@@ -151,12 +154,16 @@ class Rendered:
                 result[item["name"]] = EnvValue("value", value=str(item["value"]))
             elif "secretKeyRef" in item["valueFrom"]:
                 ref = item["valueFrom"]["secretKeyRef"]
-                result[item["name"]] = EnvValue("secret", ref["name"], ref["key"], self.secret_value(ref["name"], ref["key"]))
+                result[item["name"]] = EnvValue(
+                    "secret", ref["name"], ref["key"], self.secret_value(ref["name"], ref["key"])
+                )
             elif "configMapKeyRef" in item["valueFrom"]:
                 ref = item["valueFrom"]["configMapKeyRef"]
                 config = self.get("ConfigMap", ref["name"])
                 assert config is not None, f"{self.name}: ConfigMap {ref['name']} is not rendered"
-                result[item["name"]] = EnvValue("configmap", ref["name"], ref["key"], str(config["data"][ref["key"]]))
+                result[item["name"]] = EnvValue(
+                    "configmap", ref["name"], ref["key"], str(config["data"][ref["key"]])
+                )
             else:
                 result[item["name"]] = EnvValue("field")
         return result
@@ -172,11 +179,7 @@ class Rendered:
 
     def selected_workloads(self, selector: dict[str, str]) -> list[dict[str, Any]]:
         """Workloads whose pod labels carry every label of ``selector``."""
-        return [
-            obj
-            for obj in self.workloads()
-            if selector.items() <= pod_labels(obj).items()
-        ]
+        return [obj for obj in self.workloads() if selector.items() <= pod_labels(obj).items()]
 
     def service_target(self, host: str, port: int) -> dict[str, Any]:
         """The workload behind namespace-local Service ``host`` on ``port``; fails when there is none."""
@@ -188,7 +191,9 @@ class Rendered:
         assert len(selected) == 1, f"{self.name}: Service {host} selects {len(selected)} workloads"
         target = ports[port]["targetPort"]
         container_ports = {
-            (p.get("name"), p["containerPort"]) for c in pod_spec(selected[0])["containers"] for p in c.get("ports", [])
+            (p.get("name"), p["containerPort"])
+            for c in pod_spec(selected[0])["containers"]
+            for p in c.get("ports", [])
         }
         assert any(target in pair for pair in container_ports), (
             f"{self.name}: Service {host} port {port} targets {target!r}, which no container of "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from deploy_manifests import (
     SERVICES,
     Rendered,
@@ -38,7 +37,9 @@ def test_every_workload_runs_as_non_root_with_a_runtime_seccomp_profile(overlay:
         assert spec.get("automountServiceAccountToken") is False, f"{name} mounts an API token it never uses"
         assert spec.get("hostNetwork") is not True and spec.get("hostPID") is not True, name
         account = spec.get("serviceAccountName")
-        assert account and overlay.get("ServiceAccount", account), f"{name} runs as the default ServiceAccount"
+        assert account and overlay.get("ServiceAccount", account), (
+            f"{name} runs as the default ServiceAccount"
+        )
 
 
 def test_every_container_is_locked_down(overlay: Rendered) -> None:
@@ -118,7 +119,9 @@ def test_services_write_only_to_an_empty_dir_at_tmp(overlay: Rendered, service: 
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         assert set(mounts) == {"/tmp"}, f"{service}/{container['name']} mounts {sorted(mounts)}"
         tmp = volumes[mounts["/tmp"]]
-        assert "emptyDir" in tmp and tmp["emptyDir"].get("sizeLimit"), f"{service}: /tmp is an unbounded emptyDir"
+        assert "emptyDir" in tmp and tmp["emptyDir"].get("sizeLimit"), (
+            f"{service}: /tmp is an unbounded emptyDir"
+        )
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -162,7 +165,9 @@ def test_services_with_a_database_migrate_before_starting(overlay: Rendered, ser
     if not database_vars:
         assert init == [], f"{service} has no database to migrate"
         return
-    assert [c["name"] for c in init] == ["migrate"], f"{overlay.name}: {service} needs a migrate init container"
+    assert [c["name"] for c in init] == ["migrate"], (
+        f"{overlay.name}: {service} needs a migrate init container"
+    )
     migrate, main = init[0], main_container(deployment)
     assert migrate["image"] == main["image"]
     assert migrate.get("args") == ["migrate"] and "command" not in migrate

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from deploy_manifests import (
     OVERLAYS,
     SECRET_LOOKING,
@@ -30,7 +29,9 @@ def test_every_assetgen_workload_is_known(overlay: Rendered) -> None:
     for workload in overlay.workloads():
         for container in all_containers(workload):
             if re.search(r"(^|/)assetgen/", container["image"]):
-                assert workload["metadata"]["name"] in SERVICES, f"{workload['metadata']['name']} is not in SERVICES"
+                assert workload["metadata"]["name"] in SERVICES, (
+                    f"{workload['metadata']['name']} is not in SERVICES"
+                )
     assert set(overlay.services()) == set(SERVICES), f"{overlay.name} lacks a service"
 
 
@@ -39,7 +40,9 @@ def test_every_variable_set_is_a_setting_the_service_reads(overlay: Rendered, se
     known = set(settings_defaults(service))
     for container in all_containers(overlay.services()[service]):
         unknown = set(overlay.env(container)) - known
-        assert not unknown, f"{overlay.name}: {service}/{container['name']} sets {sorted(unknown)}, which it never reads"
+        assert not unknown, (
+            f"{overlay.name}: {service}/{container['name']} sets {sorted(unknown)}, which it never reads"
+        )
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -158,7 +161,11 @@ def _container_port_behind(overlay: Rendered, host: str, port: int, workload: di
 def _allowed_sources(overlay: Rendered, workload: dict, port: int) -> set[str] | None:
     """Workloads allowed to reach ``port`` of ``workload``'s pods; None means anyone, anywhere."""
     labels = pod_labels(workload)
-    container_ports = {p.get("name"): p["containerPort"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])}
+    container_ports = {
+        p.get("name"): p["containerPort"]
+        for c in pod_spec(workload)["containers"]
+        for p in c.get("ports", [])
+    }
     allowed: set[str] = set()
     for policy in overlay.of_kind("NetworkPolicy"):
         spec = policy["spec"]
@@ -173,7 +180,9 @@ def _allowed_sources(overlay: Rendered, workload: dict, port: int) -> set[str] |
             if not rule.get("from"):
                 return None
             for peer in rule["from"]:
-                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only same-namespace peers expected"
+                assert set(peer) == {"podSelector"}, (
+                    f"{policy['metadata']['name']}: only same-namespace peers expected"
+                )
                 for source in overlay.selected_workloads(peer["podSelector"].get("matchLabels", {})):
                     allowed.add(source["metadata"]["name"])
     return allowed
@@ -181,7 +190,8 @@ def _allowed_sources(overlay: Rendered, workload: dict, port: int) -> set[str] |
 
 def test_ingress_is_denied_by_default(overlay: Rendered) -> None:
     assert any(
-        policy["spec"]["podSelector"] == {} and not policy["spec"].get("ingress")
+        policy["spec"]["podSelector"] == {}
+        and not policy["spec"].get("ingress")
         and policy["spec"]["policyTypes"] == ["Ingress"]
         for policy in overlay.of_kind("NetworkPolicy")
     ), f"{overlay.name} has no default-deny ingress policy"
@@ -196,9 +206,8 @@ def test_only_the_gateway_is_open_to_everyone(overlay: Rendered) -> None:
             continue
         for container in pod_spec(workload)["containers"]:
             for port in container.get("ports", []):
-                assert _allowed_sources(overlay, workload, port["containerPort"]) is not None, (
-                    f"{overlay.name}: {workload['metadata']['name']}:{port['containerPort']} is open to everyone"
-                )
+                where = f"{overlay.name}: {workload['metadata']['name']}:{port['containerPort']}"
+                assert _allowed_sources(overlay, workload, port["containerPort"]) is not None, where
 
 
 def test_each_internal_workload_accepts_exactly_its_callers(overlay: Rendered) -> None:
@@ -221,10 +230,15 @@ def test_dev_dependencies_are_reached_in_cluster(render_overlay) -> None:
 
 def test_dev_database_credentials_match_postgres_and_minio(render_overlay) -> None:
     dev = render_overlay("dev")
-    postgres = dev.env(main_container(next(w for w in dev.workloads() if w["metadata"]["name"] == "postgres")))
+    postgres = dev.env(
+        main_container(next(w for w in dev.workloads() if w["metadata"]["name"] == "postgres"))
+    )
     password = postgres["POSTGRES_PASSWORD"].value
     user = postgres["POSTGRES_USER"].value
-    for service, var in (("orchestrator", "ASSETGEN_DATABASE_URL"), ("provider-adapter", "ASSETGEN_CATALOG_DATABASE_URL")):
+    for service, var in (
+        ("orchestrator", "ASSETGEN_DATABASE_URL"),
+        ("provider-adapter", "ASSETGEN_CATALOG_DATABASE_URL"),
+    ):
         url = dev.env(main_container(dev.services()[service]))[var].value
         assert url is not None and url.startswith(f"postgresql+asyncpg://{user}:{password}@postgres:5432/")
     minio = dev.env(main_container(next(w for w in dev.workloads() if w["metadata"]["name"] == "minio")))
@@ -235,10 +249,15 @@ def test_dev_database_credentials_match_postgres_and_minio(render_overlay) -> No
 
 def test_dev_creates_both_databases(render_overlay) -> None:
     dev = render_overlay("dev")
-    postgres_env = dev.env(main_container(next(w for w in dev.workloads() if w["metadata"]["name"] == "postgres")))
+    postgres_env = dev.env(
+        main_container(next(w for w in dev.workloads() if w["metadata"]["name"] == "postgres"))
+    )
     init_sql = "\n".join(dev.get("ConfigMap", "postgres-init")["data"].values())  # type: ignore[index]
     created = {postgres_env["POSTGRES_DB"].value, *re.findall(r"CREATE DATABASE (\w+)", init_sql)}
-    for service, var in (("orchestrator", "ASSETGEN_DATABASE_URL"), ("provider-adapter", "ASSETGEN_CATALOG_DATABASE_URL")):
+    for service, var in (
+        ("orchestrator", "ASSETGEN_DATABASE_URL"),
+        ("provider-adapter", "ASSETGEN_CATALOG_DATABASE_URL"),
+    ):
         url = dev.env(main_container(dev.services()[service]))[var].value
         assert url is not None and url.rsplit("/", 1)[1] in created
 
@@ -252,4 +271,6 @@ def test_secret_references_resolve_where_secrets_are_rendered(render_overlay, na
         for container in all_containers(workload):
             for value in rendered.env(container).values():
                 if value.source == "secret":
-                    assert value.value is not None, f"{name}: Secret {value.name} is referenced but not rendered"
+                    assert value.value is not None, (
+                        f"{name}: Secret {value.name} is referenced but not rendered"
+                    )

@@ -19,7 +19,9 @@ def test_every_overlay_and_component_is_documented() -> None:
 def test_render_command_is_documented_and_in_the_makefile() -> None:
     assert "make deploy-render OVERLAY=production" in README
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^deploy-render:.*\n(.*\n)*?\t.*kustomize deploy/overlays/\$\(OVERLAY\)", makefile, re.M)
+    assert re.search(
+        r"^deploy-render:.*\n(.*\n)*?\t.*kustomize deploy/overlays/\$\(OVERLAY\)", makefile, re.M
+    )
 
 
 def test_every_secret_production_needs_is_documented(render_overlay) -> None:

@@ -8,7 +8,6 @@ from collections import Counter
 
 import kubernetes_validate
 import pytest
-
 from deploy_manifests import DEPLOY, OVERLAYS, REPO, Rendered, render_text
 
 # The newest schemas kubernetes-validate ships, and the oldest release the manifests support
@@ -91,7 +90,15 @@ def test_make_deploy_render_prints_the_overlay(name: str) -> None:
         pytest.skip("the Makefile's venv is not set up here (no .venv/.installed)")
     # -o: treat the venv as up to date, so the test never reinstalls it.
     result = subprocess.run(
-        ["make", "--no-print-directory", "-s", "-o", str(stamp.relative_to(REPO)), "deploy-render", f"OVERLAY={name}"],
+        [
+            "make",
+            "--no-print-directory",
+            "-s",
+            "-o",
+            str(stamp.relative_to(REPO)),
+            "deploy-render",
+            f"OVERLAY={name}",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from deploy_manifests import REPO, SERVICES, settings_defaults
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -82,7 +81,11 @@ def _resolve(image: str) -> str:
 
 def _console_script(service: str) -> str:
     scripts = PYPROJECT["project"]["scripts"]
-    matches = [name for name, target in scripts.items() if target == f"assetgen_{service.replace('-', '_')}.main:main"]
+    matches = [
+        name
+        for name, target in scripts.items()
+        if target == f"assetgen_{service.replace('-', '_')}.main:main"
+    ]
     assert len(matches) == 1, f"pyproject declares no console script for {service}"
     return matches[0]
 
@@ -127,7 +130,12 @@ def test_each_service_has_a_non_root_target_running_its_console_script(service: 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_exposed_ports_are_the_settings_defaults(service: str) -> None:
-    exposed = {int(port) for stage in _chain(BY_NAME[service]) for args in stage.all("EXPOSE") for port in args.split()}
+    exposed = {
+        int(port)
+        for stage in _chain(BY_NAME[service])
+        for args in stage.all("EXPOSE")
+        for port in args.split()
+    }
     defaults = settings_defaults(service)
     expected = {int(defaults[var]) for var in ("ASSETGEN_GRPC_PORT", "ASSETGEN_HTTP_PORT") if var in defaults}
     assert exposed == expected
@@ -148,7 +156,9 @@ def test_no_extras_are_installed() -> None:
     assert installs
     for install in installs:
         assert "[" not in install, f"extras installed: {install}"
-    assert any(shlex.split(install)[-1] == "." for install in installs), "the project itself is never installed"
+    assert any(shlex.split(install)[-1] == "." for install in installs), (
+        "the project itself is never installed"
+    )
 
 
 def test_stubs_are_generated_like_make_protos_with_the_dev_pins() -> None:
@@ -157,7 +167,13 @@ def test_stubs_are_generated_like_make_protos_with_the_dev_pins() -> None:
     assert "grpc_tools.protoc" in runs and "protos/assetgen/v1/*.proto" in runs
     for flag in ("--python_out=gen", "--pyi_out=gen", "--grpc_python_out=gen"):
         assert flag in runs
-    pins = dict(re.findall(r"^\s*\"?([\w-]+)==([\w.]+)\"?", "\n".join(PYPROJECT["project"]["optional-dependencies"]["dev"]), re.M))
+    pins = dict(
+        re.findall(
+            r"^\s*\"?([\w-]+)==([\w.]+)\"?",
+            "\n".join(PYPROJECT["project"]["optional-dependencies"]["dev"]),
+            re.M,
+        )
+    )
     args = dict(arg.split("=", 1) for arg in build.all("ARG") if "=" in arg)
     assert args["GRPCIO_TOOLS_VERSION"] == pins["grpcio-tools"]
     assert args["MYPY_PROTOBUF_VERSION"] == pins["mypy-protobuf"]
@@ -240,15 +256,43 @@ def test_the_build_context_installs_as_a_wheel_with_every_entrypoint(tmp_path: P
     (context / "gen").mkdir()
     protos = sorted(str(p.relative_to(context)) for p in (context / "protos/assetgen/v1").glob("*.proto"))
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", "protos", "-I", str(google_protos),
-         "--python_out=gen", "--grpc_python_out=gen", *protos],
-        cwd=context, check=True, timeout=120, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            "protos",
+            "-I",
+            str(google_protos),
+            "--python_out=gen",
+            "--grpc_python_out=gen",
+            *protos,
+        ],
+        cwd=context,
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     for init in ("gen/assetgen/__init__.py", "gen/assetgen/v1/__init__.py"):
         (context / init).touch()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), "."],
-        cwd=context, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            ".",
+        ],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("assetgen-*.whl")
