@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from assetgen_runtime.errors import FailedPrecondition, Unavailable
 
+from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import search, truthy
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.templates import render, render_text
@@ -54,14 +54,6 @@ _MAX_TEXT = 500
 
 # Errors raised before any byte of the request can have reached the provider.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-class ProviderUnreachable(Unavailable):
-    """The provider could not be reached or kept answering with transient errors."""
-
-
-class SubmitOutcomeUnknown(FailedPrecondition):
-    """A submit was sent but its answer never arrived; whether the task exists is unknown."""
 
 
 @dataclass(frozen=True)

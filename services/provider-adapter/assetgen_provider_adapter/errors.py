@@ -1,0 +1,30 @@
+"""The provider-adapter's own errors, on top of ``assetgen_runtime.errors``.
+
+Hierarchy (gRPC status in brackets)::
+
+    InvalidArgument [INVALID_ARGUMENT]
+    └── MissingVariables        required template variables not given (templates.py); names them all
+    Unavailable [UNAVAILABLE]
+    └── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
+                                nothing was accepted and the submission was released for a later call
+    FailedPrecondition [FAILED_PRECONDITION]
+    └── SubmitOutcomeUnknown    a submit was sent but its answer was lost; it will not be resent
+
+Also raised as they are: NotFound (catalog lookups), AlreadyExists (names), FailedPrecondition (a
+submission interrupted earlier; an API key that no longer decrypts). A provider that answers "no" is
+not an error: the call returns a TaskStatus in state FAILED with the provider's own message.
+"""
+
+from __future__ import annotations
+
+from assetgen_runtime.errors import FailedPrecondition, Unavailable
+
+__all__ = ["ProviderUnreachable", "SubmitOutcomeUnknown"]
+
+
+class ProviderUnreachable(Unavailable):
+    """The provider could not be reached or kept answering with transient errors."""
+
+
+class SubmitOutcomeUnknown(FailedPrecondition):
+    """A submit was sent but its answer never arrived; whether the task exists is unknown."""
