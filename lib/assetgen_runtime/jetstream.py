@@ -37,6 +37,7 @@ async def connect(url: str, name: str, *, timeout: float = 30.0) -> Client:
                 url,
                 name=name,
                 connect_timeout=5,
+                drain_timeout=5,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,

@@ -25,7 +25,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from assetgen_dev.embedded import EmbeddedProcess, binary, free_port, start_nats, start_seaweedfs, wait_for_port
+from assetgen_dev.embedded import (
+    EmbeddedProcess,
+    binary,
+    free_port,
+    start_nats,
+    start_seaweedfs,
+    wait_for_port,
+)
 
 __all__ = ["main"]
 
@@ -230,8 +237,24 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     env.setdefault("ASSETGEN_ORCHESTRATOR_ADDR", f"127.0.0.1:{ports['orchestrator']}")
 
     specs = [
-        ("demo-provider", [python, "-m", "assetgen_dev.demo_provider", "--host", "127.0.0.1", "--port",
-                           str(demo_port), "--api-key", demo_key, "--delay", delay], demo_port, {}),
+        (
+            "demo-provider",
+            [
+                python,
+                "-m",
+                "assetgen_dev.demo_provider",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(demo_port),
+                "--api-key",
+                demo_key,
+                "--delay",
+                delay,
+            ],
+            demo_port,
+            {},
+        ),
         ("storage", [binary("assetgen-storage")], ports["storage"], {}),
         ("provider-adapter", [binary("assetgen-provider-adapter")], ports["provider-adapter"], {}),
         ("orchestrator", [binary("assetgen-orchestrator")], ports["orchestrator"], {}),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from assetgen.v1 import gateway_pb2
 from assetgen_runtime.errors import AssetGenError, InvalidArgument, TooLarge, http_status, reason_of
 from google.api import annotations_pb2
@@ -178,7 +178,7 @@ def _upload_handler(api: GatewayApi, max_upload_bytes: int) -> Any:
             part = await reader.next()
             if part is None:
                 raise InvalidArgument('multipart body has no "file" field')
-            if isinstance(part, web.BodyPartReader) and part.name == "file":
+            if isinstance(part, BodyPartReader) and part.name == "file":
                 break
             await part.release()
 

@@ -9,7 +9,7 @@ from assetgen_runtime.settings import env
 __all__ = ["GatewaySettings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
     """Everything the gateway needs to know about its environment."""
 

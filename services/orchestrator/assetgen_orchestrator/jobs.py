@@ -126,6 +126,7 @@ class JobRunner:
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -143,6 +144,7 @@ class JobRunner:
         subscription = await self._js.pull_subscribe(
             JOBS_SUBJECT, durable=CONSUMER, stream=JOBS_STREAM, config=config
         )
+        self._subscription = subscription
         self._loop_task = asyncio.create_task(self._pull_loop(subscription), name="job-pull-loop")
 
     async def stop(self, timeout: float) -> None:
@@ -157,6 +159,9 @@ class JobRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
     async def _pull_loop(self, subscription: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():

@@ -9,7 +9,7 @@ from assetgen_runtime.settings import env
 __all__ = ["OrchestratorSettings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OrchestratorSettings:
     """Everything the orchestrator needs to know about its environment."""
 

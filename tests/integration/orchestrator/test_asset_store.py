@@ -28,7 +28,12 @@ async def store(database_url: str) -> AsyncIterator[AssetStore]:
 
 def _asset(box_id: str, **values: object) -> Asset:
     return Asset.new(
-        id=new_id("ast"), box_id=box_id, status=Status.PENDING, step=Step.QUEUED, source_type="GENERATED", **values
+        id=new_id("ast"),
+        box_id=box_id,
+        status=Status.PENDING,
+        step=Step.QUEUED,
+        source_type="GENERATED",
+        **values,
     )
 
 
@@ -37,7 +42,10 @@ async def test_compare_and_set_lets_exactly_one_writer_win(store: AssetStore) ->
     asset = await store.insert_asset(_asset(box.id), "accepted")
     copies = [await store.get_asset(asset.id) for _ in range(5)]
     results = await asyncio.gather(
-        *(store.update_asset(copy, status=Status.COMPLETED, step=Step.DONE, message="done") for copy in copies)
+        *(
+            store.update_asset(copy, status=Status.COMPLETED, step=Step.DONE, message="done")
+            for copy in copies
+        )
     )
     assert sorted(results) == [False, False, False, False, True]
     stored = await store.get_asset(asset.id)

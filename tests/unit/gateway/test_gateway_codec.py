@@ -31,7 +31,12 @@ def test_asset_json_reads_like_the_seed() -> None:
 def test_json_values_keep_their_types_through_a_request() -> None:
     request = message_from_json(
         gateway_pb2.CreateModelRequest(),
-        {"provider": "kie", "name": "m", "model_type": "VIDEO", "request_schema": {"n": 5, "d": "5", "b": True}},
+        {
+            "provider": "kie",
+            "name": "m",
+            "model_type": "VIDEO",
+            "request_schema": {"n": 5, "d": "5", "b": True},
+        },
     )
     assert request.model_type == common_pb2.MODEL_TYPE_VIDEO
     assert json.loads(request.request_schema_json) == {"n": 5, "d": "5", "b": True}

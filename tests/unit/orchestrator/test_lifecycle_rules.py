@@ -10,11 +10,15 @@ from assetgen_orchestrator.models import Asset
 
 
 def _asset(**values: object) -> Asset:
-    return Asset.new(id="ast_1", box_id="box_1", status="PENDING", step="queued", source_type="GENERATED", **values)
+    return Asset.new(
+        id="ast_1", box_id="box_1", status="PENDING", step="queued", source_type="GENERATED", **values
+    )
 
 
 def test_variables_merge_config_prompt_and_images() -> None:
-    asset = _asset(prompt="a cat", image_url="https://x/y.png", config_json=json.dumps({"duration": "8", "n": 2}))
+    asset = _asset(
+        prompt="a cat", image_url="https://x/y.png", config_json=json.dumps({"duration": "8", "n": 2})
+    )
     assert build_variables(asset) == {
         "duration": "8",
         "n": 2,
