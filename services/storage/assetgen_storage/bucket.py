@@ -58,7 +58,7 @@ def parse_endpoint(url: str, *, setting: str = "ASSETGEN_S3_ENDPOINT") -> tuple[
 
 
 def _http_client(settings: StorageSettings) -> urllib3.PoolManager:
-    # Bounded tries with exponential backoff (0.25 s, 0.5 s, 1 s, ...) for connection failures and
+    # Bounded tries with exponential backoff (0.5 s, 1 s, 2 s, 4 s) for connection failures and
     # 5xx answers; uploads send parts as bytes, so a retried part is re-sent whole.
     retries = urllib3.Retry(
         total=max(settings.s3_attempts - 1, 0),

@@ -51,7 +51,7 @@ class StorageSettings:
         "ASSETGEN_S3_TIMEOUT_SECONDS", "Read timeout of one S3 request (connecting: at most 5 s).", 60.0
     )
     s3_attempts: int = env(
-        "ASSETGEN_S3_ATTEMPTS", "Tries of one S3 request (with backoff) before UNAVAILABLE.", 4
+        "ASSETGEN_S3_ATTEMPTS", "Tries of one S3 request (backoff 0.5 s doubling, at most 4 s).", 6
     )
     s3_startup_timeout_seconds: float = env(
         "ASSETGEN_S3_STARTUP_TIMEOUT_SECONDS", "How long start-up waits for S3 (the bucket check).", 60.0

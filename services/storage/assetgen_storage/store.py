@@ -66,7 +66,7 @@ async def _await_thread(task: asyncio.Future[None]) -> None:
     """Waits for ``task`` (a thread's work) to finish even if cancelled meanwhile, without raising."""
     while not task.done():
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
+            await asyncio.wait({task})  # unlike awaiting it, neither raises its error nor cancels it
     if not task.cancelled():
         task.exception()  # mark retrieved: the caller reports the cause
 
