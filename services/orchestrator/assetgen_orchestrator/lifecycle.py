@@ -61,6 +61,7 @@ class LifecycleConfig:
     step_retries: int
     retry_base_seconds: float
     rpc_timeout: float
+    submit_timeout: float
     ingest_timeout: float
     default_deadline: float
 
@@ -178,7 +179,9 @@ class Lifecycle:
                 model=asset.model,
                 variables_json=json.dumps(build_variables(asset, parent_url)),
             ),
-            timeout=self._config.rpc_timeout,
+            # Must outlast the adapter's own provider timeout and retries: a submission cut off
+            # midway has an unknown outcome and will not be resent.
+            timeout=self._config.submit_timeout,
         )
         return await self._apply(asset, status, submitted=True)
 

@@ -57,6 +57,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
             step_retries=settings.submit_retries,
             retry_base_seconds=settings.retry_base_seconds,
             rpc_timeout=settings.rpc_timeout_seconds,
+            submit_timeout=settings.submit_timeout_seconds,
             ingest_timeout=settings.ingest_timeout_seconds,
             default_deadline=settings.default_deadline_seconds,
         ),

@@ -46,6 +46,11 @@ class OrchestratorSettings:
         3600.0,
     )
     rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
+    submit_timeout_seconds: float = env(
+        "ASSETGEN_SUBMIT_TIMEOUT_SECONDS",
+        "Deadline of one submission through the provider-adapter (above the provider's own timeout).",
+        90.0,
+    )
     ingest_timeout_seconds: float = env(
         "ASSETGEN_INGEST_TIMEOUT_SECONDS", "Deadline of copying one result into S3.", 1800.0
     )
