@@ -82,6 +82,32 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.ListBoxesResponse:
         return await self._orchestrator.ListBoxes(request, timeout=self._timeout)
 
+    async def UpdateBox(self, request: gateway_pb2.UpdateBoxRequest, context: object) -> common_pb2.Box:
+        return await self._orchestrator.UpdateBox(request, timeout=self._timeout)
+
+    async def DeleteBox(
+        self, request: gateway_pb2.DeleteBoxRequest, context: object
+    ) -> gateway_pb2.DeleteBoxResponse:
+        return await self._orchestrator.DeleteBox(request, timeout=self._timeout)
+
+    async def DeleteAsset(
+        self, request: gateway_pb2.DeleteAssetRequest, context: object
+    ) -> gateway_pb2.DeleteAssetResponse:
+        return await self._orchestrator.DeleteAsset(request, timeout=self._timeout)
+
+    async def CancelAsset(self, request: gateway_pb2.CancelAssetRequest, context: object) -> common_pb2.Asset:
+        asset = await self._orchestrator.CancelAsset(request, timeout=self._timeout)
+        await self._fill_file_urls([asset])
+        return asset
+
+    async def RetryAsset(self, request: gateway_pb2.RetryAssetRequest, context: object) -> common_pb2.Asset:
+        return await self._orchestrator.RetryAsset(request, timeout=self._timeout)
+
+    async def ListAssetHistory(
+        self, request: gateway_pb2.ListAssetHistoryRequest, context: object
+    ) -> gateway_pb2.ListAssetHistoryResponse:
+        return await self._orchestrator.ListAssetHistory(request, timeout=self._timeout)
+
     async def GetAsset(self, request: gateway_pb2.GetAssetRequest, context: object) -> common_pb2.Asset:
         asset = await self._orchestrator.GetAsset(request, timeout=self._timeout)
         await self._fill_file_urls([asset])

@@ -47,7 +47,7 @@ class HttpRoute:
     @property
     def success_status(self) -> int:
         """201 for creations, 202 for accepted work (generate), 200 otherwise."""
-        if self.rpc.name == "Generate":
+        if self.rpc.name in ("Generate", "RetryAsset"):
             return 202
         return 201 if self.rpc.name.startswith("Create") else 200
 

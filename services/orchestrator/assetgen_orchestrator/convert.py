@@ -59,3 +59,17 @@ def status_name(value: int) -> str:
 def source_type_name(value: int) -> str:
     """'GENERATED' for SOURCE_TYPE_GENERATED; '' for unspecified."""
     return "" if value == 0 else common_pb2.SourceType.Name(value).removeprefix("SOURCE_TYPE_")
+
+
+def transition_to_proto(transition: AssetTransition) -> gateway_pb2.AssetTransition:
+    """The API's view of one history entry."""
+    return gateway_pb2.AssetTransition(
+        attempt=transition.attempt,
+        from_status=common_pb2.AssetStatus.Value(f"ASSET_STATUS_{transition.from_status}")
+        if transition.from_status
+        else common_pb2.ASSET_STATUS_UNSPECIFIED,
+        to_status=common_pb2.AssetStatus.Value(f"ASSET_STATUS_{transition.to_status}"),
+        step=transition.step,
+        message=transition.message,
+        at=_timestamp(transition.at),
+    )

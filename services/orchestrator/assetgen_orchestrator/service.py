@@ -17,11 +17,17 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from assetgen_runtime.errors import InvalidArgument, Unavailable
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 from assetgen_runtime.ids import new_id
 from google.protobuf import json_format
 
-from assetgen_orchestrator.convert import asset_to_proto, box_to_proto, source_type_name, status_name
+from assetgen_orchestrator.convert import (
+    asset_to_proto,
+    box_to_proto,
+    source_type_name,
+    status_name,
+    transition_to_proto,
+)
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
 from assetgen_orchestrator.lifecycle import build_variables
@@ -58,12 +64,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._rpc_timeout = rpc_timeout
 
     async def CreateBox(self, request: gateway_pb2.CreateBoxRequest, context: object) -> common_pb2.Box:
-        name = request.name.strip()
-        if not name:
-            raise InvalidArgument("name is required")
-        if len(name) > _MAX_NAME:
-            raise InvalidArgument(f"name must be at most {_MAX_NAME} characters")
-        return box_to_proto(await self._store.create_box(new_id("box"), name))
+        return box_to_proto(await self._store.create_box(new_id("box"), _box_name(request.name)))
 
     async def GetBox(self, request: gateway_pb2.GetBoxRequest, context: object) -> common_pb2.Box:
         return box_to_proto(await self._store.get_box(request.id))
@@ -152,6 +153,114 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         logger.info("generation accepted", extra={"asset_id": asset.id, "model": asset.model})
         return asset_to_proto(asset)
 
+    async def UpdateBox(self, request: gateway_pb2.UpdateBoxRequest, context: object) -> common_pb2.Box:
+        return box_to_proto(await self._store.rename_box(request.id, _box_name(request.name)))
+
+    async def DeleteBox(
+        self, request: gateway_pb2.DeleteBoxRequest, context: object
+    ) -> gateway_pb2.DeleteBoxResponse:
+        await self._store.get_box(request.id)
+        assets = await self._store.box_assets(request.id)
+        for asset in assets:
+            await self._discard(asset)
+        await self._store.delete_box(request.id)
+        logger.info("box deleted", extra={"box_id": request.id, "assets": len(assets)})
+        return gateway_pb2.DeleteBoxResponse(deleted_assets=len(assets))
+
+    async def DeleteAsset(
+        self, request: gateway_pb2.DeleteAssetRequest, context: object
+    ) -> gateway_pb2.DeleteAssetResponse:
+        asset = await self._store.get_asset(request.id)
+        await self._discard(asset)
+        await self._store.delete_asset(asset.id)
+        return gateway_pb2.DeleteAssetResponse()
+
+    async def CancelAsset(self, request: gateway_pb2.CancelAssetRequest, context: object) -> common_pb2.Asset:
+        for _ in range(5):
+            asset = await self._store.get_asset(request.id)
+            if Status(asset.status).terminal:
+                raise FailedPrecondition(f"asset {asset.id} is already {asset.status}; only in-flight assets cancel")
+            if await self._cancel(asset, "canceled on request"):
+                return asset_to_proto(asset)
+        raise Unavailable("the asset kept changing while cancelling; try again")
+
+    async def RetryAsset(self, request: gateway_pb2.RetryAssetRequest, context: object) -> common_pb2.Asset:
+        asset = await self._store.get_asset(request.id)
+        if asset.status not in (Status.FAILED, Status.CANCELED):
+            raise FailedPrecondition(f"asset {asset.id} is {asset.status}; only FAILED or CANCELED assets retry")
+        if asset.source_type == "UPLOADED":
+            raise FailedPrecondition("uploaded assets have nothing to retry")
+        step = Step.QUEUED
+        if asset.parent_asset_id:
+            parent = await self._store.find_asset(asset.parent_asset_id)
+            if parent is None:
+                raise FailedPrecondition(f"parent asset {asset.parent_asset_id} no longer exists")
+            if parent.status != Status.COMPLETED:
+                step = Step.WAITING_PARENT
+        attempt = asset.attempt + 1
+        if not await self._store.update_asset(
+            asset,
+            status=Status.PENDING,
+            step=step,
+            attempt=attempt,
+            external_task_id="",
+            task_handle_json="",
+            result_url="",
+            raw_status="",
+            error_message="",
+            progress=0.0,
+            poll_count=0,
+            error_count=0,
+            submitted_at=None,
+            finished_at=None,
+            message=f"retry: attempt {attempt}",
+        ):
+            raise Unavailable("the asset changed while retrying; try again")
+        await self._events.publish(asset)
+        await self._jobs.publish(Job(asset.id, attempt))
+        return asset_to_proto(asset)
+
+    async def ListAssetHistory(
+        self, request: gateway_pb2.ListAssetHistoryRequest, context: object
+    ) -> gateway_pb2.ListAssetHistoryResponse:
+        await self._store.get_asset(request.id)
+        history = await self._store.history(request.id)
+        return gateway_pb2.ListAssetHistoryResponse(items=[transition_to_proto(item) for item in history])
+
+    async def _cancel(self, asset: Asset, reason: str) -> bool:
+        """Ends an in-flight asset CANCELED, then asks the provider to stop (best effort)."""
+        if not await self._store.update_asset(
+            asset,
+            status=Status.CANCELED,
+            step=Step.DONE,
+            error_message=reason,
+            finished_at=utcnow(),
+            message=reason,
+        ):
+            return False
+        await self._events.publish(asset)
+        if asset.external_task_id:
+            try:
+                await self._adapter.CancelTask(
+                    provider_adapter_pb2.CancelTaskRequest(
+                        asset_id=asset.id,
+                        model=asset.model,
+                        task_id=asset.external_task_id,
+                        task_handle_json=asset.task_handle_json,
+                    ),
+                    timeout=self._rpc_timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                logger.warning("provider cancel failed: %s", error.details(), extra={"asset_id": asset.id})
+        return True
+
+    async def _discard(self, asset: Asset) -> None:
+        """Cancels an in-flight asset and removes its file, before its row is deleted."""
+        if not Status(asset.status).terminal:
+            await self._cancel(asset, "deleted")
+        if asset.object_key:
+            await self._storage.Delete(storage_pb2.DeleteRequest(key=asset.object_key), timeout=self._rpc_timeout)
+
     async def RegisterUpload(
         self, request: orchestrator_pb2.RegisterUploadRequest, context: object
     ) -> common_pb2.Asset:
@@ -181,6 +290,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             storage_pb2.GetObjectUrlsRequest(keys=[key]), timeout=self._rpc_timeout
         )
         return response.urls.get(key, "")
+
+
+def _box_name(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise InvalidArgument("name is required")
+    if len(name) > _MAX_NAME:
+        raise InvalidArgument(f"name must be at most {_MAX_NAME} characters")
+    return name
 
 
 def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str) -> Asset:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assetgen_runtime.errors import InvalidArgument, NotFound
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -63,6 +63,35 @@ class AssetStore:
         async with self._sessions() as session:
             rows = list((await session.scalars(query)).all())
         return _page(rows, size)
+
+    async def rename_box(self, box_id: str, name: str) -> Box:
+        """Renames a box (NotFound if missing)."""
+        async with self._sessions() as session, session.begin():
+            box = await session.get(Box, box_id)
+            if box is None:
+                raise NotFound(f"box {box_id!r} not found")
+            box.name = name
+            box.updated_at = utcnow()
+        return box
+
+    async def delete_box(self, box_id: str) -> None:
+        """Deletes a box with its assets and their history."""
+        async with self._sessions() as session, session.begin():
+            asset_ids = select(Asset.id).where(Asset.box_id == box_id)
+            await session.execute(delete(AssetTransition).where(AssetTransition.asset_id.in_(asset_ids)))
+            await session.execute(delete(Asset).where(Asset.box_id == box_id))
+            await session.execute(delete(Box).where(Box.id == box_id))
+
+    async def box_assets(self, box_id: str) -> list[Asset]:
+        """Every asset of a box (for deleting it)."""
+        async with self._sessions() as session:
+            return list((await session.scalars(select(Asset).where(Asset.box_id == box_id))).all())
+
+    async def delete_asset(self, asset_id: str) -> None:
+        """Deletes an asset and its history."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(AssetTransition).where(AssetTransition.asset_id == asset_id))
+            await session.execute(delete(Asset).where(Asset.id == asset_id))
 
     async def find_asset(self, asset_id: str) -> Asset | None:
         """The asset, or None."""

@@ -6,6 +6,8 @@ sends a task once per (asset_id, attempt); PollTask asks the provider where a ta
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 from collections.abc import Mapping
@@ -228,6 +230,16 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         variables = _parse_variables(request.variables_json)
         # Render once before claiming the submission, so a bad request never leaves a claim behind.
         render(resolved.template, variables)
+        # Shielded: if the caller goes away mid-call (an orchestrator crash), the submission still runs
+        # to its recorded outcome, so the redelivered job finds SENT rather than an unknown SENDING.
+        return await asyncio.shield(self._submit_once(request, resolved, variables))
+
+    async def _submit_once(
+        self,
+        request: provider_adapter_pb2.SubmitTaskRequest,
+        resolved: ResolvedModel,
+        variables: Mapping[str, Any],
+    ) -> provider_adapter_pb2.TaskStatus:
         stored = await self._ledger.begin(request.asset_id, request.attempt, resolved.model.id)
         if stored is not None:
             logger.info(
