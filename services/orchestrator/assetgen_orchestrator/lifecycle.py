@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import grpc
 from assetgen.v1 import (
+    common_pb2,
     provider_adapter_pb2,
     provider_adapter_pb2_grpc,
     storage_pb2,
@@ -178,6 +179,7 @@ class Lifecycle:
                 attempt=asset.attempt,
                 model=asset.model,
                 variables_json=json.dumps(build_variables(asset, parent_url)),
+                box_id=asset.box_id,
             ),
             # Must outlast the adapter's own provider timeout and retries: a submission cut off
             # midway has an unknown outcome and will not be resent.
@@ -197,6 +199,7 @@ class Lifecycle:
                 model=asset.model,
                 task_id=asset.external_task_id,
                 task_handle_json=asset.task_handle_json,
+                box_id=asset.box_id,
             ),
             timeout=self._config.rpc_timeout,
         )
@@ -221,6 +224,9 @@ class Lifecycle:
                 return await self._fail(
                     asset, "the provider reported success but returned no result", **common
                 )
+            if status.outputs[0].HasField("stored"):
+                # The adapter already stored an inline or authenticated result itself.
+                return await self._record(asset, status.outputs[0].stored, **common)
             if not await self._store.update_asset(
                 asset,
                 step=Step.INGESTING,
@@ -261,6 +267,12 @@ class Lifecycle:
             storage_pb2.IngestRequest(url=asset.result_url, box_id=asset.box_id, asset_id=asset.id),
             timeout=self._config.ingest_timeout,
         )
+        return await self._record(asset, stored)
+
+    async def _record(
+        self, asset: Asset, stored: common_pb2.StoredObject, **changes: object
+    ) -> Outcome | None:
+        """Completes the asset with its stored file (ingested, or uploaded by the adapter)."""
         if not await self._store.update_asset(
             asset,
             status=Status.COMPLETED,
@@ -272,6 +284,7 @@ class Lifecycle:
             error_message="",
             finished_at=utcnow(),
             message="result stored",
+            **changes,
         ):
             # Another worker finished it first; our copy is an orphan nobody references.
             await self._storage.Delete(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from assetgen_provider_adapter.credentials import SecretBox, SecretUnreadable
 from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.engine import ProviderTarget
-from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
 
 __all__ = ["Catalog", "ResolvedModel"]
@@ -87,13 +87,27 @@ class Catalog:
 
     # -- providers ------------------------------------------------------------------------
 
-    async def create_provider(self, name: str, preset: str, base_url: str, api_key: str) -> ProviderRow:
-        """Adds a provider from a preset; the key is stored encrypted and never returned."""
+    async def create_provider(
+        self, name: str, preset: str, base_url: str, api_key: str, profile_json: str = ""
+    ) -> ProviderRow:
+        """Adds a provider from a preset or a full inline profile; the key is stored encrypted.
+
+        An invalid profile is refused with the validation message, before anything is written.
+        """
         name = _check_name("provider", name)
-        profile = load_presets().get(preset)
-        if profile is None:
-            known = ", ".join(sorted(load_presets()))
-            raise InvalidArgument(f"unknown preset {preset!r}; known presets: {known}")
+        if bool(preset) == bool(profile_json.strip()):
+            raise InvalidArgument("give exactly one of preset and profile")
+        if profile_json.strip():
+            try:
+                profile = Profile.from_json(profile_json)
+            except ProfileError as exc:
+                raise InvalidArgument(str(exc)) from None
+        else:
+            found = load_presets().get(preset)
+            if found is None:
+                known = ", ".join(sorted(load_presets()))
+                raise InvalidArgument(f"unknown preset {preset!r}; known presets: {known}")
+            profile = found
         now = utcnow()
         row = ProviderRow(
             id=new_id("prv"),

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import httpx
-from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
 from assetgen_runtime.settings import load
 
@@ -18,6 +20,7 @@ from assetgen_provider_adapter.credentials import load_secret_box
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import load_presets
+from assetgen_provider_adapter.results import ResultStore
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 
@@ -65,17 +68,31 @@ async def run_server(
     sessions = session_factory(engine)
     box = load_secret_box(settings.secret_key, settings.data_dir)
     client = http_client or new_http_client(settings)
+    guard = NetworkGuard(settings.allowed_fetch_networks)
+    storage_channel = open_channel(settings.storage_addr)
     servicer = ProviderAdapterServicer(
         Catalog(sessions, box, cache_ttl=cache_ttl),
         SubmissionLedger(sessions),
-        ProviderEngine(client, default_timeout=settings.http_timeout_seconds, retry=retry_policy),
+        ProviderEngine(
+            client,
+            default_timeout=settings.http_timeout_seconds,
+            retry=retry_policy,
+            guard=guard,
+            max_inline_bytes=settings.max_inline_result_bytes,
+        ),
+        ResultStore(
+            storage_pb2_grpc.StorageServiceStub(storage_channel),
+            client,
+            guard,
+            download_timeout=settings.http_timeout_seconds,
+        ),
     )
     server = await build_grpc_server(
         [(provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server, servicer, SERVICE_NAME)],
         port=settings.grpc_port if port is None else port,
     )
     await server.set_serving()
-    cleanups = [engine.dispose]
+    cleanups = [storage_channel.close, engine.dispose]
     if http_client is None:
         cleanups.insert(0, client.aclose)
     return RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups)

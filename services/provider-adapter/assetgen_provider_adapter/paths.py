@@ -17,7 +17,7 @@ from typing import Any
 
 import jmespath
 from jmespath import functions
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import JMESPathError, JMESPathTypeError
 from jmespath.parser import ParsedResult
 
 __all__ = ["JMESPathError", "compile_path", "search", "truthy"]
@@ -52,8 +52,15 @@ def compile_path(expression: str) -> ParsedResult:
 
 
 def search(expression: str, data: Any) -> Any:
-    """Evaluates ``expression`` on ``data``; ``None`` where the data lacks what it asks for."""
-    return compile_path(expression).search(data, options=_OPTIONS)
+    """Evaluates ``expression`` on ``data``; ``None`` where the data lacks what it asks for.
+
+    A function given the wrong type (``join`` on a missing list) is also ``None``: provider bodies
+    vary, and a field that is absent in this response must not fail the whole call.
+    """
+    try:
+        return compile_path(expression).search(data, options=_OPTIONS)
+    except JMESPathTypeError:
+        return None
 
 
 def truthy(value: Any) -> bool:

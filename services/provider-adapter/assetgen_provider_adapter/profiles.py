@@ -78,7 +78,8 @@ def _path_fields(data: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     if "progress" in poll:
         yield "$.poll.progress", poll["progress"]
     for index, output in enumerate(data.get("result", {}).get("outputs", [])):
-        yield f"$.result.outputs[{index}].path", output["path"]
+        if "path" in output:
+            yield f"$.result.outputs[{index}].path", output["path"]
     for key, expression in data.get("error", {}).items():
         yield f"$.error.{key}", expression
     if "retry_when" in data.get("http_errors", {}):

@@ -7,7 +7,6 @@ sends a task once per (asset_id, attempt); PollTask asks the provider where a ta
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 from collections.abc import Mapping
@@ -15,15 +14,22 @@ from typing import Any
 
 import grpc
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
-from assetgen_runtime.errors import InvalidArgument
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
-from assetgen_provider_adapter.engine import ProviderEngine, ProviderUnreachable, TaskResult
+from assetgen_provider_adapter.engine import (
+    COMPLETED,
+    FAILED,
+    ProviderEngine,
+    ProviderUnreachable,
+    TaskResult,
+)
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
 
 __all__ = ["ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
@@ -58,9 +64,23 @@ def poll_policy_of(profile: Profile) -> provider_adapter_pb2.PollPolicy:
 
 
 def to_task_status(
-    result: TaskResult, policy: provider_adapter_pb2.PollPolicy
+    result: TaskResult,
+    policy: provider_adapter_pb2.PollPolicy,
+    stored: common_pb2.StoredObject | None = None,
 ) -> provider_adapter_pb2.TaskStatus:
-    """The TaskStatus message of an engine result."""
+    """The TaskStatus message of an engine result; ``stored`` is its first output, already stored.
+
+    Outputs the adapter would have to store itself are reported only as ``stored`` (the first one);
+    plain URLs are listed for storage's ingest.
+    """
+    outputs: list[provider_adapter_pb2.ResultOutput] = []
+    if stored is not None:
+        outputs.append(provider_adapter_pb2.ResultOutput(content_type=stored.content_type, stored=stored))
+    outputs.extend(
+        provider_adapter_pb2.ResultOutput(url=output.url, content_type=output.content_type)
+        for output in result.outputs
+        if not output.needs_upload
+    )
     return provider_adapter_pb2.TaskStatus(
         state=_STATES[result.state],
         raw_state=result.raw_state,
@@ -69,9 +89,7 @@ def to_task_status(
         progress=result.progress,
         error_message=result.error_message,
         error_code=result.error_code,
-        outputs=[
-            provider_adapter_pb2.ResultOutput(url=url, content_type=kind) for url, kind in result.outputs
-        ],
+        outputs=outputs,
         poll_after_ms=result.poll_after_ms,
         poll_policy=policy,
     )
@@ -137,10 +155,33 @@ def _parse_handle(text: str) -> Mapping[str, Any]:
 class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
     """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine."""
 
-    def __init__(self, catalog: Catalog, ledger: SubmissionLedger, engine: ProviderEngine) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        ledger: SubmissionLedger,
+        engine: ProviderEngine,
+        results: ResultStore | None = None,
+    ) -> None:
         self._catalog = catalog
         self._ledger = ledger
         self._engine = engine
+        self._results = results
+
+    async def _stored_output(
+        self, result: TaskResult, *, box_id: str, asset_id: str
+    ) -> common_pb2.StoredObject | None:
+        """Stores a COMPLETED result's first output when only the adapter can (inline, authenticated).
+
+        Raises :class:`StoreFailed` (UNAVAILABLE) when storage or the download fails.
+        """
+        if result.state != COMPLETED or not result.outputs or not result.outputs[0].needs_upload:
+            return None
+        if self._results is None or not box_id:
+            raise FailedPrecondition(
+                "this result arrives inline or needs the provider's auth, so the adapter must store it, "
+                "which needs box_id and a storage service"
+            )
+        return await self._results.store(result.outputs[0], box_id=box_id, asset_id=asset_id)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -160,7 +201,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         self, request: gateway_pb2.CreateProviderRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Provider:
         row = await self._catalog.create_provider(
-            request.name, request.preset, request.base_url, request.api_key
+            request.name, request.preset, request.base_url, request.api_key, request.profile_json
         )
         return provider_message(row)
 
@@ -275,11 +316,19 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 request_schema=resolved.template,
                 api_endpoint=resolved.model.api_endpoint,
             )
-        except ProviderUnreachable:
+        except (ProviderUnreachable, InvalidArgument):
             # Nothing reached the provider (or it refused transiently): a later call may send it.
             await self._ledger.abandon(request.asset_id, request.attempt)
-            logger.warning("provider unreachable; submission released", extra=log_fields)
+            logger.warning("submission not sent; released", extra=log_fields)
             raise
+        stored = None
+        try:
+            stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
+        except (StoreFailed, FailedPrecondition) as exc:
+            # The provider already did the work and a sync answer cannot be asked for again: the
+            # recorded outcome is a failure that says why.
+            result.state, result.outputs = FAILED, []
+            result.error_message = f"the provider finished but its result could not be stored: {exc}"
         logger.info(
             "task submitted",
             extra={
@@ -289,7 +338,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 "error": result.error_message,
             },
         )
-        return to_task_status(result, poll_policy_of(resolved.target.profile))
+        return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
 
     async def PollTask(
         self, request: provider_adapter_pb2.PollTaskRequest, context: grpc.aio.ServicerContext
@@ -300,4 +349,22 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         result = await self._engine.poll(
             resolved.target, request.task_id, _parse_handle(request.task_handle_json)
         )
-        return to_task_status(result, poll_policy_of(resolved.target.profile))
+        stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
+        return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
+
+    async def CancelTask(
+        self, request: provider_adapter_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> provider_adapter_pb2.CancelTaskResponse:
+        if not request.task_id:
+            raise InvalidArgument("task_id is required")
+        resolved = await self._catalog.resolve(request.model)
+        supported, canceled, message = await self._engine.cancel(
+            resolved.target, request.task_id, _parse_handle(request.task_handle_json)
+        )
+        logger.info(
+            "cancel requested at the provider",
+            extra={"asset_id": request.asset_id, "task_id": request.task_id, "canceled": canceled},
+        )
+        return provider_adapter_pb2.CancelTaskResponse(
+            supported=supported, canceled=canceled, message=message
+        )

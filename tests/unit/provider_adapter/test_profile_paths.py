@@ -66,7 +66,7 @@ def test_kie_preset_is_shipped_and_valid() -> None:
         (lambda p: p.pop("poll"), "$: 'poll' is a required property"),
         (lambda p: p["connection"].update(timeout="soon"), "$.connection.timeout"),
         (lambda p: p["submit"]["request"].update(verb="POST"), "$.submit.request: Additional properties"),
-        (lambda p: p["result"]["outputs"][0].update(kind="blob"), "$.result.outputs[0].kind"),
+        (lambda p: p["result"]["outputs"][0].update(kind="blob", path="x"), "$.result.outputs[0].kind"),
         (lambda p: p["submit"].update(task_id="data.[taskId"), "$.submit.task_id: malformed JMESPath"),
         (lambda p: p["error"].update(message="a ||"), "$.error.message: malformed JMESPath"),
         (

@@ -16,6 +16,7 @@ from assetgen_provider_adapter.engine import (
     SubmitOutcomeUnknown,
 )
 from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_runtime.netguard import NetworkGuard
 
 KEY = "sk-very-secret"
 TEMPLATE = {"model": "google/nano-banana", "input": {"prompt": "{{prompt}}", "n": "{{n?}}"}}
@@ -39,8 +40,16 @@ class Recorder:
         return answer
 
 
+async def _public_resolver(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]  # every test host looks public to the SSRF guard
+
+
 def _engine(handler: Handler, retry: RetryPolicy = FAST) -> ProviderEngine:
-    return ProviderEngine(httpx.AsyncClient(transport=httpx.MockTransport(handler)), retry=retry)
+    return ProviderEngine(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        retry=retry,
+        guard=NetworkGuard(resolver=_public_resolver),
+    )
 
 
 def _kie(base_url: str = "https://api.kie.ai", key: str | None = KEY) -> ProviderTarget:
@@ -192,13 +201,13 @@ async def test_kie_success_parses_result_json_string() -> None:
     )
     result = await _engine(recorder).poll(_kie(), "t1", {})
     assert result.state == "COMPLETED"
-    assert [url for url, _ in result.outputs] == urls
+    assert [output.url for output in result.outputs] == urls
     assert result.progress == 1.0 and result.error_message == ""
 
 
 async def test_success_without_results_is_a_failure() -> None:
     result = await _engine(Recorder(_record("success", resultJson=""))).poll(_kie(), "t1", {})
-    assert result.state == "FAILED" and "no result URL" in result.error_message
+    assert result.state == "FAILED" and "returned no result" in result.error_message
 
 
 @pytest.mark.parametrize("fail_code", [None, "", "CONTENT_POLICY"])
@@ -291,7 +300,9 @@ async def test_hybrid_submit_that_finishes_at_once_is_completed() -> None:
         request_schema={"version": "v", "input": {"prompt": "{{prompt}}"}},
     )
     assert result.state == "COMPLETED"
-    assert result.outputs == [("https://replicate.delivery/x.webp", "image/webp")]
+    assert [(o.url, o.content_type) for o in result.outputs] == [
+        ("https://replicate.delivery/x.webp", "image/webp")
+    ]
     assert result.handle == {"get_url": "https://api.replicate.com/v1/predictions/p1"}
 
 
@@ -336,7 +347,7 @@ async def test_sync_profile_and_query_auth() -> None:
         httpx.Response(200, json={"data": [{"url": "https://a/1.png"}, {"url": "https://a/2.png"}]})
     )
     result = await _engine(recorder).submit(_target(profile), {}, request_schema={"prompt": "x"})
-    assert result.state == "COMPLETED" and [u for u, _ in result.outputs] == [
+    assert result.state == "COMPLETED" and [o.url for o in result.outputs] == [
         "https://a/1.png",
         "https://a/2.png",
     ]
@@ -364,5 +375,5 @@ async def test_state_from_http_status_and_result_from_a_separate_request() -> No
         httpx.Response(200, json={}), httpx.Response(200, json={"video": {"url": "https://v/1.mp4"}})
     )
     done = await _engine(recorder).poll(_target(profile), "g1", {})
-    assert done.state == "COMPLETED" and done.outputs[0][0] == "https://v/1.mp4"
+    assert done.state == "COMPLETED" and done.outputs[0].url == "https://v/1.mp4"
     assert recorder.requests[1].url.path == "/files/g1"
