@@ -153,10 +153,12 @@ def start_seaweedfs(
         f"-master.port={ports['master']}",
         f"-master.port.grpc={ports['master_grpc']}",
         "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=1024",
+        # Every bucket is a collection that grows its own volumes (sparse files); tests make a bucket
+        # each, so allow many small volumes rather than running out of writable ones.
+        "-master.volumeSizeLimitMB=256",
         f"-volume.port={ports['volume']}",
         f"-volume.port.grpc={ports['volume_grpc']}",
-        "-volume.max=0",
+        "-volume.max=4000",
         "-filer=true",
         f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={ports['filer_grpc']}",

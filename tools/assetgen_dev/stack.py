@@ -34,6 +34,8 @@ class Stack:
     bucket: str
     services: list[RunningService] = field(default_factory=list)
     orchestrator_settings: OrchestratorSettings | None = None
+    storage_addr: str = ""
+    provider_adapter_addr: str = ""
 
     async def stop(self) -> None:
         """Stops the services, gateway first, as a rolling shutdown would."""
@@ -52,8 +54,13 @@ async def start_stack(
     token: str = "",
     max_object_bytes: int = 2 * 1024**3,
     orchestrator_overrides: dict[str, object] | None = None,
+    external_orchestrator_addr: str = "",
 ) -> Stack:
-    """Starts storage, provider-adapter, orchestrator and gateway, in that order."""
+    """Starts storage, provider-adapter, orchestrator and gateway, in that order.
+
+    With ``external_orchestrator_addr`` no orchestrator is started here: the gateway calls that one
+    (tests run it as a process of its own, to kill and restart it).
+    """
     token = token or uuid.uuid4().hex
     bucket = f"assetgen-{uuid.uuid4().hex[:12]}"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,13 +99,18 @@ async def start_stack(
             storage_addr=storage_addr,
             **(orchestrator_overrides or {}),  # type: ignore[arg-type]
         )
-        orchestrator = await run_orchestrator(orchestrator_settings, port=0)
-        services.append(orchestrator)
+        if external_orchestrator_addr:
+            orchestrator_addr = external_orchestrator_addr
+        else:
+            orchestrator = await run_orchestrator(orchestrator_settings, port=0)
+            services.append(orchestrator)
+            orchestrator_addr = f"127.0.0.1:{orchestrator.port}"
         gateway = await run_gateway(
             GatewaySettings(
-                orchestrator_addr=f"127.0.0.1:{orchestrator.port}",
+                orchestrator_addr=orchestrator_addr,
                 provider_adapter_addr=adapter_addr,
                 storage_addr=storage_addr,
+                nats_url=nats_url,
                 api_tokens=(token,),
                 max_object_bytes=max_object_bytes,
             ),
@@ -117,4 +129,6 @@ async def start_stack(
         bucket=bucket,
         services=services,
         orchestrator_settings=orchestrator_settings,
+        storage_addr=storage_addr,
+        provider_adapter_addr=adapter_addr,
     )

@@ -179,7 +179,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         for _ in range(5):
             asset = await self._store.get_asset(request.id)
             if Status(asset.status).terminal:
-                raise FailedPrecondition(f"asset {asset.id} is already {asset.status}; only in-flight assets cancel")
+                raise FailedPrecondition(
+                    f"asset {asset.id} is already {asset.status}; only in-flight assets cancel"
+                )
             if await self._cancel(asset, "canceled on request"):
                 return asset_to_proto(asset)
         raise Unavailable("the asset kept changing while cancelling; try again")
@@ -187,7 +189,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def RetryAsset(self, request: gateway_pb2.RetryAssetRequest, context: object) -> common_pb2.Asset:
         asset = await self._store.get_asset(request.id)
         if asset.status not in (Status.FAILED, Status.CANCELED):
-            raise FailedPrecondition(f"asset {asset.id} is {asset.status}; only FAILED or CANCELED assets retry")
+            raise FailedPrecondition(
+                f"asset {asset.id} is {asset.status}; only FAILED or CANCELED assets retry"
+            )
         if asset.source_type == "UPLOADED":
             raise FailedPrecondition("uploaded assets have nothing to retry")
         step = Step.QUEUED
@@ -259,7 +263,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not Status(asset.status).terminal:
             await self._cancel(asset, "deleted")
         if asset.object_key:
-            await self._storage.Delete(storage_pb2.DeleteRequest(key=asset.object_key), timeout=self._rpc_timeout)
+            await self._storage.Delete(
+                storage_pb2.DeleteRequest(key=asset.object_key), timeout=self._rpc_timeout
+            )
 
     async def RegisterUpload(
         self, request: orchestrator_pb2.RegisterUploadRequest, context: object

@@ -1,0 +1,143 @@
+"""Cancel, retry, chains whose parent is still in flight, history, and deleting, through the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from assetgen_dev.demo_provider import start_demo_provider
+from assetgen_dev.embedded import S3Server, start_nats
+from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.testing import eventually
+
+PROVIDER_KEY = "controls-key"
+
+
+@dataclass
+class Env:
+    stack: Stack
+    http: httpx.AsyncClient
+    provider_url: str
+
+
+@pytest.fixture(scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
+    nats = start_nats(tmp_path_factory.mktemp("controls-nats"))
+    runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=2.5)
+    stack = await start_stack(tmp_path_factory.mktemp("controls"), nats_url=nats.url, s3=s3_server)
+    http = httpx.AsyncClient(
+        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+    )
+    try:
+        await http.post(
+            "/api/providers/",
+            json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
+        )
+        for name, schema, kind in (
+            ("img", {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}, "IMAGE"),
+            (
+                "vid",
+                {"model": "demo/video", "input": {"prompt": "{{prompt}}", "image_urls": "{{image_urls}}"}},
+                "VIDEO",
+            ),
+        ):
+            created = await http.post(
+                "/api/models/",
+                json={"provider": "kie", "name": name, "model_type": kind, "request_schema": schema},
+            )
+            assert created.status_code == 201, created.text
+        yield Env(stack=stack, http=http, provider_url=provider_url)
+    finally:
+        await http.aclose()
+        await stack.stop()
+        await runner.cleanup()
+        nats.stop()
+
+
+async def _box(env: Env) -> str:
+    return str((await env.http.post("/api/boxes/", json={"name": "controls"})).json()["id"])
+
+
+async def _generate(env: Env, box: str, **body: Any) -> dict[str, Any]:
+    response = await env.http.post(f"/api/boxes/{box}/generate/", json=body)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def _asset(env: Env, asset_id: str) -> dict[str, Any]:
+    response = await env.http.get(f"/api/assets/{asset_id}/")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def _until(env: Env, asset_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    return await eventually(
+        lambda: _asset(env, asset_id), lambda a: a["status"] in statuses, timeout=timeout, what=str(statuses)
+    )
+
+
+async def test_cancel_then_retry_completes_as_a_second_attempt(env: Env) -> None:
+    box = await _box(env)
+    asset = await _generate(env, box, model="img", prompt="to be cancelled")
+    await _until(env, asset["id"], "PROCESSING")
+    cancelled = await env.http.post(f"/api/assets/{asset['id']}/cancel/")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELED"
+    again = await env.http.post(f"/api/assets/{asset['id']}/cancel/")
+    assert again.status_code == 409
+
+    retried = await env.http.post(f"/api/assets/{asset['id']}/retry/")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["attempt"] == 2 and retried.json()["status"] == "PENDING"
+    done = await _until(env, asset["id"], "COMPLETED", "FAILED")
+    assert done["status"] == "COMPLETED" and done["id"] == asset["id"] and done["attempt"] == 2
+
+    history = (await env.http.get(f"/api/assets/{asset['id']}/history/")).json()["items"]
+    moves = [(h["attempt"], h["to_status"]) for h in history if h["from_status"] != h["to_status"]]
+    assert (1, "CANCELED") in moves and (2, "PENDING") in moves and moves[-1] == (2, "COMPLETED")
+    assert (await env.http.post(f"/api/assets/{asset['id']}/retry/")).status_code == 409
+
+
+async def test_child_waits_for_a_processing_parent_then_starts_by_itself(env: Env) -> None:
+    box = await _box(env)
+    parent = await _generate(env, box, model="img", prompt="parent")
+    child = await _generate(env, box, model="vid", prompt="child", parent_asset=parent["id"])
+    assert child["status"] == "PENDING" and child["source_type"] == "IMG2VID"
+    done_parent = await _until(env, parent["id"], "COMPLETED")
+    done_child = await _until(env, child["id"], "COMPLETED", "FAILED")
+    assert done_child["status"] == "COMPLETED", done_child
+    assert done_child["content_type"] == "video/mp4"
+    assert done_child["created_at"] < done_parent["updated_at"]
+
+
+async def test_child_of_a_failing_parent_fails_with_the_parents_reason(env: Env) -> None:
+    box = await _box(env)
+    parent = await _generate(env, box, model="img", prompt="[fail] parent")
+    child = await _generate(env, box, model="vid", prompt="child", parent_asset=parent["id"])
+    failed_parent = await _until(env, parent["id"], "FAILED")
+    failed_child = await _until(env, child["id"], "FAILED")
+    assert parent["id"] in failed_child["error_message"]
+    assert failed_parent["error_message"] in failed_child["error_message"]
+
+
+async def test_deleting_assets_and_boxes_removes_files(env: Env) -> None:
+    box = await _box(env)
+    finished = await _until(env, (await _generate(env, box, model="img", prompt="keep"))["id"], "COMPLETED")
+    in_flight = await _generate(env, box, model="img", prompt="in flight")
+    async with httpx.AsyncClient(timeout=10) as plain:
+        assert (await plain.get(finished["file_url"])).status_code == 200
+        deleted = await env.http.delete(f"/api/assets/{finished['id']}/")
+        assert deleted.status_code == 200, deleted.text
+        assert (await env.http.get(f"/api/assets/{finished['id']}/")).status_code == 404
+        assert (await plain.get(finished["file_url"])).status_code == 404
+
+    renamed = await env.http.patch(f"/api/boxes/{box}/", json={"name": "renamed"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "renamed"
+    gone = await env.http.delete(f"/api/boxes/{box}/")
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["deleted_assets"] == 1
+    assert (await env.http.get(f"/api/boxes/{box}/")).status_code == 404
+    assert (await env.http.get(f"/api/assets/{in_flight['id']}/")).status_code == 404
