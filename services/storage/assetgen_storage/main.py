@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 
 import httpx
@@ -60,6 +62,30 @@ async def run_server(
     return service
 
 
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def _return_part_buffers_to_the_os() -> None:
+    """Makes glibc map every buffer of 1 MiB or more on its own, so a freed part leaves the process.
+
+    Multipart parts are allocated and freed over and over, in two threads. glibc raises its mmap
+    threshold after the first freed part and then carves later parts out of per-thread heaps, where
+    fragmentation keeps them resident: peak memory then grows with the object instead of staying a
+    few part sizes. A fixed threshold turns that adjustment off. Not glibc (musl, macOS): nothing to do.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) != 1:
+        logger.warning("could not set the malloc mmap threshold; memory may exceed a few part sizes")
+
+
 async def _serve(settings: StorageSettings) -> None:
     service = await run_server(settings)
     await serve_until_signal(service)
@@ -69,4 +95,5 @@ def main(argv: list[str] | None = None) -> None:
     """Runs the storage service until SIGTERM/SIGINT."""
     settings = load(StorageSettings)
     configure_logging("storage", settings.log_level)
+    _return_part_buffers_to_the_os()
     asyncio.run(_serve(settings))

@@ -22,6 +22,9 @@ __all__ = ["StorageServicer"]
 
 logger = logging.getLogger(__name__)
 
+PIPE_BUFFER_BYTES = 4 * 1024 * 1024
+"""Bytes received ahead of the part being uploaded: enough to keep the network busy, small beside a part."""
+
 
 def _stored(info: ObjectInfo) -> common_pb2.StoredObject:
     return common_pb2.StoredObject(
@@ -50,7 +53,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._guard = guard
 
     async def _store(self, chunks: AsyncIterable[bytes], request: StoreRequest) -> common_pb2.StoredObject:
-        info = await store_stream(self._bucket, chunks, request, buffer_bytes=self._settings.part_size_bytes)
+        info = await store_stream(self._bucket, chunks, request, buffer_bytes=PIPE_BUFFER_BYTES)
         return _stored(info)
 
     async def Upload(

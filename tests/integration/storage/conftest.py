@@ -13,14 +13,13 @@ import grpc
 import pytest
 from aiohttp import web
 from assetgen.v1 import storage_pb2_grpc
-from minio import Minio
-
 from assetgen_dev.embedded import S3Server
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import GRPC_OPTIONS, RunningService
 from assetgen_runtime.settings import load
 from assetgen_storage.main import run_server
 from assetgen_storage.settings import StorageSettings
+from minio import Minio
 
 MIB = 1024 * 1024
 PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(3000)
@@ -112,6 +111,16 @@ def s3_client(s3_server: S3Server) -> Minio:
     )
 
 
+def remove_bucket(s3: Minio, bucket: str) -> None:
+    """Deletes ``bucket`` and its objects: SeaweedFS gives each bucket volumes of its own, and the
+    test server runs out of volume slots if every test's bucket stays."""
+    if not s3.bucket_exists(bucket):
+        return
+    for listed in s3.list_objects(bucket, recursive=True):
+        s3.remove_object(bucket, listed.object_name)
+    s3.remove_bucket(bucket)
+
+
 StartStorage = Callable[..., "asyncio.Future[StorageUnderTest]"]
 
 
@@ -139,6 +148,7 @@ async def start_storage(s3_server: S3Server, bucket_name: str) -> AsyncIterator[
     for under_test in started:
         await under_test.channel.close()
         await under_test.service.stop()
+    await asyncio.to_thread(remove_bucket, s3_client(s3_server), bucket_name)
 
 
 @pytest.fixture
@@ -154,6 +164,8 @@ class Origin:
     port: int
     hosts: list[str]
     """Host header of every request to /png-labelled-mp4."""
+    digests: list[str]
+    """SHA-256 of every body /generated sent completely."""
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """URL of ``path`` on this origin, reached under ``host``."""
@@ -166,6 +178,7 @@ async def origin() -> AsyncIterator[Origin]:
     app = web.Application()
     routes = web.RouteTableDef()
     hosts: list[str] = []
+    digests: list[str] = []
 
     @routes.get("/png-labelled-mp4")
     async def mislabelled(request: web.Request) -> web.Response:
@@ -194,6 +207,7 @@ async def origin() -> AsyncIterator[Origin]:
             response.content_length = total
         await response.prepare(request)
         sent = 0
+        digest = hashlib.sha256()
         for chunk in generated_chunks(total, 256 * 1024):
             if cut_at and sent + len(chunk) > cut_at:
                 # Drop the connection midway, as a provider's CDN failing mid-download would.
@@ -201,8 +215,10 @@ async def origin() -> AsyncIterator[Origin]:
                 request.transport.close()
                 return response
             await response.write(chunk)
+            digest.update(chunk)
             sent += len(chunk)
         await response.write_eof()
+        digests.append(digest.hexdigest())
         return response
 
     app.add_routes(routes)
@@ -211,5 +227,5 @@ async def origin() -> AsyncIterator[Origin]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield Origin(port=port, hosts=hosts)
+    yield Origin(port=port, hosts=hosts, digests=digests)
     await runner.cleanup()

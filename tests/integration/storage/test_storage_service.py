@@ -10,6 +10,10 @@ import grpc
 import httpx
 import pytest
 from assetgen.v1 import storage_pb2
+from assetgen_dev.embedded import S3Server
+from assetgen_dev.testing import eventually
+from assetgen_runtime.errors import reason_of
+from assetgen_storage.bucket import CACHE_CONTROL
 from conftest import (
     MIB,
     PNG_BYTES,
@@ -22,11 +26,6 @@ from conftest import (
     s3_client,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from assetgen_dev.embedded import S3Server
-from assetgen_dev.testing import eventually
-from assetgen_runtime.errors import reason_of
-from assetgen_storage.bucket import CACHE_CONTROL
 
 
 def upload_messages(
@@ -54,7 +53,9 @@ async def s3_state(storage: StorageUnderTest) -> tuple[list[str], list[str]]:
 
 async def assert_nothing_left(storage: StorageUnderTest) -> None:
     """No object and no unfinished multipart upload in the bucket (abort is immediate, listing may lag)."""
-    await eventually(lambda: s3_state(storage), lambda state: state == ([], []), timeout=10, what="empty bucket")
+    await eventually(
+        lambda: s3_state(storage), lambda state: state == ([], []), timeout=10, what="empty bucket"
+    )
 
 
 async def test_health_is_serving_and_bucket_created_at_start(storage: StorageUnderTest) -> None:
@@ -67,8 +68,12 @@ async def test_health_is_serving_and_bucket_created_at_start(storage: StorageUnd
 
 async def test_mislabelled_upload_gets_its_true_type(storage: StorageUnderTest) -> None:
     stored = await storage.stub.Upload(
-        upload_messages([PNG_BYTES[:10], PNG_BYTES[10:]], content_type="image/jpeg", require_media=True,
-                        filename="photo.jpg"),
+        upload_messages(
+            [PNG_BYTES[:10], PNG_BYTES[10:]],
+            content_type="image/jpeg",
+            require_media=True,
+            filename="photo.jpg",
+        ),
         timeout=30,
     )
     assert stored.content_type == "image/png"
@@ -85,8 +90,9 @@ async def test_mislabelled_upload_gets_its_true_type(storage: StorageUnderTest) 
 async def test_upload_of_non_media_is_refused_when_media_required(storage: StorageUnderTest) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await storage.stub.Upload(
-            upload_messages([b"<html><script>alert(1)</script></html>"], content_type="image/png",
-                            require_media=True),
+            upload_messages(
+                [b"<html><script>alert(1)</script></html>"], content_type="image/png", require_media=True
+            ),
             timeout=30,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -96,8 +102,9 @@ async def test_upload_of_non_media_is_refused_when_media_required(storage: Stora
 
 
 async def test_unknown_bytes_are_kept_as_octet_stream(storage: StorageUnderTest) -> None:
-    stored = await storage.stub.Upload(upload_messages([b"%PDF-1.7 not media"], content_type="text/html"),
-                                       timeout=30)
+    stored = await storage.stub.Upload(
+        upload_messages([b"%PDF-1.7 not media"], content_type="text/html"), timeout=30
+    )
     assert (stored.content_type, stored.key.rsplit(".", 1)[1]) == ("application/octet-stream", "bin")
 
 
@@ -154,7 +161,9 @@ async def test_cancelled_upload_aborts_and_leaves_nothing(storage: StorageUnderT
     await assert_nothing_left(storage)
 
 
-async def test_ingest_of_mislabelled_file_gets_its_true_type(storage: StorageUnderTest, origin: Origin) -> None:
+async def test_ingest_of_mislabelled_file_gets_its_true_type(
+    storage: StorageUnderTest, origin: Origin
+) -> None:
     stored = await storage.stub.Ingest(
         storage_pb2.IngestRequest(url=origin.url("/redirect-to-png"), box_id="box_1", asset_id="ast_2"),
         timeout=30,
@@ -166,7 +175,9 @@ async def test_ingest_of_mislabelled_file_gets_its_true_type(storage: StorageUnd
 async def test_ingest_multipart_matches_the_source(storage: StorageUnderTest, origin: Origin) -> None:
     size = 11 * MIB + 7
     stored = await storage.stub.Ingest(
-        storage_pb2.IngestRequest(url=origin.url(f"/generated?size={size}&announce=0"), box_id="b", asset_id="a"),
+        storage_pb2.IngestRequest(
+            url=origin.url(f"/generated?size={size}&announce=0"), box_id="b", asset_id="a"
+        ),
         timeout=60,
     )
     assert stored.size_bytes == size
@@ -189,7 +200,9 @@ async def test_ingest_cut_off_midway_leaves_no_object(storage: StorageUnderTest,
 
 
 @pytest.mark.parametrize("announce", ["1", "0"])
-async def test_over_limit_ingest_is_refused(start_storage: StartStorage, origin: Origin, announce: str) -> None:
+async def test_over_limit_ingest_is_refused(
+    start_storage: StartStorage, origin: Origin, announce: str
+) -> None:
     storage = await start_storage(max_object_bytes=6 * MIB)
     url = origin.url(f"/generated?size={13 * MIB}&announce={announce}")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -203,7 +216,8 @@ async def test_over_limit_ingest_is_refused(start_storage: StartStorage, origin:
 async def test_ingest_of_missing_url_is_a_clear_error(storage: StorageUnderTest, origin: Origin) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await storage.stub.Ingest(
-            storage_pb2.IngestRequest(url=origin.url("/missing?token=secret"), box_id="b", asset_id="a"), timeout=30
+            storage_pb2.IngestRequest(url=origin.url("/missing?token=secret"), box_id="b", asset_id="a"),
+            timeout=30,
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "HTTP 404" in (info.value.details() or "")
@@ -236,7 +250,9 @@ async def test_loopback_refused_unless_allowed(start_storage: StartStorage, orig
     for host in (PUBLIC_LOOKING_HOST, "localhost", "127.0.0.1"):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await closed.stub.Ingest(
-                storage_pb2.IngestRequest(url=origin.url("/png-labelled-mp4", host), box_id="b", asset_id="a"),
+                storage_pb2.IngestRequest(
+                    url=origin.url("/png-labelled-mp4", host), box_id="b", asset_id="a"
+                ),
                 timeout=30,
             )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -244,9 +260,13 @@ async def test_loopback_refused_unless_allowed(start_storage: StartStorage, orig
     assert origin.hosts == []
 
 
-async def test_allowed_network_is_reached_at_the_checked_address(storage: StorageUnderTest, origin: Origin) -> None:
+async def test_allowed_network_is_reached_at_the_checked_address(
+    storage: StorageUnderTest, origin: Origin
+) -> None:
     stored = await storage.stub.Ingest(
-        storage_pb2.IngestRequest(url=origin.url("/png-labelled-mp4", PUBLIC_LOOKING_HOST), box_id="b", asset_id="a"),
+        storage_pb2.IngestRequest(
+            url=origin.url("/png-labelled-mp4", PUBLIC_LOOKING_HOST), box_id="b", asset_id="a"
+        ),
         timeout=30,
     )
     assert stored.content_type == "image/png"
