@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from assetgen_dev.demo_provider import make_png, start_demo_provider
-from assetgen_dev.embedded import S3Server, start_nats
+from assetgen_dev.embedded import S3Server, binary, start_nats
 from assetgen_dev.stack import Stack, start_stack
 from assetgen_dev.testing import eventually
 
@@ -272,3 +273,48 @@ async def test_idempotency_key_returns_the_first_asset(env: Env, tmp_path: Path)
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert len((await env.http.get(f"/api/boxes/{box}/assets/")).json()["items"]) == 1
+
+
+async def _grpcurl(*args: str) -> str:
+    """Runs the venv's grpcurl without blocking the event loop the servers run on."""
+    process = await asyncio.create_subprocess_exec(
+        binary("grpcurl"), "-plaintext", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_grpcurl_lists_describes_and_calls_every_service(env: Env) -> None:
+    addresses = {
+        "assetgen.v1.GatewayService": env.stack.grpc_address,
+        "assetgen.v1.OrchestratorService": f"127.0.0.1:{env.stack.services[2].port}",
+        "assetgen.v1.ProviderAdapterService": env.stack.provider_adapter_addr,
+        "assetgen.v1.StorageService": env.stack.storage_addr,
+    }
+    for service, address in addresses.items():
+        listed = (await _grpcurl(address, "list")).split()
+        assert service in listed and "grpc.health.v1.Health" in listed
+        assert "rpc " in await _grpcurl(address, "describe", service)
+        health = json.loads(await _grpcurl("-d", "{}", address, "grpc.health.v1.Health/Check"))
+        assert health["status"] == "SERVING"
+    auth = ("-H", f"authorization: Bearer {env.stack.token}")
+    created = json.loads(
+        await _grpcurl(
+            *auth,
+            "-d",
+            '{"name": "via grpcurl"}',
+            env.stack.grpc_address,
+            "assetgen.v1.GatewayService/CreateBox",
+        )
+    )
+    fetched = json.loads(
+        await _grpcurl(
+            *auth,
+            "-d",
+            json.dumps({"id": created["id"]}),
+            env.stack.grpc_address,
+            "assetgen.v1.GatewayService/GetBox",
+        )
+    )
+    assert fetched["name"] == "via grpcurl"
