@@ -141,3 +141,34 @@ async def test_deleting_assets_and_boxes_removes_files(env: Env) -> None:
     assert gone.json()["deleted_assets"] == 1
     assert (await env.http.get(f"/api/boxes/{box}/")).status_code == 404
     assert (await env.http.get(f"/api/assets/{in_flight['id']}/")).status_code == 404
+
+
+async def test_a_provider_that_never_finishes_fails_at_the_deadline(env: Env) -> None:
+    runner, never_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=3600)
+    try:
+        presets = (await env.http.get("/api/presets/")).json()["items"]
+        profile = next(p["profile"] for p in presets if p["name"] == "kie-ai")
+        profile["poll"]["deadline"] = "3s"
+        profile["poll"]["interval"] = {**profile["poll"].get("interval", {}), "initial": "0.5s", "max": "1s"}
+        created = await env.http.post(
+            "/api/providers/",
+            json={"name": "never", "profile": profile, "base_url": never_url, "api_key": PROVIDER_KEY},
+        )
+        assert created.status_code == 201, created.text
+        model = await env.http.post(
+            "/api/models/",
+            json={
+                "provider": "never",
+                "name": "never-img",
+                "model_type": "IMAGE",
+                "request_schema": {"model": "demo/image", "input": {"prompt": "{{prompt}}"}},
+            },
+        )
+        assert model.status_code == 201, model.text
+        box = await _box(env)
+        asset = await _generate(env, box, model="never-img", prompt="forever")
+        failed = await _until(env, asset["id"], "FAILED", "COMPLETED", timeout=60)
+        assert failed["status"] == "FAILED"
+        assert "timed out after 3s" in failed["error_message"]
+    finally:
+        await runner.cleanup()
