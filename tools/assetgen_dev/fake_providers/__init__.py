@@ -1,0 +1,33 @@
+"""Fake provider servers, one module per API family, following the shapes documented in
+``/work/shared/reference/provider-apis.md``; used by the per-preset integration tests.
+"""
+
+from assetgen_dev.fake_providers.base import FAIL_TEXT, FILTER_TEXT, FakeProvider, FakeTask
+from assetgen_dev.fake_providers.fal import FakeFal
+from assetgen_dev.fake_providers.google_veo import FakeGoogleVeo
+from assetgen_dev.fake_providers.kie import FakeKieFluxKontext, FakeKieJobs, FakeKieVeo
+from assetgen_dev.fake_providers.luma import FakeLuma
+from assetgen_dev.fake_providers.openai import FakeOpenAIImages, FakeOpenAIVideos
+from assetgen_dev.fake_providers.replicate import FakeReplicate
+from assetgen_dev.fake_providers.runway import RUNWAY_VERSION, FakeRunway
+from assetgen_dev.fake_providers.stability import FakeStabilityImage, FakeStabilityVideo
+
+__all__ = [
+    "FAIL_TEXT",
+    "FILTER_TEXT",
+    "RUNWAY_VERSION",
+    "FakeFal",
+    "FakeGoogleVeo",
+    "FakeKieFluxKontext",
+    "FakeKieJobs",
+    "FakeKieVeo",
+    "FakeLuma",
+    "FakeOpenAIImages",
+    "FakeOpenAIVideos",
+    "FakeProvider",
+    "FakeReplicate",
+    "FakeRunway",
+    "FakeStabilityImage",
+    "FakeStabilityVideo",
+    "FakeTask",
+]
