@@ -48,6 +48,9 @@ def asset_to_proto(asset: Asset) -> common_pb2.Asset:
         progress=asset.progress,
         object_key=asset.object_key,
         config_json=asset.config_json if asset.config_json != "{}" else "",
+        provider_status=asset.raw_status,
+        submitted_at=_timestamp(asset.submitted_at) if asset.submitted_at else None,
+        finished_at=_timestamp(asset.finished_at) if asset.finished_at else None,
     )
 
 
