@@ -22,6 +22,8 @@ import random
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import json_format
+
 from assetgen.v1 import (
     common_pb2,
     provider_adapter_pb2,
@@ -29,8 +31,6 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from google.protobuf import json_format
-
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
@@ -226,7 +226,7 @@ class Lifecycle:
                 )
             if status.outputs[0].HasField("stored"):
                 # The adapter already stored an inline or authenticated result itself.
-                return await self._record(asset, status.outputs[0].stored, **common)
+                return await self._record(asset, status.outputs[0].stored, progress=1.0, **common)
             if not await self._store.update_asset(
                 asset,
                 step=Step.INGESTING,
@@ -244,6 +244,9 @@ class Lifecycle:
             return await self._fail(asset, reason, **common)
         if state == provider_adapter_pb2.TASK_STATE_CANCELED:
             return await self._end(asset, Status.CANCELED, "canceled at the provider", **common)
+        if submitted and not status.task_id and state == provider_adapter_pb2.TASK_STATE_PENDING:
+            # The adapter held the submission back at a provider limit; nothing was sent: ask again.
+            return Later(max(status.poll_after_ms, 500) / 1000 * random.uniform(1.0, 1.2))
         # PENDING, PROCESSING, or anything unknown: still running.
         progress = min(max(status.progress, 0.0), 1.0)
         changed = asset.status != Status.PROCESSING or abs(progress - asset.progress) > 1e-6

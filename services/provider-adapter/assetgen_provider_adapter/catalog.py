@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from assetgen_runtime.ids import new_id
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +25,8 @@ from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
+from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from assetgen_runtime.ids import new_id
 
 __all__ = ["Catalog", "ResolvedModel"]
 

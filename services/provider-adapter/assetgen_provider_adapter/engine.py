@@ -29,13 +29,13 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import httpx
-from assetgen_runtime.errors import InvalidArgument
-from assetgen_runtime.netguard import FetchFailed, FetchRefused, NetworkGuard, guarded_stream
 
 from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import search, truthy
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.templates import render, render_text
+from assetgen_runtime.errors import InvalidArgument
+from assetgen_runtime.netguard import FetchFailed, FetchRefused, NetworkGuard, guarded_stream
 
 __all__ = [
     "Output",

@@ -7,14 +7,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
-from assetgen_runtime.channels import open_channel
-from assetgen_runtime.database import create_engine, migrate, session_factory
-from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.netguard import NetworkGuard
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
-from assetgen_runtime.settings import load
 
+from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_provider_adapter.catalog import Catalog
 from assetgen_provider_adapter.credentials import load_secret_box
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
@@ -23,6 +17,12 @@ from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
+from assetgen_runtime.channels import open_channel
+from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.netguard import NetworkGuard
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "new_http_client", "run_server"]
 

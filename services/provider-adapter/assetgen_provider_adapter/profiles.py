@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 
+from assetgen_provider_adapter.ledger import Limits
 from assetgen_provider_adapter.paths import JMESPathError, compile_path
 
 __all__ = [
@@ -199,6 +200,21 @@ class Profile:
     def retryable_statuses(self) -> frozenset[int]:
         """HTTP statuses that mean transient trouble."""
         return frozenset(self.http_errors.get("retryable", (408, 429, 500, 502, 503, 504)))
+
+    def limits(self) -> Limits:
+        """The profile's concurrency and submit-rate limits (``max_concurrency``, ``submit_rate``)."""
+        limits = self.data.get("limits", {})
+        count, period = 0, 0.0
+        if "submit_rate" in limits:
+            number, _, window = str(limits["submit_rate"]).partition("/")
+            window = window if window[:1].isdigit() else f"1{window}"
+            count, period = int(number), parse_duration_ms(window, 0) / 1000
+        return Limits(
+            max_concurrency=int(limits.get("max_concurrency", 0)),
+            submit_count=count,
+            submit_period=period,
+            retry_seconds=max(self.poll_timing().initial_delay_ms / 1000, 1.0),
+        )
 
     def poll_timing(self) -> PollTiming:
         """The pacing the orchestrator applies to this provider's tasks."""

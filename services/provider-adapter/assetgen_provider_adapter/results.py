@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import httpx
+
 from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
+from assetgen_provider_adapter.engine import Output
 from assetgen_runtime.errors import Unavailable
 from assetgen_runtime.netguard import FetchFailed, NetworkGuard, guarded_stream
-
-from assetgen_provider_adapter.engine import Output
 
 __all__ = ["ResultStore", "StoreFailed"]
 

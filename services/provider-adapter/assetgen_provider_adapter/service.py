@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
-from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
 from assetgen_provider_adapter.engine import (
+    CANCELED,
     COMPLETED,
     FAILED,
     ProviderEngine,
@@ -31,6 +31,7 @@ from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
 
@@ -43,6 +44,14 @@ _STATES = {
     "FAILED": provider_adapter_pb2.TASK_STATE_FAILED,
     "CANCELED": provider_adapter_pb2.TASK_STATE_CANCELED,
 }
+
+_TERMINAL = frozenset(
+    {
+        provider_adapter_pb2.TASK_STATE_COMPLETED,
+        provider_adapter_pb2.TASK_STATE_FAILED,
+        provider_adapter_pb2.TASK_STATE_CANCELED,
+    }
+)
 
 
 def _timestamp(value: Any) -> Timestamp:
@@ -281,17 +290,42 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         resolved: ResolvedModel,
         variables: Mapping[str, Any],
     ) -> provider_adapter_pb2.TaskStatus:
-        stored = await self._ledger.begin(request.asset_id, request.attempt, resolved.model.id)
+        stored = await self._ledger.begin(
+            request.asset_id, request.attempt, resolved.model.id, resolved.provider.id
+        )
         if stored is not None:
             logger.info(
                 "submission already sent; returning its recorded status",
                 extra={"asset_id": request.asset_id, "attempt": request.attempt},
             )
             return json_format.Parse(stored, provider_adapter_pb2.TaskStatus())
+        profile = resolved.target.profile
+        limits = profile.limits()
+        if limits.any:
+            wait = await self._ledger.hold_back(
+                resolved.provider.id, limits, running_for=profile.poll_timing().deadline_ms / 1000
+            )
+            if wait > 0:
+                # Over a limit: nothing is sent; the caller keeps the work PENDING and asks again.
+                await self._ledger.abandon(request.asset_id, request.attempt)
+                logger.info(
+                    "provider limit reached; submission held back",
+                    extra={"asset_id": request.asset_id, "provider": resolved.provider.name, "wait_s": wait},
+                )
+                return provider_adapter_pb2.TaskStatus(
+                    state=provider_adapter_pb2.TASK_STATE_PENDING,
+                    raw_state="held back: provider limit reached",
+                    poll_after_ms=int(wait * 1000),
+                    poll_policy=poll_policy_of(profile),
+                )
         status = await self._send(request, resolved, variables)
         try:
             await self._ledger.record(
-                request.asset_id, request.attempt, status.task_id, json_format.MessageToJson(status)
+                request.asset_id,
+                request.attempt,
+                status.task_id,
+                json_format.MessageToJson(status),
+                running=status.state not in _TERMINAL,
             )
         except Exception:
             # The provider has the task but we could not write it down: say which, for an operator.
@@ -350,6 +384,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             resolved.target, request.task_id, _parse_handle(request.task_handle_json)
         )
         stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
+        if result.state in (COMPLETED, FAILED, CANCELED):
+            await self._ledger.finish(request.asset_id, request.task_id)
         return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
 
     async def CancelTask(
@@ -361,6 +397,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         supported, canceled, message = await self._engine.cancel(
             resolved.target, request.task_id, _parse_handle(request.task_handle_json)
         )
+        if canceled:
+            await self._ledger.finish(request.asset_id, request.task_id)
         logger.info(
             "cancel requested at the provider",
             extra={"asset_id": request.asset_id, "task_id": request.task_id, "canceled": canceled},

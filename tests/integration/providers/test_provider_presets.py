@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.fake_providers import (
     FAIL_TEXT,

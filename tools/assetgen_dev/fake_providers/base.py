@@ -9,6 +9,7 @@ ends it filtered by a safety check where the family has one. Every task's result
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ class FakeTask:
     content_type: str
     polls: int = 0
     canceled: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    finished: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,6 +65,7 @@ class FakeProvider:
         self.api_key = api_key
         self.polls_before_done = polls_before_done
         self.tasks: dict[str, FakeTask] = {}
+        self.peak_running = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -81,12 +85,20 @@ class FakeProvider:
             result, content_type = make_png(task_id), "image/png"
         task = FakeTask(task_id, prompt, request, result, content_type)
         self.tasks[task_id] = task
+        self.peak_running = max(self.peak_running, self.running)
         return task
+
+    @property
+    def running(self) -> int:
+        """Tasks created and not yet reported finished."""
+        return sum(1 for task in self.tasks.values() if not task.finished)
 
     def done(self, task: FakeTask) -> bool:
         """Counts a poll; True once the task has been polled enough to be finished."""
         task.polls += 1
-        return task.polls > self.polls_before_done
+        if task.polls > self.polls_before_done:
+            task.finished = True
+        return task.finished
 
     def bearer_ok(self, request: web.Request, header: str = "Authorization", scheme: str = "Bearer") -> bool:
         """Whether the request carries the key the way the family wants it."""
