@@ -1,0 +1,43 @@
+"""The knobs of `make bench`: sizes and durations of every benchmark (defaults: the issue's numbers)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Options"]
+
+
+@dataclass
+class Options:
+    """Sizes, durations and where results go; each benchmark reads its own fields."""
+
+    database: str = "postgresql"
+    log_level: str = "INFO"
+    concurrency: int = 32
+    # 1. throughput
+    n: int = 2000
+    result_bytes: int = 100 * 1024
+    throughput_poll_seconds: float = 1.0
+    throughput_timeout: float = 900.0
+    profile: bool = True
+    profile_n: int = 0
+    # 2./3. in-flight capacity and completion lag
+    inflight_n: int = 10_000
+    intervals: list[float] = field(default_factory=lambda: [10.0, 60.0])
+    window: float = 0.0
+    ramp_timeout: float = 900.0
+    drain_timeout: float = 900.0
+    # 4. ingest
+    ingest_bytes: int = 1024**3
+    # 5. API
+    api_seconds: float = 10.0
+    api_concurrency: int = 32
+    output: Path = Path("bench/results/latest.json")
+    # Raw profiles and other large by-products (not committed).
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "assetgen-bench")
+
+    def window_for(self, interval: float) -> float:
+        """Seconds the in-flight measurement lasts: three poll intervals, at least a minute."""
+        return self.window or max(3 * interval, 60.0)

@@ -1,0 +1,157 @@
+"""Reference measurements, each in a fresh process of its own so its CPU time is only its own work.
+
+* ``httpx-get``: CPU per bare ``httpx`` GET of a provider status URL (the floor for one poll);
+* ``pipeline``: the I/O one generation needs, done bare — createTask, recordInfo, download the result,
+  ``put_object`` into S3 — at the same concurrency, for generations/s and CPU per generation;
+* ``upload``: a direct MinIO-client upload of a file from local disk (MB/s and peak memory).
+
+Each prints one JSON object. The bench runs them as ``python -m bench.references <kind> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from minio import Minio
+
+__all__ = ["main", "run_reference"]
+
+
+async def _httpx_get(url: str, key: str, n: int, concurrency: int) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        await client.get(url)  # connection set-up is not what a poll costs
+        queue = iter(range(n))
+
+        async def worker() -> None:
+            for _ in queue:
+                (await client.get(url)).raise_for_status()
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "requests": n,
+        "cpu_ms_per_get": 1000 * cpu / n,
+        "gets_per_s": n / wall,
+        "concurrency": concurrency,
+    }
+
+
+def _s3(endpoint: str, access: str, secret: str) -> Minio:
+    host = endpoint.removeprefix("http://")
+    return Minio(host, access_key=access, secret_key=secret, secure=False, region="us-east-1")
+
+
+async def _pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    s3 = _s3(args.s3, args.access, args.secret)
+    bucket = args.bucket
+    await asyncio.to_thread(s3.make_bucket, bucket)
+    headers = {"Authorization": f"Bearer {args.key}"}
+    body = {"model": "bench/image", "input": {"prompt": "reference"}}
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=60) as client:
+
+        async def one(index: int) -> None:
+            task = (await client.post("/api/v1/jobs/createTask", json=body)).json()["data"]["taskId"]
+            info = (await client.get("/api/v1/jobs/recordInfo", params={"taskId": task})).json()["data"]
+            url = json.loads(info["resultJson"])["resultUrls"][0]
+            data = (await client.get(url)).content
+            await asyncio.to_thread(
+                s3.put_object,
+                bucket,
+                f"ref/{index}.png",
+                io.BytesIO(data),
+                len(data),
+                content_type="image/png",
+            )
+
+        queue = iter(range(args.n))
+
+        async def worker() -> None:
+            for index in queue:
+                await one(index)
+
+        await one(-1)
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "generations": args.n,
+        "generations_per_s": args.n / wall,
+        "cpu_ms_per_generation": 1000 * cpu / args.n,
+        "concurrency": args.concurrency,
+    }
+
+
+def _upload(args: argparse.Namespace) -> dict[str, Any]:
+    s3 = _s3(args.s3, args.access, args.secret)
+    s3.make_bucket(args.bucket)
+    size = Path(args.file).stat().st_size
+    cpu, wall = time.process_time(), time.perf_counter()
+    s3.fput_object(args.bucket, "reference.png", args.file, content_type="image/png")
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "bytes": size,
+        "seconds": wall,
+        "mb_per_s": size / wall / 1e6,
+        "cpu_seconds": cpu,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.references httpx-get|pipeline|upload ...``; prints one JSON object."""
+    parser = argparse.ArgumentParser(description="reference measurements for `make bench`")
+    parser.add_argument("kind", choices=["httpx-get", "pipeline", "upload"])
+    parser.add_argument("--url", default="")
+    parser.add_argument("--key", default="")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--s3", default="")
+    parser.add_argument("--access", default="")
+    parser.add_argument("--secret", default="")
+    parser.add_argument("--bucket", default="")
+    parser.add_argument("--file", default="")
+    args = parser.parse_args(argv)
+    if args.kind == "httpx-get":
+        result = asyncio.run(_httpx_get(args.url, args.key, args.n, args.concurrency))
+    elif args.kind == "pipeline":
+        result = asyncio.run(_pipeline(args))
+    else:
+        result = _upload(args)
+    json.dump(result, sys.stdout)
+
+
+async def run_reference(*args: str, timeout: float = 900) -> dict[str, Any]:
+    """Runs one reference in its own process and returns what it printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.references",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"reference {args[0]} failed: {err.decode(errors='replace')[-2000:]}")
+    return dict(json.loads(out))
+
+
+if __name__ == "__main__":
+    main()

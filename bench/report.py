@@ -1,0 +1,317 @@
+"""One table for every benchmark: figure, reference measured in the same run, the seed's, the target.
+
+The seed figures are the Celery design's, quoted from issue #8. Nothing here fails on a number: a
+figure below target is marked ``below`` in the table and left for the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine", "rows", "table", "write"]
+
+_SERVICES = ("gateway", "orchestrator", "provider-adapter", "storage")
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel, Python, and the load average when the run started."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:  # NaN
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("ok" if ok else "below")
+
+
+def _row(
+    bench: str, figure: str, value: str, reference: str, seed: str, target: str, ok: bool | None
+) -> dict[str, str]:
+    return {
+        "bench": bench,
+        "figure": figure,
+        "value": value,
+        "reference": reference,
+        "seed": seed,
+        "target": target,
+        "verdict": _verdict(ok),
+    }
+
+
+def _split_cpu(figures: dict[str, Any]) -> str:
+    parts = " / ".join(_fmt(figures["cpu_percent"][name], 0) for name in _SERVICES)
+    return f"{_fmt(figures['cpu_percent_services'])} ({parts})"
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The table's rows from whatever benchmarks ran."""
+    out: list[dict[str, str]] = []
+    t = results.get("throughput")
+    if t and "error" not in t:
+        ref = t.get("reference_pipeline", {})
+        out.append(
+            _row(
+                "throughput",
+                f"generations/s ({t['completed']}/{t['generations']} done)",
+                _fmt(t["generations_per_s"]),
+                f"bare pipeline {_fmt(ref.get('generations_per_s'))}/s",
+                "36",
+                "≥ 180",
+                t["generations_per_s"] >= 180,
+            )
+        )
+        if "steady_generations_per_s" in t:
+            out.append(
+                _row(
+                    "throughput",
+                    "generations/s, steady (10–90 %)",
+                    _fmt(t["steady_generations_per_s"]),
+                    "",
+                    "36",
+                    "≥ 180",
+                    t["steady_generations_per_s"] >= 180,
+                )
+            )
+        cpu = t["cpu_ms_per_generation"]
+        out.append(
+            _row(
+                "throughput",
+                "CPU ms/generation, 4 services",
+                _fmt(t["cpu_ms_per_generation_services"]),
+                f"bare pipeline {_fmt(ref.get('cpu_ms_per_generation'))} ms",
+                "37",
+                "",
+                None,
+            )
+        )
+        for name in ("gateway", "orchestrator", "provider-adapter", "storage", "nats", "s3", "database"):
+            out.append(
+                _row("throughput", f"  CPU ms/generation {name}", _fmt(cpu.get(name)), "", "", "", None)
+            )
+        out.append(
+            _row(
+                "throughput",
+                "latency submit→COMPLETED p50 / p99 s",
+                f"{_fmt(t['latency_s'].get('p50'), 2)} / {_fmt(t['latency_s'].get('p99'), 2)}",
+                f"poll interval {t.get('poll_interval_s', 1):g} s",
+                "",
+                "",
+                None,
+            )
+        )
+    for key in sorted(k for k in results if k.startswith("inflight-")):
+        f = results[key]
+        if "error" in f:
+            continue
+        interval = f["interval_s"]
+        label = f"in-flight {interval:g}s"
+        ref_ms = f.get("reference_httpx_get", {}).get("cpu_ms_per_get")
+        out.append(
+            _row(
+                label,
+                f"in flight at provider (of {f['requested']})",
+                str(f["in_flight"]),
+                "",
+                "10,000",
+                "10,000",
+                f["in_flight"] >= f["requested"],
+            )
+        )
+        seed_polls = "53–107 of 1,000" if interval == 10 else ""
+        out.append(
+            _row(
+                label,
+                "polls/s achieved / intended",
+                f"{_fmt(f['polls_per_s'])} / {_fmt(f['intended_polls_per_s'])}",
+                "",
+                seed_polls,
+                "= intended",
+                f["polls_per_s"] >= 0.95 * f["intended_polls_per_s"],
+            )
+        )
+        per_poll = f["cpu_ms_per_poll_services"]
+        out.append(
+            _row(
+                label,
+                "CPU ms/poll, 4 services",
+                _fmt(per_poll, 3),
+                f"bare httpx GET {_fmt(ref_ms, 3)} ms",
+                "15.8" if interval == 10 else "",
+                f"≤ {_fmt(1.5 * ref_ms, 3)}" if ref_ms else "≤ 1.5× GET",
+                per_poll <= 1.5 * ref_ms if ref_ms else None,
+            )
+        )
+        out.append(
+            _row(
+                label,
+                "CPU % 4 services (gw/orch/adapter/storage)",
+                _split_cpu(f),
+                "",
+                "165" if interval == 10 else "",
+                "",
+                None,
+            )
+        )
+        out.append(
+            _row(
+                label,
+                "CPU % NATS / S3 / database",
+                " / ".join(_fmt(f["cpu_percent"][s]) for s in ("nats", "s3", "database")),
+                "",
+                "",
+                "",
+                None,
+            )
+        )
+        out.append(
+            _row(
+                label,
+                "RSS MB 4 services (max)",
+                _fmt(f["rss_mb_services"], 0),
+                "",
+                "",
+                "≤ 1,074 (1 GiB)",
+                f["rss_mb_services"] <= 1024**3 / 1e6,
+            )
+        )
+        out.append(
+            _row(
+                label,
+                "RSS MB NATS / S3 / database (max)",
+                " / ".join(_fmt(f["rss_max_mb"][s], 0) for s in ("nats", "s3", "database")),
+                "",
+                "",
+                "",
+                None,
+            )
+        )
+        late = f["lateness_s"]
+        out.append(
+            _row(
+                label,
+                "poll lateness p50 / p99 s",
+                f"{_fmt(late.get('p50'), 2)} / {_fmt(late.get('p99'), 2)}",
+                "",
+                "",
+                "p99 ≤ 1",
+                late.get("p99", 99) <= 1.0,
+            )
+        )
+        lag = f.get("completion_lag_s", {})
+        if lag.get("count"):
+            out.append(
+                _row(
+                    label,
+                    "completion lag p50 / p99 s",
+                    f"{_fmt(lag['p50'])} / {_fmt(lag['p99'])}",
+                    "",
+                    "84 (median)" if interval == 10 else "",
+                    f"p99 ≤ {interval + 1:g}",
+                    lag["p99"] <= interval + 1,
+                )
+            )
+            out.append(
+                _row(
+                    label,
+                    "completed within one interval of finishing",
+                    f"{f['within_interval']}/{f['completions_expected']}",
+                    "",
+                    "",
+                    "all",
+                    f["within_interval"] >= f["completions_expected"],
+                )
+            )
+    g = results.get("ingest")
+    if g and "error" not in g:
+        ref = g.get("reference_upload", {})
+        ref_rate = ref.get("mb_per_s")
+        out.append(
+            _row(
+                "ingest",
+                f"MB/s, {g['bytes'] / 1024**3:g} GiB result",
+                _fmt(g["mb_per_s"]),
+                f"direct MinIO upload {_fmt(ref_rate)}",
+                "94 (direct 152)",
+                f"≥ {_fmt(0.8 * ref_rate, 0)} (80 %)" if ref_rate else "≥ 80 % of direct",
+                g["mb_per_s"] >= 0.8 * ref_rate if ref_rate else None,
+            )
+        )
+        out.append(
+            _row(
+                "ingest",
+                "storage peak RSS MB",
+                _fmt(g["storage_peak_mb"], 0),
+                f"direct upload {_fmt(ref.get('peak_rss_bytes', 0) / 1e6, 0)}",
+                "2,100",
+                "≤ 200",
+                g["storage_peak_mb"] <= 200,
+            )
+        )
+    a = results.get("api")
+    if a and "error" not in a:
+        for transport in ("http", "grpc"):
+            x, ref = a[transport]["get_asset"], a[transport]["reference"]
+            out.append(
+                _row(
+                    "api",
+                    f"{transport} GetAsset p50 / p99 ms, req/s (c={a['concurrency']})",
+                    f"{_fmt(x['p50_ms'], 2)} / {_fmt(x['p99_ms'], 2)}, {_fmt(x['requests_per_s'], 0)}/s",
+                    f"{ref['what']} {_fmt(ref['p50_ms'], 2)} / {_fmt(ref['p99_ms'], 2)}, "
+                    f"{_fmt(ref['requests_per_s'], 0)}/s",
+                    "",
+                    "as high as the design allows",
+                    None,
+                )
+            )
+    return out
+
+
+def table(table_rows: list[dict[str, str]]) -> str:
+    """The rows as a Markdown table (what bench/README.md shows)."""
+    headers = ["bench", "figure", "value", "reference (same run)", "seed", "target", ""]
+    keys = ["bench", "figure", "value", "reference", "seed", "target", "verdict"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in table_rows:
+        lines.append("| " + " | ".join(row[k] for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def write(path: Path, results: dict[str, Any], options: dict[str, Any], started: float) -> None:
+    """Writes the run (machine, options, every figure, the table) as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine(),
+        "options": options,
+        "results": results,
+        "table": rows(results),
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=2, default=str))
+    tmp.replace(path)

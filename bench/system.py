@@ -1,0 +1,390 @@
+"""The system under test, started for one benchmark: every piece a process of its own, on loopback.
+
+nats-server and SeaweedFS (the same way `make run` and the tests start them), two fresh PostgreSQL
+databases (or SQLite files), the fake provider, and the four services through their console scripts,
+so CPU and memory can be read per process from /proc. ``System.events`` follows every asset event on
+NATS, which is how benchmarks learn when an asset COMPLETED (the event's own timestamp is used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import nats
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.msg import Msg
+
+from assetgen_dev.embedded import (
+    EmbeddedProcess,
+    S3Server,
+    binary,
+    free_port,
+    start_nats,
+    start_seaweedfs,
+    wait_for_port,
+)
+from assetgen_dev.testing import eventually
+from bench.procstat import Sampler
+
+__all__ = ["SERVICES", "EventLog", "System", "start_system"]
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = ("gateway", "orchestrator", "provider-adapter", "storage")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ASSETGEN_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PROVIDER_KEY = "bench-provider-key"
+
+
+def _epoch(iso: str) -> float:
+    moment = dt.datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+class EventLog:
+    """Every asset event seen on NATS: when each asset first reported COMPLETED or FAILED."""
+
+    def __init__(self) -> None:
+        self.completed: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+        self.task_of: dict[str, str] = {}
+        self._changed = asyncio.Event()
+
+    async def on_message(self, message: Msg) -> None:
+        body = json.loads(message.data)
+        asset_id = body["asset_id"]
+        if body.get("external_task_id"):
+            self.task_of[asset_id] = body["external_task_id"]
+        if body["status"] == "COMPLETED" and asset_id not in self.completed:
+            self.completed[asset_id] = _epoch(body["at"])
+            self._changed.set()
+        elif body["status"] in ("FAILED", "CANCELED") and asset_id not in self.failed:
+            self.failed[asset_id] = body.get("error_message", "")
+            self._changed.set()
+
+    def finished(self, ids: set[str]) -> int:
+        """How many of ``ids`` have ended (completed or failed)."""
+        return sum(1 for i in ids if i in self.completed or i in self.failed)
+
+    async def wait_finished(self, ids: set[str], *, timeout: float) -> bool:
+        """Waits until every one of ``ids`` has ended; False if ``timeout`` passed first."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.finished(ids) < len(ids):
+            self._changed.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 5.0))
+        return True
+
+
+@dataclass
+class System:
+    """A running AssetGen plus infrastructure; ``stop()`` tears every piece down."""
+
+    root: Path
+    nats: EmbeddedProcess
+    s3: S3Server
+    database: str
+    database_names: list[str]
+    provider_url: str
+    http_url: str
+    grpc_address: str
+    token: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    events: EventLog = field(default_factory=EventLog)
+    http: httpx.AsyncClient | None = None
+    _nc: Any = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process id of each service and of the fake provider."""
+        return {name: process.pid for name, process in self.processes.items()}
+
+    def sampler(self, interval: float = 1.0) -> Sampler:
+        """A sampler over the four services, NATS, S3, the database, the fake provider and this process."""
+        groups = {name: (lambda pid=self.processes[name].pid: [pid]) for name in SERVICES}
+        groups["nats"] = lambda: [self.nats.process.pid]
+        groups["s3"] = lambda: [self.s3.process.pid]
+        groups["database"] = self._database_pids
+        groups["provider"] = lambda: [self.processes["provider"].pid]
+        groups["driver"] = lambda: [os.getpid()]
+        return Sampler(groups, interval)
+
+    def _database_pids(self) -> list[int]:
+        if self.database != "postgresql":
+            return []
+        # A PostgreSQL backend's title names its database: "postgres: 15/main: postgres <db> 127.0.0.1(…)".
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres:") and any(f" {name} " in title for name in self.database_names):
+                found.append(int(entry.name))
+        return found
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.root / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    async def configure(self, *, interval: float, name: str = "bench") -> str:
+        """Adds a Kie-shaped provider polled every ``interval`` seconds and its image model (returned)."""
+        assert self.http is not None
+        profile = json.loads(
+            resources.files("assetgen_provider_adapter").joinpath("presets/kie-ai.json").read_text()
+        )
+        profile["name"] = name
+        profile["poll"]["interval"] = {
+            "initial": f"{interval:g}s",
+            "backoff": 1.0,
+            "max": f"{interval:g}s",
+            "min": f"{min(interval, 1.0):g}s",
+        }
+        profile["poll"]["deadline"] = "6h"
+        # The preset's 20 submissions per 10 s is Kie's account limit, not what a benchmark measures.
+        profile.pop("limits", None)
+        response = await self.http.post(
+            "/api/providers/",
+            json={"name": name, "profile": profile, "base_url": self.provider_url, "api_key": PROVIDER_KEY},
+        )
+        response.raise_for_status()
+        model = f"{name}-image"
+        response = await self.http.post(
+            "/api/models/",
+            json={
+                "provider": name,
+                "name": model,
+                "model_type": "IMAGE",
+                "request_schema": {
+                    "model": "bench/image",
+                    "input": {
+                        "prompt": "{{prompt}}",
+                        "finish_after": "{{finish_after?}}",
+                        "hold": "{{hold?}}",
+                        "size": "{{size?}}",
+                    },
+                },
+            },
+        )
+        response.raise_for_status()
+        return model
+
+    async def create_box(self, name: str) -> str:
+        assert self.http is not None
+        response = await self.http.post("/api/boxes/", json={"name": name})
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    async def generate(self, box: str, model: str, prompt: str, config: dict[str, Any] | None = None) -> str:
+        """Starts one generation through the public HTTP API; returns the asset id."""
+        assert self.http is not None
+        body: dict[str, Any] = {"model": model, "prompt": prompt}
+        if config:
+            body["config"] = config
+        response = await self.http.post(f"/api/boxes/{box}/generate/", json=body)
+        if response.status_code != 202:
+            raise RuntimeError(f"generate answered {response.status_code}: {response.text[:300]}")
+        return str(response.json()["id"])
+
+    async def provider_get(self, path: str) -> Any:
+        async with httpx.AsyncClient(timeout=120) as client:
+            response = await client.get(f"{self.provider_url}{path}")
+            response.raise_for_status()
+            return response.json()
+
+    async def provider_post(self, path: str, body: dict[str, Any]) -> Any:
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(f"{self.provider_url}{path}", json=body)
+            response.raise_for_status()
+            return response.json()
+
+    async def stop(self) -> None:
+        """Stops services (gateway first), the provider, NATS, S3; drops the databases; removes files."""
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        if self.http is not None:
+            await self.http.aclose()
+        for name in ("gateway", "orchestrator", "provider-adapter", "storage", "provider"):
+            process = self.processes.get(name)
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    await asyncio.to_thread(process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    await asyncio.to_thread(process.wait)
+        self.nats.stop()
+        self.s3.stop()
+        if self.database == "postgresql":
+            for name in self.database_names:
+                await _pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if os.environ.get("ASSETGEN_BENCH_KEEP") != "1":
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def _pg_execute(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def postgres_available() -> bool:
+    """True if the local PostgreSQL answers."""
+    try:
+        await _pg_execute("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+async def _serving(address: str, process: subprocess.Popen[bytes], name: str, root: Path) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status() -> int:
+            if process.poll() is not None:
+                log = (root / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+            try:
+                return int((await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status)
+            except grpc.aio.AioRpcError:
+                return -1
+
+        await eventually(
+            status,
+            lambda s: s == health_pb2.HealthCheckResponse.SERVING,
+            timeout=120,
+            interval=0.2,
+            what=f"{name} SERVING",
+        )
+
+
+async def start_system(*, database: str, result_bytes: int = 100 * 1024, log_level: str = "INFO") -> System:
+    """Starts everything and returns once the gateway serves and events are followed."""
+    root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
+    logs = root / "logs"
+    logs.mkdir()
+    nats_server = start_nats(root / "nats")
+    s3 = start_seaweedfs(root / "s3", access_key="bench", secret_key=secrets.token_urlsafe(18))
+    names: list[str] = []
+    env = {
+        **os.environ,
+        "ASSETGEN_DATA_DIR": str(root),
+        "ASSETGEN_NATS_URL": nats_server.url,
+        "ASSETGEN_S3_ENDPOINT": s3.url,
+        "ASSETGEN_S3_ACCESS_KEY": s3.access_key,
+        "ASSETGEN_S3_SECRET_KEY": s3.secret_key,
+        "ASSETGEN_ALLOWED_FETCH_NETWORKS": "127.0.0.0/8",
+        "ASSETGEN_SECRET_KEY": "bench-secret",
+        "ASSETGEN_LOG_LEVEL": log_level,
+        "ASSETGEN_SHUTDOWN_GRACE_SECONDS": "5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if database == "postgresql":
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        stem = f"bench_{uuid.uuid4().hex[:10]}"
+        names = [f"{stem}_assets", f"{stem}_catalog"]
+        for name in names:
+            await _pg_execute(f'CREATE DATABASE "{name}"')
+        env["ASSETGEN_DATABASE_URL"] = f"{base}/{names[0]}"
+        env["ASSETGEN_CATALOG_DATABASE_URL"] = f"{base}/{names[1]}"
+    token = secrets.token_urlsafe(18)
+    ports = {name: free_port() for name in (*SERVICES, "provider", "http")}
+    env.update(
+        ASSETGEN_API_TOKENS=token,
+        ASSETGEN_HTTP_PORT=str(ports["http"]),
+        ASSETGEN_STORAGE_ADDR=f"127.0.0.1:{ports['storage']}",
+        ASSETGEN_PROVIDER_ADAPTER_ADDR=f"127.0.0.1:{ports['provider-adapter']}",
+        ASSETGEN_ORCHESTRATOR_ADDR=f"127.0.0.1:{ports['orchestrator']}",
+    )
+    system = System(
+        root=root,
+        nats=nats_server,
+        s3=s3,
+        database=database,
+        database_names=names,
+        provider_url=f"http://127.0.0.1:{ports['provider']}",
+        http_url=f"http://127.0.0.1:{ports['http']}",
+        grpc_address=f"127.0.0.1:{ports['gateway']}",
+        token=token,
+    )
+    try:
+        provider_argv = [
+            sys.executable,
+            "-m",
+            "bench.provider",
+            "--port",
+            str(ports["provider"]),
+            "--api-key",
+            PROVIDER_KEY,
+            "--result-bytes",
+            str(result_bytes),
+        ]
+        system.processes["provider"] = _spawn(
+            provider_argv, {**env, "PYTHONPATH": str(REPO)}, logs / "provider.log"
+        )
+        await asyncio.to_thread(wait_for_port, ports["provider"], process=system.processes["provider"])
+        for name in ("storage", "provider-adapter", "orchestrator", "gateway"):
+            process = _spawn(
+                [binary(f"assetgen-{name}")],
+                {**env, "ASSETGEN_GRPC_PORT": str(ports[name])},
+                logs / f"{name}.log",
+            )
+            system.processes[name] = process
+            await _serving(f"127.0.0.1:{ports[name]}", process, name, root)
+        await asyncio.to_thread(wait_for_port, ports["http"], process=system.processes["gateway"])
+        system.http = httpx.AsyncClient(
+            base_url=system.http_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        system._nc = await nats.connect(nats_server.url, name="assetgen-bench")
+        await system._nc.subscribe(
+            "assetgen.events.>",
+            cb=system.events.on_message,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1024**3,
+        )
+    except BaseException:
+        await system.stop()
+        raise
+    return system
+
+
+def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )

@@ -1,0 +1,151 @@
+"""Benchmark 1, throughput: generations/s end to end with an instant provider and 100 KB results.
+
+N generations are submitted through the gateway's HTTP API at a fixed concurrency; the clock runs from
+the first submission to the last COMPLETED event. CPU seconds per generation come from /proc for each
+service (and NATS, S3, the database, the fake provider and this driver). Reference, same run: the
+same I/O done bare in one process (createTask, recordInfo, download, put_object). A second, shorter
+batch runs with py-spy attached to the service that used the most CPU, to show where its time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from bench.options import Options
+from bench.profiling import Profiler
+from bench.references import run_reference
+from bench.stats import percentile, summary
+from bench.system import PROVIDER_KEY, SERVICES, System, start_system
+
+__all__ = ["run", "submit_many"]
+
+logger = logging.getLogger(__name__)
+
+
+async def submit_many(
+    system: System,
+    box: str,
+    model: str,
+    n: int,
+    concurrency: int,
+    config: dict[str, Any] | None = None,
+    *,
+    deadline: float | None = None,
+) -> dict[str, float]:
+    """Submits ``n`` generations (``concurrency`` at a time); returns asset id → time it was accepted.
+
+    Stops early (returning what was submitted) when ``deadline`` (``time.monotonic()``) passes.
+    """
+    accepted: dict[str, float] = {}
+    tickets = iter(range(n))
+
+    async def worker() -> None:
+        for index in tickets:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            asset = await system.generate(box, model, f"bench picture {index}", config)
+            accepted[asset] = time.time()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return accepted
+
+
+async def _batch(system: System, box: str, model: str, n: int, options: Options) -> dict[str, Any]:
+    started = time.time()
+    accepted = await submit_many(system, box, model, n, options.concurrency)
+    submitted = time.time()
+    ids = set(accepted)
+    done = await system.events.wait_finished(ids, timeout=options.throughput_timeout)
+    completed = [system.events.completed[i] for i in ids if i in system.events.completed]
+    failed = [i for i in ids if i in system.events.failed]
+    end = max(completed) if completed else time.time()
+    latencies = [system.events.completed[i] - accepted[i] for i in ids if i in system.events.completed]
+    result: dict[str, Any] = {
+        "generations": n,
+        "completed": len(completed),
+        "failed": len(failed),
+        "timed_out": not done,
+        "seconds": end - started,
+        "submit_seconds": submitted - started,
+        "generations_per_s": len(completed) / (end - started) if end > started else 0.0,
+        "latency_s": summary(latencies),
+    }
+    if len(completed) >= 20:
+        low, high = percentile(completed, 0.1), percentile(completed, 0.9)
+        result["steady_generations_per_s"] = 0.8 * len(completed) / (high - low) if high > low else 0.0
+    if failed:
+        result["first_failure"] = system.events.failed[failed[0]]
+    return result
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """Runs the throughput benchmark on a fresh system; returns its figures."""
+    system = await start_system(
+        database=options.database, result_bytes=options.result_bytes, log_level=options.log_level
+    )
+    try:
+        model = await system.configure(interval=options.throughput_poll_seconds)
+        box = await system.create_box("throughput")
+        warm = await _batch(system, box, model, min(50, options.n), options)
+        logger.info("warm-up: %s", warm)
+        sampler = system.sampler()
+        sampler.start()
+        figures = await _batch(system, box, model, options.n, options)
+        measurement = await sampler.stop()
+        completed = max(figures["completed"], 1)
+        figures["cpu_ms_per_generation"] = {
+            name: 1000 * cpu / completed for name, cpu in measurement.cpu.items()
+        }
+        figures["cpu_ms_per_generation_services"] = sum(
+            figures["cpu_ms_per_generation"][name] for name in SERVICES
+        )
+        figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
+        figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
+        logger.info("throughput: %.1f generations/s", figures["generations_per_s"])
+
+        reference = await run_reference(
+            "pipeline",
+            "--url",
+            system.provider_url,
+            "--key",
+            PROVIDER_KEY,
+            "--n",
+            str(min(options.n, 1000)),
+            "--concurrency",
+            str(options.concurrency),
+            "--s3",
+            system.s3.url,
+            "--access",
+            system.s3.access_key,
+            "--secret",
+            system.s3.secret_key,
+            "--bucket",
+            f"reference-{uuid.uuid4().hex[:8]}",
+        )
+        figures["reference_pipeline"] = reference
+        logger.info("reference pipeline: %s", reference)
+
+        if options.profile:
+            hottest = max(SERVICES, key=lambda name: measurement.cpu[name])
+            output = options.work_dir / f"profile-{hottest}.txt"
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.unlink(missing_ok=True)
+            profiler = Profiler(system.pids[hottest], output)
+            await profiler.start()
+            profiled = await _batch(
+                system, box, model, options.profile_n or max(options.n // 2, 200), options
+            )
+            profile = await profiler.stop()
+            figures["profile"] = {
+                "service": hottest,
+                "generations_per_s_while_profiled": profiled["generations_per_s"],
+                "raw_file": str(output),
+                **profile,
+            }
+        return figures
+    finally:
+        await system.stop()
