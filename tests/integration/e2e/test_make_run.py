@@ -1,0 +1,148 @@
+"""`make run`'s supervisor: the whole system from one command, the README's flow, restarts, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assetgen_dev.embedded import free_port
+from assetgen_dev.testing import eventually
+
+pytestmark = pytest.mark.slow
+
+
+def _processes_with(marker: str) -> dict[int, str]:
+    """pid → command line of every process whose environment contains ``marker``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
+    data_dir = tmp_path / "data"
+    ports = {
+        "ASSETGEN_HTTP_PORT": str(free_port()),
+        "ASSETGEN_GRPC_PORT": str(free_port()),
+        "ASSETGEN_ORCHESTRATOR_PORT": str(free_port()),
+        "ASSETGEN_PROVIDER_ADAPTER_PORT": str(free_port()),
+        "ASSETGEN_STORAGE_PORT": str(free_port()),
+    }
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ASSETGEN_") or key.startswith("ASSETGEN_TEST")
+    }
+    env.update(ports, ASSETGEN_DATA_DIR=str(data_dir), ASSETGEN_DEMO_DELAY_SECONDS="0.5")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assetgen_dev.run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    yield process, ports, data_dir
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    for pid in _processes_with(str(data_dir)):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _serving(port: int) -> bool:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _ready_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("AssetGen ready"):
+            return line
+    raise AssertionError(f"make run exited with {process.wait()} before it was ready")
+
+
+async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
+    system: tuple[subprocess.Popen[str], dict[str, str], Path],
+) -> None:
+    process, ports, data_dir = system
+    line = await asyncio.wait_for(asyncio.to_thread(_ready_line, process), timeout=120)
+    token = (data_dir / "api-token").read_text().strip()
+    assert f"127.0.0.1:{ports['ASSETGEN_HTTP_PORT']}" in line and token in line
+
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"http://127.0.0.1:{ports['ASSETGEN_HTTP_PORT']}"
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+        box = (await http.post("/api/boxes/", json={"name": "readme"})).json()["id"]
+
+        async def generate(body: dict[str, object]) -> dict[str, object]:
+            accepted = await http.post(f"/api/boxes/{box}/generate/", json=body)
+            assert accepted.status_code == 202, accepted.text
+            asset_id = accepted.json()["id"]
+
+            async def read() -> dict[str, object]:
+                return dict((await http.get(f"/api/assets/{asset_id}/")).json())
+
+            return await eventually(read, lambda a: a["status"] in ("COMPLETED", "FAILED"), timeout=90)
+
+        image = await generate({"model": "demo-image", "prompt": "a lighthouse at dusk"})
+        assert image["status"] == "COMPLETED", image
+        video = await generate({"model": "demo-video", "prompt": "waves", "parent_asset": image["id"]})
+        assert video["status"] == "COMPLETED" and video["source_type"] == "IMG2VID", video
+        async with httpx.AsyncClient(timeout=30) as plain:
+            assert (await plain.get(str(image["file_url"]))).content.startswith(b"\x89PNG")
+            assert (await plain.get(str(video["file_url"]))).content[4:8] == b"ftyp"
+
+        # A dying service is noticed and restarted, as Kubernetes would.
+        orchestrators = [
+            pid for pid, cmd in _processes_with(str(data_dir)).items() if "assetgen-orchestrator" in cmd
+        ]
+        assert len(orchestrators) == 1
+        os.kill(orchestrators[0], signal.SIGKILL)
+
+        async def new_orchestrator() -> list[int]:
+            return [
+                pid
+                for pid, cmd in _processes_with(str(data_dir)).items()
+                if "assetgen-orchestrator" in cmd and pid != orchestrators[0]
+            ]
+
+        await eventually(new_orchestrator, bool, timeout=60, what="a restarted orchestrator")
+        await eventually(
+            lambda: _serving(int(ports["ASSETGEN_ORCHESTRATOR_PORT"])),
+            bool,
+            timeout=60,
+            what="orchestrator SERVING",
+        )
+        again = await generate({"model": "demo-image", "prompt": "after the restart"})
+        assert again["status"] == "COMPLETED"
+
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.wait, 60) == 0
+    leftovers = _processes_with(str(data_dir))
+    assert leftovers == {}, leftovers
