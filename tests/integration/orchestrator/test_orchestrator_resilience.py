@@ -135,28 +135,26 @@ async def cluster_factory(
     cleanups: list[Callable[[], object]] = []
 
     async def make(database_url: str) -> Cluster:
+        # Each resource is registered for teardown as soon as it runs, so a failure halfway leaks nothing.
         nats_port = free_port()
-        nats = start_nats(tmp_path / "nats", port=nats_port)
-        orchestrator_port = free_port()
-        runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=1.0)
-        stack = await start_stack(
-            tmp_path / "stack",
-            nats_url=nats.url,
-            s3=s3_server,
-            external_orchestrator_addr=f"127.0.0.1:{orchestrator_port}",
-        )
         cluster = Cluster(
             tmp=tmp_path,
             database_url=database_url,
-            nats=nats,
+            nats=start_nats(tmp_path / "nats", port=nats_port),
             nats_port=nats_port,
-            stack=stack,
-            provider_url=provider_url,
+        )
+        clusters.append(cluster)
+        runner, cluster.provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=1.0)
+        cleanups.append(runner.cleanup)
+        orchestrator_port = free_port()
+        cluster.stack = await start_stack(
+            tmp_path / "stack",
+            nats_url=cluster.nats.url,
+            s3=s3_server,
+            external_orchestrator_addr=f"127.0.0.1:{orchestrator_port}",
         )
         cluster.spawn(orchestrator_port)
         await _serving(orchestrator_port)
-        clusters.append(cluster)
-        cleanups.append(runner.cleanup)
         return cluster
 
     yield make  # type: ignore[misc]
