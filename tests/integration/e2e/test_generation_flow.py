@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -39,13 +40,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("e2e-nats"))
-    provider_runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=0.3)
-    stack = await start_stack(tmp_path_factory.mktemp("e2e"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    try:
+    async with contextlib.AsyncExitStack() as cleanup:
+        nats = start_nats(tmp_path_factory.mktemp("e2e-nats"))
+        cleanup.callback(nats.stop)
+        provider_runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=0.3)
+        cleanup.push_async_callback(provider_runner.cleanup)
+        stack = await start_stack(tmp_path_factory.mktemp("e2e"), nats_url=nats.url, s3=s3_server)
+        cleanup.push_async_callback(stack.stop)
+        http = httpx.AsyncClient(
+            base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        )
+        cleanup.push_async_callback(http.aclose)
         response = await http.post(
             "/api/providers/",
             json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
@@ -58,11 +63,6 @@ async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> 
             )
             assert response.status_code == 201, response.text
         yield Env(stack=stack, http=http, provider_url=provider_url)
-    finally:
-        await http.aclose()
-        await stack.stop()
-        await provider_runner.cleanup()
-        nats.stop()
 
 
 async def _box(env: Env) -> str:

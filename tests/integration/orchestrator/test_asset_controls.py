@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+
 from assetgen_dev.demo_provider import start_demo_provider
 from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.stack import Stack, start_stack
@@ -25,13 +27,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("controls-nats"))
-    runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=2.5)
-    stack = await start_stack(tmp_path_factory.mktemp("controls"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    try:
+    async with contextlib.AsyncExitStack() as cleanup:
+        nats = start_nats(tmp_path_factory.mktemp("controls-nats"))
+        cleanup.callback(nats.stop)
+        runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=2.5)
+        cleanup.push_async_callback(runner.cleanup)
+        stack = await start_stack(tmp_path_factory.mktemp("controls"), nats_url=nats.url, s3=s3_server)
+        cleanup.push_async_callback(stack.stop)
+        http = httpx.AsyncClient(
+            base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        )
+        cleanup.push_async_callback(http.aclose)
         await http.post(
             "/api/providers/",
             json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
@@ -50,11 +56,6 @@ async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> 
             )
             assert created.status_code == 201, created.text
         yield Env(stack=stack, http=http, provider_url=provider_url)
-    finally:
-        await http.aclose()
-        await stack.stop()
-        await runner.cleanup()
-        nats.stop()
 
 
 async def _box(env: Env) -> str:
