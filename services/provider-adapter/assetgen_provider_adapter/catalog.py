@@ -20,7 +20,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from assetgen_provider_adapter.credentials import SecretBox, SecretUnreadable
+from assetgen_provider_adapter.credentials import KeyReferences, SecretBox, SecretUnreadable
 from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
@@ -74,9 +74,11 @@ class Catalog:
         *,
         cache_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        references: KeyReferences | None = None,
     ) -> None:
         self._sessions = sessions
         self._box = box
+        self._references = references
         self._ttl = cache_ttl
         self._clock = clock
         self._resolved: dict[str, tuple[float, ResolvedModel]] = {}
@@ -88,7 +90,13 @@ class Catalog:
     # -- providers ------------------------------------------------------------------------
 
     async def create_provider(
-        self, name: str, preset: str, base_url: str, api_key: str, profile_json: str = ""
+        self,
+        name: str,
+        preset: str,
+        base_url: str,
+        api_key: str,
+        profile_json: str = "",
+        api_key_ref: str = "",
     ) -> ProviderRow:
         """Adds a provider from a preset or a full inline profile; the key is stored encrypted.
 
@@ -97,6 +105,10 @@ class Catalog:
         name = _check_name("provider", name)
         if bool(preset) == bool(profile_json.strip()):
             raise InvalidArgument("give exactly one of preset and profile")
+        if api_key and api_key_ref:
+            raise InvalidArgument("give at most one of api_key and api_key_ref")
+        if api_key_ref:
+            api_key_ref = KeyReferences.check(api_key_ref)
         if profile_json.strip():
             try:
                 profile = Profile.from_json(profile_json)
@@ -116,6 +128,7 @@ class Catalog:
             base_url=_check_base_url(base_url or profile.base_url),
             profile_json=json.dumps(profile.data, separators=(",", ":")),
             api_key_encrypted=self._box.encrypt(api_key) if api_key else None,
+            api_key_ref=api_key_ref,
             created_at=now,
             updated_at=now,
         )
@@ -237,6 +250,8 @@ class Catalog:
         template = json.loads(model.request_schema_json)
         try:
             api_key = self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None
+            if provider.api_key_ref and self._references is not None:
+                api_key = self._references.read(provider.api_key_ref)
         except SecretUnreadable:
             raise FailedPrecondition(
                 f"the API key of provider {provider.name!r} cannot be decrypted; "

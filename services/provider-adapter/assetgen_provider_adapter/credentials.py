@@ -1,4 +1,9 @@
-"""Provider API keys encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256).
+"""Provider API keys: encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256), or referenced.
+
+A provider may instead name where its key lives: ``env:ASSETGEN_PROVIDER_KEY_<NAME>`` (an environment
+variable of the provider-adapter; only that prefix, so a reference can never reach the service's own
+secrets) or ``file:<name>`` (a file in ``ASSETGEN_PROVIDER_SECRETS_DIR``, e.g. a mounted Kubernetes
+Secret, re-read so rotation needs no restart). Nothing but the reference is stored.
 
 The Fernet key is derived with HKDF-SHA256 from ``ASSETGEN_SECRET_KEY`` (any string), or, when that
 is unset, generated once into ``<data_dir>/secret.key`` with mode 0600 so a single-node install keeps
@@ -10,13 +15,21 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["SecretBox", "SecretUnreadable", "load_secret_box"]
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
+
+__all__ = ["ENV_PREFIX", "KeyReferences", "SecretBox", "SecretUnreadable", "load_secret_box"]
+
+ENV_PREFIX = "ASSETGEN_PROVIDER_KEY_"
+_ENV_NAME = re.compile(r"^ASSETGEN_PROVIDER_KEY_[A-Z0-9_]+$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _KEY_FILE = "secret.key"
 _HKDF_INFO = b"assetgen provider api keys v1"
@@ -72,3 +85,43 @@ def load_secret_box(secret_key: str, data_dir: str) -> SecretBox:
     if secret_key:
         return SecretBox.from_passphrase(secret_key)
     return SecretBox(_read_or_create_key_file(Path(data_dir) / _KEY_FILE))
+
+
+class KeyReferences:
+    """Checks and reads ``env:``/``file:`` API key references; never logs or returns a value."""
+
+    def __init__(self, environ: Mapping[str, str], secrets_dir: str) -> None:
+        self._environ = environ
+        self._dir = Path(secrets_dir)
+
+    def __repr__(self) -> str:
+        return f"KeyReferences(secrets_dir={str(self._dir)!r})"
+
+    @staticmethod
+    def check(reference: str) -> str:
+        """The reference, stripped, if well formed; InvalidArgument otherwise."""
+        reference = reference.strip()
+        kind, _, name = reference.partition(":")
+        if kind == "env" and _ENV_NAME.match(name):
+            return reference
+        if kind == "file" and _FILE_NAME.match(name):
+            return reference
+        raise InvalidArgument(
+            f"api_key_ref must be env:{ENV_PREFIX}<NAME> (upper case, digits, _) or file:<name> "
+            "(a file name in the provider-adapter's secrets folder)"
+        )
+
+    def read(self, reference: str) -> str:
+        """The key a reference points at; FailedPrecondition when it is missing or empty."""
+        kind, _, name = self.check(reference).partition(":")
+        if kind == "env":
+            value = self._environ.get(name, "")
+        else:
+            try:
+                value = (self._dir / name).read_text("utf-8")
+            except OSError:
+                value = ""
+        value = value.strip()
+        if not value:
+            raise FailedPrecondition(f"the API key referenced by {reference!r} is missing or empty")
+        return value

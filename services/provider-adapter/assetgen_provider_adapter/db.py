@@ -43,6 +43,8 @@ class ProviderRow(Base):
     base_url: Mapped[str] = mapped_column(String(2000))
     profile_json: Mapped[str] = mapped_column(Text)
     api_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # "env:NAME" or "file:name" when the key is read from the environment or a mounted secret.
+    api_key_ref: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

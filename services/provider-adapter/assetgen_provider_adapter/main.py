@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import httpx
 
 from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_provider_adapter.catalog import Catalog
-from assetgen_provider_adapter.credentials import load_secret_box
+from assetgen_provider_adapter.credentials import KeyReferences, load_secret_box
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import load_presets
@@ -71,7 +72,12 @@ async def run_server(
     guard = NetworkGuard(settings.allowed_fetch_networks)
     storage_channel = open_channel(settings.storage_addr)
     servicer = ProviderAdapterServicer(
-        Catalog(sessions, box, cache_ttl=cache_ttl),
+        Catalog(
+            sessions,
+            box,
+            cache_ttl=cache_ttl,
+            references=KeyReferences(os.environ, settings.provider_secrets_dir),
+        ),
         SubmissionLedger(sessions),
         ProviderEngine(
             client,

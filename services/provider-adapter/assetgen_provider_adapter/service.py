@@ -111,7 +111,7 @@ def provider_message(row: ProviderRow) -> common_pb2.Provider:
         name=row.name,
         preset=row.preset,
         base_url=row.base_url,
-        has_api_key=row.api_key_encrypted is not None,
+        has_api_key=row.api_key_encrypted is not None or bool(row.api_key_ref),
         profile_json=row.profile_json,
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
@@ -210,7 +210,12 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         self, request: gateway_pb2.CreateProviderRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Provider:
         row = await self._catalog.create_provider(
-            request.name, request.preset, request.base_url, request.api_key, request.profile_json
+            request.name,
+            request.preset,
+            request.base_url,
+            request.api_key,
+            request.profile_json,
+            request.api_key_ref,
         )
         return provider_message(row)
 

@@ -26,6 +26,11 @@ class ProviderAdapterSettings:
         "Key that encrypts provider API keys at rest (any string; default: a key file in ASSETGEN_DATA_DIR).",
         "",
     )
+    provider_secrets_dir: str = env(
+        "ASSETGEN_PROVIDER_SECRETS_DIR",
+        "Folder of provider API key files that providers reference as file:<name> (a mounted Secret).",
+        "/var/run/secrets/assetgen-providers",
+    )
     allowed_fetch_networks: tuple[str, ...] = env(
         "ASSETGEN_ALLOWED_FETCH_NETWORKS",
         "Comma-separated CIDRs provider-supplied URLs may reach besides public addresses.",

@@ -108,3 +108,37 @@ async def test_submit_rate_spaces_submissions(env: Env) -> None:
         assert second - first >= 1.9
     finally:
         await fake.stop()
+
+
+async def test_api_key_referenced_from_the_environment(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSETGEN_PROVIDER_KEY_KIE_LIMITS", KEY)
+    fake = FakeKieJobs(KEY, polls_before_done=0)
+    await fake.start()
+    try:
+        name = f"by-ref-{uuid.uuid4().hex[:8]}"
+        body = {
+            "name": name,
+            "profile": _kie_profile({}),
+            "base_url": fake.base_url,
+            "api_key_ref": "env:ASSETGEN_PROVIDER_KEY_KIE_LIMITS",
+        }
+        response = await env.http.post("/api/providers/", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["has_api_key"] is True
+        assert KEY not in response.text
+        model = {"provider": name, "name": f"{name}-m", "model_type": "IMAGE", "request_schema": SCHEMA}
+        assert (await env.http.post("/api/models/", json=model)).status_code == 201
+        [asset] = await _generate_all(env, f"{name}-m", 1)
+        assert asset["status"] == "COMPLETED", asset["error_message"]
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize(
+    "reference", ["env:HOME", "env:ASSETGEN_SECRET_KEY", "file:../etc/passwd", "vault:x"]
+)
+async def test_api_key_references_outside_the_allowed_places_are_refused(env: Env, reference: str) -> None:
+    body = {"name": f"bad-ref-{uuid.uuid4().hex[:8]}", "preset": "kie-ai", "api_key_ref": reference}
+    response = await env.http.post("/api/providers/", json=body)
+    assert response.status_code == 400, response.text
+    assert "api_key_ref" in response.text

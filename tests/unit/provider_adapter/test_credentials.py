@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from assetgen_provider_adapter.credentials import SecretBox, SecretUnreadable, load_secret_box
 
 

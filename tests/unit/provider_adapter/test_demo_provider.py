@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from assetgen_dev.demo_provider import make_png, start_demo_provider
 
 

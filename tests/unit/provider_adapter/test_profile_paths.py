@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from assetgen_provider_adapter.paths import search, truthy
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets, parse_duration_ms
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from assetgen_provider_adapter.engine import (
     ProviderEngine,
     ProviderTarget,

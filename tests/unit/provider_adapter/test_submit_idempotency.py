@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
 from assetgen_provider_adapter.catalog import Catalog
 from assetgen_provider_adapter.credentials import SecretBox
@@ -21,7 +23,6 @@ from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
-from sqlalchemy import select
 
 KEY = "sk-unit-secret"
 ACCEPTED = {"code": 200, "msg": "success", "data": {"taskId": "task_1"}}

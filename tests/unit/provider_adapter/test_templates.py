@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+
 from assetgen_provider_adapter.templates import MissingVariables, inspect_template, render, render_text
 from assetgen_runtime.errors import InvalidArgument
 
