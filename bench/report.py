@@ -280,11 +280,24 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 _row(
                     "api",
                     f"{transport} GetAsset p50 / p99 ms, req/s (c={a['concurrency']})",
-                    f"{_fmt(x['p50_ms'], 2)} / {_fmt(x['p99_ms'], 2)}, {_fmt(x['requests_per_s'], 0)}/s",
-                    f"{ref['what']} {_fmt(ref['p50_ms'], 2)} / {_fmt(ref['p99_ms'], 2)}, "
+                    f"{_fmt(x['p50_ms'], 1)} / {_fmt(x['p99_ms'], 1)}, {_fmt(x['requests_per_s'], 0)}/s",
+                    f"{ref['what']} {_fmt(ref['p50_ms'], 1)} / {_fmt(ref['p99_ms'], 1)}, "
                     f"{_fmt(ref['requests_per_s'], 0)}/s",
                     "",
                     "as high as the design allows",
+                    None,
+                )
+            )
+            out.append(
+                _row(
+                    "api",
+                    f"{transport} GetAsset CPU ms/request, services (client)",
+                    f"{_fmt(x['cpu_ms_per_request_services'], 2)} "
+                    f"({_fmt(x['cpu_ms_per_request']['driver'], 2)})",
+                    f"{ref['what']} {_fmt(ref['cpu_ms_per_request_services'], 2)} "
+                    f"({_fmt(ref['cpu_ms_per_request']['driver'], 2)})",
+                    "",
+                    "",
                     None,
                 )
             )
