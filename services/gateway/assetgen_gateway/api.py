@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
+
 from assetgen.v1 import (
     common_pb2,
     gateway_pb2,
@@ -22,7 +23,8 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from assetgen_runtime.errors import InvalidArgument, TooLarge
+from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
+from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
 from assetgen_runtime.ids import new_id
 
 __all__ = ["FORWARDED_METADATA", "GatewayApi", "MetadataContext"]
@@ -62,12 +64,14 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         *,
         timeout: float,
         max_upload_bytes: int,
+        watcher: EventWatcher | None = None,
     ) -> None:
         self._orchestrator = orchestrator
         self._adapter = adapter
         self._storage = storage
         self._timeout = timeout
         self._max_upload_bytes = max_upload_bytes
+        self._watcher = watcher
 
     # Boxes and assets: the orchestrator's.
 
@@ -178,6 +182,57 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         await self._fill_file_urls([asset])
         return asset
 
+    # Live status: the orchestrator's events stream, read directly (see ``watch``).
+
+    async def WatchBox(
+        self, request: gateway_pb2.WatchBoxRequest, context: object
+    ) -> AsyncIterator[gateway_pb2.AssetEvent]:
+        async for event in _grpc_events(self.watch_box(request.box_id, request.after_sequence), context):
+            yield event
+
+    async def WatchAsset(
+        self, request: gateway_pb2.WatchAssetRequest, context: object
+    ) -> AsyncIterator[gateway_pb2.AssetEvent]:
+        async for event in _grpc_events(self.watch_asset(request.asset_id, request.after_sequence), context):
+            yield event
+
+    def watch_box(self, box_id: str, after_sequence: int = 0) -> AsyncIterator[gateway_pb2.AssetEvent | None]:
+        """A box's events (snapshot of every asset first); ``None`` marks an idle heartbeat."""
+
+        async def snapshot() -> list[common_pb2.Asset]:
+            await self._orchestrator.GetBox(gateway_pb2.GetBoxRequest(id=box_id), timeout=self._timeout)
+            assets: list[common_pb2.Asset] = []
+            cursor = ""
+            while True:
+                page = await self.ListAssets(
+                    gateway_pb2.ListAssetsRequest(box_id=box_id, page_size=500, cursor=cursor), None
+                )
+                assets.extend(page.items)
+                cursor = page.next_cursor
+                if not cursor:
+                    return assets[::-1]  # oldest first, as the events that follow
+
+        return self._require_watcher().watch(
+            box_subject(box_id), after_sequence, snapshot, end_on_terminal=False
+        )
+
+    def watch_asset(
+        self, asset_id: str, after_sequence: int = 0
+    ) -> AsyncIterator[gateway_pb2.AssetEvent | None]:
+        """One asset's events (its current state first), ending after a terminal status."""
+
+        async def snapshot() -> list[common_pb2.Asset]:
+            return [await self.GetAsset(gateway_pb2.GetAssetRequest(id=asset_id), None)]
+
+        return self._require_watcher().watch(
+            asset_subject(asset_id), after_sequence, snapshot, end_on_terminal=True
+        )
+
+    def _require_watcher(self) -> EventWatcher:
+        if self._watcher is None:
+            raise Unavailable("live events are not configured on this gateway")
+        return self._watcher
+
     # Providers and models: the provider-adapter's.
 
     async def ListPresets(
@@ -222,6 +277,27 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         for asset in assets:
             if asset.object_key:
                 asset.file_url = response.urls.get(asset.object_key, "")
+
+
+async def _grpc_events(
+    events: AsyncIterator[gateway_pb2.AssetEvent | None], context: object
+) -> AsyncIterator[gateway_pb2.AssetEvent]:
+    """The events of a watch without its heartbeats; initial metadata goes out once subscribed.
+
+    Sending the metadata then lets a client's ``wait_for_connection()`` return before any event,
+    as a sign that nothing published from now on can be missed.
+    """
+    sent = False
+    try:
+        async for event in events:
+            if event is not None:
+                sent = True
+                yield event
+            elif not sent and hasattr(context, "send_initial_metadata"):
+                sent = True
+                await context.send_initial_metadata(())
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 async def _upload_to_storage(

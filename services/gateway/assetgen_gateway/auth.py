@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import grpc
+
 from assetgen_runtime.errors import Unauthenticated
 
 __all__ = ["AuthInterceptor", "TokenSet", "load_tokens"]

@@ -15,10 +15,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from assetgen_runtime.errors import InvalidArgument
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from assetgen_runtime.errors import InvalidArgument
 
 __all__ = ["message_from_json", "message_to_json"]
 

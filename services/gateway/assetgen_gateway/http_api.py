@@ -2,12 +2,15 @@
 
 Every annotated RPC becomes a route (with and without a trailing slash, as the seed's Django routes
 had); path parameters, the query string and the JSON body fill the request message through
-``codec``. What the annotations can't express — multipart upload — is routed here by hand, to the
-same servicer. Errors are ``{"error": "..."}`` with the HTTP status of their gRPC code.
+``codec``. What the annotations can't express — multipart upload, Server-Sent Events and the
+WebSocket of live status — is routed here by hand, to the same servicer. Errors are
+``{"error": "..."}`` with the HTTP status of their gRPC code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,23 +19,42 @@ from typing import Any
 
 import grpc
 from aiohttp import BodyPartReader, web
-from assetgen.v1 import gateway_pb2
-from assetgen_runtime.errors import AssetGenError, InvalidArgument, TooLarge, http_status, reason_of
 from google.api import annotations_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from assetgen.v1 import gateway_pb2
 from assetgen_gateway.api import GatewayApi, MetadataContext
 from assetgen_gateway.auth import TokenSet
 from assetgen_gateway.codec import message_from_json, message_to_json
+from assetgen_runtime.errors import AssetGenError, InvalidArgument, TooLarge, http_status, reason_of
 
-__all__ = ["HttpRoute", "build_http_app", "http_routes"]
+__all__ = [
+    "ASSET_EVENTS_PATH",
+    "BOX_EVENTS_PATH",
+    "BOX_WEBSOCKET_PATH",
+    "STREAM_PATHS",
+    "UPLOAD_PATH",
+    "HttpRoute",
+    "build_http_app",
+    "http_routes",
+]
 
 logger = logging.getLogger(__name__)
 
 GATEWAY_SERVICE: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _UPLOAD_CHUNK = 1024 * 1024
+# Hand-routed paths (each also with a trailing slash): the upload, and the live-status streams.
+UPLOAD_PATH = "/api/boxes/{box_id}/upload"
+BOX_EVENTS_PATH = "/api/boxes/{box_id}/events"
+ASSET_EVENTS_PATH = "/api/assets/{asset_id}/events"
+BOX_WEBSOCKET_PATH = "/ws/boxes/{box_id}"
+STREAM_PATHS = frozenset({BOX_EVENTS_PATH, ASSET_EVENTS_PATH, BOX_WEBSOCKET_PATH})
+_END = object()
+_CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+_API_KEY = web.AppKey("api", GatewayApi)
+_HEARTBEAT_KEY = web.AppKey("heartbeat", float)
 
 
 @dataclass(frozen=True)
@@ -110,10 +132,20 @@ def _auth_middleware(tokens: TokenSet) -> Any:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.method != "OPTIONS" and request.path not in _OPEN_PATHS:
-            tokens.check_header(request.headers.get("Authorization"))
+            header = request.headers.get("Authorization")
+            query_token = request.query.get("token")
+            if not header and query_token and _is_stream_route(request):
+                header = f"Bearer {query_token}"
+            tokens.check_header(header)
         return await handler(request)
 
     return middleware
+
+
+def _is_stream_route(request: web.Request) -> bool:
+    # Browsers can't set headers on EventSource or WebSocket, so only these routes take ?token=.
+    resource = getattr(request.match_info.route, "resource", None)
+    return resource is not None and resource.canonical.rstrip("/") in STREAM_PATHS
 
 
 def _cors_middleware(origins: tuple[str, ...]) -> Any:
@@ -132,7 +164,7 @@ def _cors_middleware(origins: tuple[str, ...]) -> Any:
         if permitted:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key"
+            response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
         return response
 
@@ -197,6 +229,97 @@ def _upload_handler(api: GatewayApi, max_upload_bytes: int) -> Any:
     return handle
 
 
+def _after_sequence(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        sequence = int(value)
+    except ValueError:
+        raise InvalidArgument(f"event id must be a non-negative integer, not {value!r}") from None
+    if sequence < 0:
+        raise InvalidArgument(f"event id must be a non-negative integer, not {value!r}")
+    return sequence
+
+
+def _open_watch(api: GatewayApi, request: web.Request) -> AsyncIterator[gateway_pb2.AssetEvent | None]:
+    after = _after_sequence(request.headers.get("Last-Event-ID") or request.query.get("after_sequence"))
+    if "asset_id" in request.match_info:
+        return api.watch_asset(request.match_info["asset_id"], after)
+    return api.watch_box(request.match_info["box_id"], after)
+
+
+async def _first(events: AsyncIterator[Any]) -> Any:
+    """The stream's first item, so that a refusal (404, 401…) is still an ordinary JSON response."""
+    try:
+        return await anext(events, _END)
+    except BaseException:
+        await events.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+def _sse_frame(event: gateway_pb2.AssetEvent) -> bytes:
+    data = json.dumps(message_to_json(event), ensure_ascii=False)
+    return f"id: {event.sequence}\nevent: asset\ndata: {data}\n\n".encode()
+
+
+async def _sse_handler(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``id`` is the stream sequence, so EventSource's reconnect resumes exactly."""
+    api: GatewayApi = request.app[_API_KEY]
+    events = _open_watch(api, request)
+    item = await _first(events)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    try:
+        while item is not _END:
+            await response.write(b": keep-alive\n\n" if item is None else _sse_frame(item))
+            item = await anext(events, _END)
+    except ConnectionError:
+        pass  # the client went away
+    except AssetGenError as exc:
+        # Headers are gone; the error travels as an event and the client's reconnect retries.
+        await response.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n".encode())
+    except Exception:
+        logger.exception("event stream failed")
+        await response.write(b'event: error\ndata: {"error": "internal error"}\n\n')
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return response
+
+
+async def _websocket_handler(request: web.Request) -> web.StreamResponse:
+    """A WebSocket sending each event as a JSON text message; ``?after_sequence=`` resumes."""
+    api: GatewayApi = request.app[_API_KEY]
+    events = _open_watch(api, request)
+    item = await _first(events)
+    socket = web.WebSocketResponse(heartbeat=request.app[_HEARTBEAT_KEY])
+    await socket.prepare(request)
+
+    async def pump() -> None:
+        current = item
+        try:
+            while current is not _END:
+                if current is not None:
+                    await socket.send_str(json.dumps(message_to_json(current), ensure_ascii=False))
+                current = await anext(events, _END)
+        except AssetGenError as exc:
+            await socket.send_str(json.dumps({"error": exc.message}))
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            await socket.close()
+
+    sender = asyncio.create_task(pump())
+    try:
+        async for _message in socket:
+            pass  # nothing to read from clients; the loop ends when they close
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    return socket
+
+
 def build_http_app(
     api: GatewayApi,
     tokens: TokenSet,
@@ -205,6 +328,7 @@ def build_http_app(
     max_json_bytes: int,
     max_upload_bytes: int,
     readiness: Callable[[], bool],
+    heartbeat: float = 15.0,
 ) -> web.Application:
     """The aiohttp application serving the whole public HTTP API."""
     app = web.Application(
@@ -216,8 +340,15 @@ def build_http_app(
         for path in (route.path, route.path + "/"):
             app.router.add_route(route.method, path, handler)
     upload = _upload_handler(api, max_upload_bytes)
-    for path in ("/api/boxes/{box_id}/upload", "/api/boxes/{box_id}/upload/"):
+    for path in (UPLOAD_PATH, UPLOAD_PATH + "/"):
         app.router.add_post(path, upload)
+    app[_API_KEY] = api
+    app[_HEARTBEAT_KEY] = heartbeat
+    for template in (BOX_EVENTS_PATH, ASSET_EVENTS_PATH):
+        for path in (template, template + "/"):
+            app.router.add_get(path, _sse_handler)
+    for path in (BOX_WEBSOCKET_PATH, BOX_WEBSOCKET_PATH + "/"):
+        app.router.add_get(path, _websocket_handler)
 
     async def healthz(request: web.Request) -> web.Response:
         return _json({"status": "ok"})

@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass
 
 from aiohttp import web
+
 from assetgen.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -14,15 +15,16 @@ from assetgen.v1 import (
     provider_adapter_pb2_grpc,
     storage_pb2_grpc,
 )
-from assetgen_runtime.channels import open_channel
-from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
-from assetgen_runtime.settings import load
-
 from assetgen_gateway.api import GatewayApi
 from assetgen_gateway.auth import AuthInterceptor, load_tokens
 from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.settings import GatewaySettings
+from assetgen_gateway.watch import EventWatcher
+from assetgen_runtime.channels import open_channel
+from assetgen_runtime.jetstream import connect
+from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.settings import load
 
 __all__ = ["GatewayService", "main", "run_server"]
 
@@ -41,6 +43,7 @@ async def run_server(
 ) -> GatewayService:
     """Starts the gateway's gRPC and HTTP servers; ``port=0``/``http_port=0`` pick free ports."""
     tokens = load_tokens(settings.api_tokens, settings.api_token_file)
+    nc = await connect(settings.nats_url, "assetgen-gateway")
     channels = [
         open_channel(settings.orchestrator_addr),
         open_channel(settings.provider_adapter_addr),
@@ -52,6 +55,7 @@ async def run_server(
         storage_pb2_grpc.StorageServiceStub(channels[2]),
         timeout=settings.request_timeout_seconds,
         max_upload_bytes=settings.max_object_bytes,
+        watcher=EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds),
     )
     server = await build_grpc_server(
         [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
@@ -66,6 +70,7 @@ async def run_server(
         max_json_bytes=settings.max_json_body_bytes,
         max_upload_bytes=settings.max_object_bytes,
         readiness=lambda: ready,
+        heartbeat=settings.watch_heartbeat_seconds,
     )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
     await runner.setup()
@@ -80,10 +85,14 @@ async def run_server(
             with contextlib.suppress(Exception):
                 await channel.close()
 
+    async def close_nats() -> None:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
     return GatewayService(
         grpc=server,
         grace=settings.shutdown_grace_seconds,
-        cleanups=[runner.cleanup, close_channels],
+        cleanups=[runner.cleanup, close_nats, close_channels],
         http_port=bound_http,
     )
 

@@ -22,6 +22,14 @@ class GatewaySettings:
         "ASSETGEN_PROVIDER_ADAPTER_ADDR", "host:port of the provider-adapter.", "127.0.0.1:50053"
     )
     storage_addr: str = env("ASSETGEN_STORAGE_ADDR", "host:port of the storage service.", "127.0.0.1:50054")
+    nats_url: str = env(
+        "ASSETGEN_NATS_URL",
+        "NATS server URL; live status reads the orchestrator's events there.",
+        "nats://127.0.0.1:4222",
+    )
+    watch_heartbeat_seconds: float = env(
+        "ASSETGEN_WATCH_HEARTBEAT_SECONDS", "Idle time after which event streams send a keep-alive.", 15.0
+    )
     api_tokens: tuple[str, ...] = env("ASSETGEN_API_TOKENS", "Comma-separated bearer tokens accepted.", ())
     api_token_file: str = env("ASSETGEN_API_TOKEN_FILE", "File with one accepted token per line.", "")
     max_object_bytes: int = env(

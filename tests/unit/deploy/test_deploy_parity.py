@@ -222,7 +222,7 @@ def test_each_internal_workload_accepts_exactly_its_callers(overlay: Rendered) -
 def test_dev_dependencies_are_reached_in_cluster(render_overlay) -> None:
     """In dev, NATS, both databases and S3 resolve to the in-cluster StatefulSets."""
     callers = _callers(render_overlay("dev"))
-    assert callers.get(("nats", 4222)) == {"orchestrator"}
+    assert callers.get(("nats", 4222)) == {"orchestrator", "gateway"}
     assert callers.get(("postgres", 5432)) == {"orchestrator", "provider-adapter"}
     assert callers.get(("minio", 9000)) == {"storage"}
 
