@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["main", "make_app", "result_head"]
+__all__ = ["main", "make_app", "result_block", "result_head", "write_result"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK = 1024 * 1024
@@ -43,9 +43,23 @@ def result_head() -> bytes:
 
 
 def result_block() -> bytes:
-    """One MiB that results are made of: the PNG head, then random bytes (incompressible)."""
+    """One MiB that results are made of: the PNG head, then seeded random bytes (incompressible).
+
+    Seeded, so the ingest reference can write the very same bytes to disk.
+    """
     head = result_head()
-    return head + os.urandom(_CHUNK - len(head))
+    return head + random.Random(8).randbytes(_CHUNK - len(head))
+
+
+def write_result(path: str, size: int) -> None:
+    """Writes the bytes a ``size``-byte result consists of to ``path``."""
+    block = result_block()
+    with open(path, "wb") as file:
+        remaining = size
+        while remaining > 0:
+            piece = block[: min(remaining, _CHUNK)]
+            file.write(piece)
+            remaining -= len(piece)
 
 
 @dataclass
