@@ -450,6 +450,8 @@ class ProviderEngine:
 
         Raises _TooLarge when an inline result passes the cap; ValueError when one is malformed.
         """
+        if response is not None and response.too_large:
+            raise _TooLarge()
         result_spec = target.profile.result
         inherit = result_spec.get("download", {}).get("auth", "none") == "inherit"
         outputs: list[Output] = []
@@ -459,8 +461,6 @@ class ProviderEngine:
             if kind == "raw_body":
                 if response is None:
                     continue
-                if response.too_large:
-                    raise _TooLarge()
                 media_type = response.headers.get("content-type", "").split(";")[0].strip()
                 content_type = media_type if declared in ("", "from_header") else declared
                 if response.content:
