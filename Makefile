@@ -58,3 +58,8 @@ clean:
 deploy-render: OVERLAY ?= dev
 deploy-render: $(STAMP)
 	@$(BIN)/kubectl kustomize deploy/overlays/$(OVERLAY)
+
+# Benchmarks against a real stack started for the purpose (bench/README.md). One of them, smaller:
+# make bench ONLY=throughput N=200; any other option of `python -m bench` goes in ARGS="...".
+bench: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/python -m bench $(ONLY) $(if $(N),--n $(N)) $(ARGS)

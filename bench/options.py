@@ -28,7 +28,7 @@ class Options:
     intervals: list[float] = field(default_factory=lambda: [10.0, 60.0])
     window: float = 0.0
     ramp_timeout: float = 900.0
-    drain_timeout: float = 900.0
+    drain_timeout: float = 600.0
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

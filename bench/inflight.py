@@ -1,0 +1,178 @@
+"""Benchmarks 2 and 3, in-flight capacity and completion lag, at one poll interval.
+
+1. Ramp: N generations are submitted through the gateway, each held running at the provider.
+2. Once every task has been polled (so each is on its steady poll schedule), a measurement window
+   of a few intervals: CPU and RSS of every process, polls the provider saw, and the gap between
+   consecutive polls of each task. Lateness is how far a gap overran the schedule, which allows
+   ±10 % jitter: ``max(0, gap − 1.1 × interval)``.
+3. Release: the provider finishes the held tasks at the pace they were submitted (each finishing
+   several minutes after its submission), and completion lag is each asset's COMPLETED event time
+   minus the moment its task finished at the provider.
+
+Reference, same run: CPU per bare ``httpx`` GET of a task's status URL on the same provider, in a
+process of its own, one request at a time (the floor for one poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from assetgen_dev.testing import eventually
+from bench.options import Options
+from bench.references import run_reference
+from bench.stats import summary
+from bench.system import PROVIDER_KEY, SERVICES, System, start_system
+from bench.throughput import submit_many
+
+__all__ = ["run"]
+
+logger = logging.getLogger(__name__)
+
+
+async def _reference_task(system: System) -> str:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {PROVIDER_KEY}"}, timeout=30) as client:
+        response = await client.post(
+            f"{system.provider_url}/api/v1/jobs/createTask",
+            json={"model": "bench/image", "input": {"prompt": "reference", "hold": True}},
+        )
+        return str(response.json()["data"]["taskId"])
+
+
+def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval: float) -> dict[str, Any]:
+    polls = 0
+    gaps: list[float] = []
+    for task in tasks:
+        times = task["polls"]
+        for index, moment in enumerate(times):
+            if start <= moment <= end:
+                polls += 1
+                if index > 0:
+                    gaps.append(moment - times[index - 1])
+    return {
+        "polls": polls,
+        "gap_s": summary(gaps),
+        "lateness_s": summary([max(0.0, gap - 1.1 * interval) for gap in gaps]),
+        "overrun_s": summary([gap - interval for gap in gaps]),
+    }
+
+
+async def run(options: Options, interval: float) -> dict[str, Any]:
+    """Holds ``options.inflight_n`` generations polled every ``interval`` seconds; returns the figures."""
+    system = await start_system(database=options.database, log_level=options.log_level)
+    try:
+        model = await system.configure(interval=interval)
+        box = await system.create_box(f"in-flight {interval:g}s")
+        reference_task = await _reference_task(system)
+        reference = await run_reference(
+            "httpx-get",
+            "--url",
+            f"{system.provider_url}/api/v1/jobs/recordInfo?taskId={reference_task}",
+            "--key",
+            PROVIDER_KEY,
+            "--n",
+            "3000",
+            "--concurrency",
+            "1",
+        )
+        logger.info("bare httpx GET: %s", reference)
+
+        ramp_started = time.time()
+        accepted = await submit_many(
+            system,
+            box,
+            model,
+            options.inflight_n,
+            options.concurrency,
+            {"hold": True},
+            deadline=time.monotonic() + options.ramp_timeout,
+        )
+        ramp_seconds = time.time() - ramp_started
+        logger.info("%d generations submitted in %.0f s", len(accepted), ramp_seconds)
+
+        async def stats() -> dict[str, Any]:
+            return dict(await system.provider_get("/_bench/stats"))
+
+        # Every task polled once means every one is on its steady schedule (the reference task too).
+        try:
+            state = await eventually(
+                stats,
+                lambda s: s["polled_tasks"] >= len(accepted) + 1,
+                timeout=max(3 * interval, 60.0) + options.ramp_timeout / 2,
+                interval=1.0,
+                what="every task polled",
+            )
+        except AssertionError as error:
+            logger.warning("%s; measuring what is in flight", error)
+            state = await stats()
+        in_flight = state["tasks"] - 1
+
+        window = options.window_for(interval)
+        sampler = system.sampler(interval=1.0)
+        sampler.start()
+        window_start = time.time()
+        await asyncio.sleep(window)  # the measurement lasts this long; nothing is waited for
+        window_end = time.time()
+        measurement = await sampler.stop()
+
+        await system.provider_post("/_bench/release", {"at": time.time() + 1.0})
+        ids = set(accepted)
+        drained = await system.events.wait_finished(
+            ids, timeout=ramp_seconds + 3 * interval + options.drain_timeout
+        )
+        tasks = [t for t in await system.provider_get("/_bench/tasks") if t["task_id"] != reference_task]
+        by_task = {t["task_id"]: t for t in tasks}
+
+        figures: dict[str, Any] = {
+            "interval_s": interval,
+            "requested": options.inflight_n,
+            "submitted": len(accepted),
+            "in_flight": in_flight,
+            "ramp_seconds": ramp_seconds,
+            "submissions_per_s": len(accepted) / ramp_seconds if ramp_seconds else 0.0,
+            "window_s": window_end - window_start,
+            "reference_httpx_get": reference,
+            **_poll_figures(tasks, window_start, window_end, interval),
+        }
+        figures["polls_per_s"] = figures["polls"] / figures["window_s"]
+        figures["intended_polls_per_s"] = in_flight / interval
+        polls = max(figures["polls"], 1)
+        figures["cpu_ms_per_poll"] = {name: 1000 * cpu / polls for name, cpu in measurement.cpu.items()}
+        figures["cpu_ms_per_poll_services"] = sum(figures["cpu_ms_per_poll"][name] for name in SERVICES)
+        figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
+        figures["cpu_percent_services"] = sum(figures["cpu_percent"][name] for name in SERVICES)
+        figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
+        figures["rss_mb_services"] = sum(measurement.rss_max[name] for name in SERVICES) / 1e6
+
+        lags: list[float] = []
+        seen_lags: list[float] = []
+        for asset, completed_at in system.events.completed.items():
+            task = by_task.get(system.events.task_of.get(asset, ""))
+            if asset not in ids or task is None or task["finish_at"] is None:
+                continue
+            lags.append(completed_at - task["finish_at"])
+            if task["first_success_poll"] is not None:
+                seen_lags.append(completed_at - task["first_success_poll"])
+        figures["drained"] = drained
+        figures["completions_expected"] = len(ids)
+        figures["completed"] = sum(1 for i in ids if i in system.events.completed)
+        figures["failed"] = sum(1 for i in ids if i in system.events.failed)
+        figures["completion_lag_s"] = summary(lags)
+        figures["success_seen_to_completed_s"] = summary(seen_lags)
+        figures["within_interval"] = sum(1 for lag in lags if lag <= interval)
+        logger.info(
+            "in-flight %gs: %d in flight, %.0f of %.0f polls/s, %.3f ms CPU/poll, lag p99 %.1f s",
+            interval,
+            in_flight,
+            figures["polls_per_s"],
+            figures["intended_polls_per_s"],
+            figures["cpu_ms_per_poll_services"],
+            figures["completion_lag_s"].get("p99", float("nan")),
+        )
+        return figures
+    finally:
+        await system.stop()
