@@ -1,0 +1,1 @@
+"""The `assetgen` management CLI, speaking gRPC to the gateway."""
