@@ -266,6 +266,24 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.ListModelsResponse:
         return await self._adapter.ListModels(request, timeout=self._timeout)
 
+    async def UpdateProvider(
+        self, request: gateway_pb2.UpdateProviderRequest, context: object
+    ) -> common_pb2.Provider:
+        return await self._adapter.UpdateProvider(request, timeout=self._timeout)
+
+    async def DeleteProvider(
+        self, request: gateway_pb2.DeleteProviderRequest, context: object
+    ) -> gateway_pb2.DeleteProviderResponse:
+        return await self._adapter.DeleteProvider(request, timeout=self._timeout)
+
+    async def UpdateModel(self, request: gateway_pb2.UpdateModelRequest, context: object) -> common_pb2.Model:
+        return await self._adapter.UpdateModel(request, timeout=self._timeout)
+
+    async def DeleteModel(
+        self, request: gateway_pb2.DeleteModelRequest, context: object
+    ) -> gateway_pb2.DeleteModelResponse:
+        return await self._adapter.DeleteModel(request, timeout=self._timeout)
+
     async def _fill_file_urls(self, assets: Sequence[common_pb2.Asset]) -> None:
         """Sets each stored asset's file_url to a URL made fresh now (presigned or public)."""
         keys = [asset.object_key for asset in assets if asset.object_key]

@@ -1,9 +1,9 @@
 """The provider/model catalog in the adapter's own database, with a short in-memory cache for hot paths.
 
 PollTask runs about a thousand times a second, so resolving a model to its provider, parsed profile,
-parsed template and decrypted key is cached for a few seconds. Providers and models are never changed
-after creation, so the cache only has to forget on local creation (a name may now resolve) and expire
-so entries created on other replicas appear. Lookups that find nothing are never cached.
+parsed template and decrypted key is cached for a few seconds. The cache forgets everything on a local
+change and expires, so a change made through another replica takes effect within ``cache_ttl``
+seconds. Lookups that find nothing are never cached.
 """
 
 from __future__ import annotations
@@ -62,6 +62,24 @@ def _check_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument(f"base_url must be an http(s) URL, got {url!r}")
     return url.rstrip("/")
+
+
+def _check_template(request_schema_json: str) -> str:
+    """The template as compact JSON text; it must be a JSON object or array."""
+    try:
+        template = json.loads(request_schema_json)
+    except ValueError as exc:
+        raise InvalidArgument(f"request_schema_json is not JSON: {exc}") from None
+    if not isinstance(template, dict | list):
+        raise InvalidArgument("request_schema_json must be a JSON object or array")
+    return json.dumps(template, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_endpoint(api_endpoint: str) -> str:
+    api_endpoint = api_endpoint.strip()
+    if api_endpoint and not api_endpoint.startswith(("/", "http://", "https://")):
+        raise InvalidArgument("api_endpoint must be a path starting with '/' or an http(s) URL")
+    return api_endpoint
 
 
 class Catalog:
@@ -144,6 +162,71 @@ class Catalog:
         logger.info("provider created", extra={"provider": name, "preset": preset})
         return row
 
+    async def update_provider(
+        self,
+        ref: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_ref: str | None = None,
+        profile_json: str | None = None,
+        preset: str | None = None,
+    ) -> ProviderRow:
+        """Changes the given fields of a provider; an invalid profile changes nothing."""
+        if api_key is not None and api_key_ref is not None:
+            raise InvalidArgument("give at most one of api_key and api_key_ref")
+        if profile_json is not None and preset is not None:
+            raise InvalidArgument("give at most one of preset and profile")
+        profile: Profile | None = None
+        if profile_json is not None:
+            try:
+                profile = Profile.from_json(profile_json)
+            except ProfileError as exc:
+                raise InvalidArgument(str(exc)) from None
+        elif preset is not None:
+            profile = load_presets().get(preset)
+            if profile is None:
+                raise InvalidArgument(
+                    f"unknown preset {preset!r}; known presets: {', '.join(sorted(load_presets()))}"
+                )
+        async with self._sessions() as session:
+            row = await self._find_provider(session, ref)
+            if row is None:
+                raise NotFound(f"provider {ref!r} not found")
+            if base_url is not None:
+                row.base_url = _check_base_url(base_url)
+            if profile is not None:
+                row.profile_json = json.dumps(profile.data, separators=(",", ":"))
+                row.preset = preset or ""
+            if api_key is not None:
+                row.api_key_encrypted = self._box.encrypt(api_key) if api_key else None
+                row.api_key_ref = ""
+            if api_key_ref is not None:
+                row.api_key_ref = KeyReferences.check(api_key_ref) if api_key_ref else ""
+                row.api_key_encrypted = None
+            row.updated_at = utcnow()
+            await session.commit()
+            await session.refresh(row)
+        self.invalidate()
+        logger.info("provider updated", extra={"provider": row.name})
+        return row
+
+    async def delete_provider(self, ref: str) -> None:
+        """Deletes a provider; FailedPrecondition while models still use it."""
+        async with self._sessions() as session:
+            row = await self._find_provider(session, ref)
+            if row is None:
+                raise NotFound(f"provider {ref!r} not found")
+            used = await session.scalar(select(ModelRow.name).where(ModelRow.provider_id == row.id).limit(1))
+            if used is not None:
+                raise FailedPrecondition(
+                    f"provider {row.name!r} still has models (e.g. {used!r}); delete them first"
+                )
+            await session.delete(row)
+            await session.commit()
+        self.invalidate()
+        logger.info("provider deleted", extra={"provider": row.name})
+
     @staticmethod
     async def _find_provider(session: AsyncSession, ref: str) -> ProviderRow | None:
         result = await session.execute(
@@ -174,15 +257,8 @@ class Catalog:
         name = _check_name("model", name)
         if model_type not in _MODEL_TYPES:
             raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
-        try:
-            template = json.loads(request_schema_json)
-        except ValueError as exc:
-            raise InvalidArgument(f"request_schema_json is not JSON: {exc}") from None
-        if not isinstance(template, dict | list):
-            raise InvalidArgument("request_schema_json must be a JSON object or array")
-        api_endpoint = api_endpoint.strip()
-        if api_endpoint and not api_endpoint.startswith(("/", "http://", "https://")):
-            raise InvalidArgument("api_endpoint must be a path starting with '/' or an http(s) URL")
+        template_text = _check_template(request_schema_json)
+        api_endpoint = _check_endpoint(api_endpoint)
         now = utcnow()
         async with self._sessions() as session:
             provider = await self._find_provider(session, provider_ref)
@@ -196,7 +272,7 @@ class Catalog:
                 provider_id=provider.id,
                 model_type=model_type,
                 api_endpoint=api_endpoint,
-                request_schema_json=json.dumps(template, separators=(",", ":"), ensure_ascii=False),
+                request_schema_json=template_text,
                 created_at=now,
                 updated_at=now,
             )
@@ -208,6 +284,48 @@ class Catalog:
         self.invalidate()
         logger.info("model created", extra={"model": name, "provider": provider.name})
         return row, provider
+
+    async def update_model(
+        self,
+        ref: str,
+        *,
+        model_type: int | None = None,
+        api_endpoint: str | None = None,
+        request_schema_json: str | None = None,
+    ) -> tuple[ModelRow, ProviderRow]:
+        """Changes the given fields of a model, checked as on creation."""
+        if model_type is not None and model_type not in _MODEL_TYPES:
+            raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
+        template_text = _check_template(request_schema_json) if request_schema_json is not None else None
+        endpoint = _check_endpoint(api_endpoint) if api_endpoint is not None else None
+        async with self._sessions() as session:
+            row = await self._find_model(session, ref)
+            provider = await session.get(ProviderRow, row.provider_id) if row else None
+            if row is None or provider is None:
+                raise NotFound(f"model {ref!r} not found")
+            if model_type is not None:
+                row.model_type = model_type
+            if endpoint is not None:
+                row.api_endpoint = endpoint
+            if template_text is not None:
+                row.request_schema_json = template_text
+            row.updated_at = utcnow()
+            await session.commit()
+            await session.refresh(row)
+        self.invalidate()
+        logger.info("model updated", extra={"model": row.name})
+        return row, provider
+
+    async def delete_model(self, ref: str) -> None:
+        """Deletes a model; assets made with it keep their files."""
+        async with self._sessions() as session:
+            row = await self._find_model(session, ref)
+            if row is None:
+                raise NotFound(f"model {ref!r} not found")
+            await session.delete(row)
+            await session.commit()
+        self.invalidate()
+        logger.info("model deleted", extra={"model": row.name})
 
     @staticmethod
     async def _find_model(session: AsyncSession, ref: str) -> ModelRow | None:

@@ -255,6 +255,47 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             items=[model_message(model, provider) for model, provider in rows]
         )
 
+    async def UpdateProvider(
+        self, request: gateway_pb2.UpdateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Provider:
+        def given(name: str) -> str | None:
+            return getattr(request, name) if request.HasField(name) else None
+
+        row = await self._catalog.update_provider(
+            request.id,
+            base_url=given("base_url"),
+            api_key=given("api_key"),
+            api_key_ref=given("api_key_ref"),
+            profile_json=given("profile_json"),
+            preset=given("preset"),
+        )
+        return provider_message(row)
+
+    async def DeleteProvider(
+        self, request: gateway_pb2.DeleteProviderRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteProviderResponse:
+        await self._catalog.delete_provider(request.id)
+        return gateway_pb2.DeleteProviderResponse()
+
+    async def UpdateModel(
+        self, request: gateway_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Model:
+        row, provider = await self._catalog.update_model(
+            request.id,
+            model_type=request.model_type if request.HasField("model_type") else None,
+            api_endpoint=request.api_endpoint if request.HasField("api_endpoint") else None,
+            request_schema_json=request.request_schema_json
+            if request.HasField("request_schema_json")
+            else None,
+        )
+        return model_message(row, provider)
+
+    async def DeleteModel(
+        self, request: gateway_pb2.DeleteModelRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteModelResponse:
+        await self._catalog.delete_model(request.id)
+        return gateway_pb2.DeleteModelResponse()
+
     # -- generation -----------------------------------------------------------------------
 
     async def PrepareGeneration(

@@ -1,0 +1,108 @@
+"""Catalog management over HTTP: create, read, list, update and delete providers and models."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from assetgen_dev.embedded import S3Server, start_nats
+from assetgen_dev.fake_providers import FakeKieJobs
+from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.testing import eventually
+
+KEY = "kie-catalog-key"
+
+
+@dataclass
+class Env:
+    stack: Stack
+    http: httpx.AsyncClient
+    fake: FakeKieJobs
+
+
+@pytest.fixture(scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
+    nats = start_nats(tmp_path_factory.mktemp("catalog-nats"))
+    stack = await start_stack(tmp_path_factory.mktemp("catalog"), nats_url=nats.url, s3=s3_server)
+    http = httpx.AsyncClient(
+        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+    )
+    fake = FakeKieJobs(KEY, polls_before_done=0)
+    await fake.start()
+    try:
+        yield Env(stack=stack, http=http, fake=fake)
+    finally:
+        await http.aclose()
+        await stack.stop()
+        await fake.stop()
+        nats.stop()
+
+
+async def _generate(env: Env, model: str) -> dict[str, Any]:
+    box = (await env.http.post("/api/boxes/", json={"name": "catalog"})).json()["id"]
+    response = await env.http.post(f"/api/boxes/{box}/generate/", json={"model": model, "prompt": "a fox"})
+    assert response.status_code == 202, response.text
+    asset_id = response.json()["id"]
+
+    async def read() -> dict[str, Any]:
+        return dict((await env.http.get(f"/api/assets/{asset_id}/")).json())
+
+    return await eventually(
+        read, lambda a: a["status"] in ("COMPLETED", "FAILED"), timeout=60, what="terminal"
+    )
+
+
+async def test_update_and_delete_providers_and_models(env: Env) -> None:
+    provider, model = f"cat-{uuid.uuid4().hex[:8]}", f"cat-m-{uuid.uuid4().hex[:8]}"
+    response = await env.http.post(
+        "/api/providers/",
+        json={"name": provider, "preset": "kie-ai", "base_url": "http://127.0.0.1:9", "api_key": KEY},
+    )
+    assert response.status_code == 201, response.text
+    schema = {"model": "x/img", "input": {"prompt": "{{prompt}}"}}
+    response = await env.http.post(
+        "/api/models/",
+        json={"provider": provider, "name": model, "model_type": "IMAGE", "request_schema": schema},
+    )
+    assert response.status_code == 201, response.text
+
+    listed = {m["name"]: m for m in (await env.http.get("/api/models/")).json()["items"]}
+    assert listed[model]["provider"] == provider and listed[model]["model_type"] == "IMAGE"
+    assert listed[model]["variables"] == ["prompt"]
+
+    schema["input"]["size"] = "{{size?}}"
+    response = await env.http.patch(
+        f"/api/models/{model}/", json={"request_schema": schema, "model_type": "VIDEO"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["variables"] == ["prompt", "size"] and response.json()["required_variables"] == [
+        "prompt"
+    ]
+    assert response.json()["model_type"] == "VIDEO"
+
+    broken = await env.http.patch(f"/api/providers/{provider}/", json={"profile": {"name": "x"}})
+    assert broken.status_code == 400 and "$" in broken.text
+    assert (await env.http.get(f"/api/providers/{provider}/")).json()["preset"] == "kie-ai"
+
+    # The provider points nowhere yet; moving it to the fake takes effect on the next generation.
+    response = await env.http.patch(f"/api/providers/{provider}/", json={"base_url": env.fake.base_url})
+    assert response.status_code == 200 and response.json()["base_url"] == env.fake.base_url
+    done = await _generate(env, model)
+    assert done["status"] == "COMPLETED", done["error_message"]
+
+    response = await env.http.patch(f"/api/providers/{provider}/", json={"api_key": "wrong"})
+    assert response.status_code == 200 and "wrong" not in response.text
+    refused = await _generate(env, model)
+    assert refused["status"] == "FAILED" and "access permissions" in refused["error_message"]
+
+    in_use = await env.http.delete(f"/api/providers/{provider}/")
+    assert in_use.status_code >= 400 and model in in_use.text
+    assert (await env.http.delete(f"/api/models/{model}/")).status_code in (200, 204)
+    assert (await env.http.get(f"/api/models/{model}/")).status_code == 404
+    assert (await env.http.delete(f"/api/providers/{provider}/")).status_code in (200, 204)
+    assert (await env.http.get(f"/api/providers/{provider}/")).status_code == 404
