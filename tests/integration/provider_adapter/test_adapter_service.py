@@ -11,6 +11,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_dev.demo_provider import start_demo_provider
 from assetgen_dev.testing import eventually
@@ -19,8 +22,6 @@ from assetgen_provider_adapter.main import run_server
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.server import RunningService
 from assetgen_runtime.settings import load
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 TASK = provider_adapter_pb2
 IMAGE_TEMPLATE = {

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_dev.demo_provider import start_demo_provider
 from assetgen_provider_adapter.ledger import SubmissionLedger
