@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,49 +23,43 @@ _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\
 
 
 def _package(path: str) -> str:
-    if "site-packages/" in path:
-        rest = path.split("site-packages/", 1)[1]
-        return rest.split("/", 1)[0].removesuffix(".py")
-    for marker in ("/lib/python3.11/", "/lib/python3."):
-        if marker in path:
-            rest = path.split(marker, 1)[1]
-            rest = rest.split("/", 1)[1] if marker != "/lib/python3.11/" else rest
-            return "stdlib:" + rest.split("/", 1)[0].removesuffix(".py")
-    for name in (
-        "assetgen_runtime",
-        "assetgen_orchestrator",
-        "assetgen_gateway",
-        "assetgen_storage",
-        "assetgen_provider_adapter",
-    ):
-        if f"/{name}/" in path:
-            return name
-    return path.rsplit("/", 1)[-1] or "?"
+    # py-spy names files relative to their sys.path entry: "asyncio/events.py", "grpc/aio/_call.py".
+    first = path.split("/", 1)[0].removesuffix(".py")
+    return f"stdlib:{first}" if first in sys.stdlib_module_names else first
 
 
 def _label(frame: str) -> tuple[str, str]:
     match = _FRAME.match(frame.strip())
     if not match:
         return frame.strip(), "?"
-    path = match["file"]
-    short = path.split("site-packages/", 1)[-1].split("/lib/python3.11/", 1)[-1]
-    short = re.sub(r"^.*/(services|lib)/[^/]+/", "", short)
-    return f"{match['function']} ({short})", _package(path)
+    return f"{match['function']} ({match['file']})", _package(match["file"])
+
+
+def _interesting(label: str, package: str) -> bool:
+    """Frames worth naming as callers: libraries and our code, not the stdlib or the entry point."""
+    return (
+        not package.startswith("stdlib:") and package != "?" and not label.startswith(("<module>", "main ("))
+    )
 
 
 def summarise(raw: str, top: int = 15) -> dict[str, Any]:
-    """Top frames of a py-spy raw profile: own samples, inclusive samples, samples per package."""
+    """Top frames of a py-spy raw profile.
+
+    ``own``: leaf functions (where the CPU actually is); ``callers``: for the top leaves, the nearest
+    frame of a library or of our code above them (who asked for that work); ``inclusive``: functions
+    anywhere on the stack, standard library left out; ``packages``: samples by the leaf's package.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    callers: dict[str, Counter[str]] = {}
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [frame for frame in stack.split(";") if frame and not frame.startswith("process ")]
-        frames = [frame for frame in frames if not frame.startswith("thread ")]
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         total += count
@@ -72,18 +67,24 @@ def summarise(raw: str, top: int = 15) -> dict[str, Any]:
         leaf, package = labels[-1]
         own[leaf] += count
         packages[package] += count
-        for label in {label for label, _ in labels}:
+        caller = next(
+            (label for label, pkg in reversed(labels[:-1]) if _interesting(label, pkg)),
+            "(event loop)",
+        )
+        callers.setdefault(leaf, Counter())[caller] += count
+        for label in {label for label, pkg in labels if _interesting(label, pkg)}:
             inclusive[label] += count
 
-    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+    def share(counter: Counter[str], limit: int = top) -> list[dict[str, Any]]:
         return [
             {"frame": name, "samples": n, "percent": round(100 * n / total, 1)}
-            for name, n in counter.most_common(top)
+            for name, n in counter.most_common(limit)
         ]
 
     return {
         "samples": total,
         "own": share(own),
+        "callers": {leaf: share(callers[leaf], 4) for leaf, _ in own.most_common(5)},
         "inclusive": share(inclusive),
         "packages": share(packages),
     }
