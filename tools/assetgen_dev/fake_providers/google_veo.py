@@ -76,9 +76,9 @@ class FakeGoogleVeo(FakeProvider):
                 if task.id.endswith(f"/{file_id}"):
                     return web.Response(body=task.result, content_type="video/mp4")
             return web.json_response({"error": {"code": 404, "message": "file not found"}}, status=404)
-        task = self.tasks.get(tail)
-        if task is None:
+        operation = self.tasks.get(tail)
+        if operation is None:
             return web.json_response(
                 {"error": {"code": 404, "message": f"operation {tail} not found"}}, status=404
             )
-        return web.json_response(self._operation(task))
+        return web.json_response(self._operation(operation))
