@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from assetgen_runtime.errors import InvalidArgument
 
-__all__ = ["message_from_json", "message_to_json"]
+__all__ = ["enum_json_name", "message_from_json", "message_to_json"]
 
 _JSON_SUFFIX = "_json"
 _INT64_TYPES = {
@@ -37,12 +37,16 @@ def _enum_prefix(enum: EnumDescriptor) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
 
 
+def enum_json_name(enum: EnumDescriptor, number: int) -> str:
+    """The JSON name of an enum value: its proto name without the type prefix (``PENDING``)."""
+    return enum.values_by_number[number].name.removeprefix(_enum_prefix(enum))
+
+
 def _scalar_to_json(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_ENUM:
         if value == 0:
             return None
-        name = field.enum_type.values_by_number[value].name
-        return name.removeprefix(_enum_prefix(field.enum_type))
+        return enum_json_name(field.enum_type, value)
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return message_to_json(value)
     return value

@@ -33,6 +33,8 @@ __all__ = [
     "ASSET_EVENTS_PATH",
     "BOX_EVENTS_PATH",
     "BOX_WEBSOCKET_PATH",
+    "OPENAPI_PATH",
+    "OPEN_PATHS",
     "STREAM_PATHS",
     "UPLOAD_PATH",
     "HttpRoute",
@@ -43,7 +45,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GATEWAY_SERVICE: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
-_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The OpenAPI document is open too: it describes the API and holds no data.
+OPENAPI_PATH = "/api/openapi.json"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", OPENAPI_PATH})
 _UPLOAD_CHUNK = 1024 * 1024
 # Hand-routed paths (each also with a trailing slash): the upload, and the live-status streams.
 UPLOAD_PATH = "/api/boxes/{box_id}/upload"
@@ -131,7 +135,7 @@ def _auth_middleware(tokens: TokenSet) -> Any:
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.method != "OPTIONS" and request.path not in _OPEN_PATHS:
+        if request.method != "OPTIONS" and request.path not in OPEN_PATHS:
             header = request.headers.get("Authorization")
             query_token = request.query.get("token")
             if not header and query_token and _is_stream_route(request):
@@ -357,6 +361,15 @@ def build_http_app(
         ready = readiness()
         return _json({"status": "ready" if ready else "starting"}, status=200 if ready else 503)
 
+    # Imported here: the document is generated from this module's routes.
+    from assetgen_gateway.openapi import build_openapi
+
+    document = json.dumps(build_openapi(), ensure_ascii=False).encode()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(OPENAPI_PATH, openapi)
     return app

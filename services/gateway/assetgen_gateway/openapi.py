@@ -1,0 +1,418 @@
+"""The OpenAPI 3.1 document and the route table of the HTTP API, generated — never kept by hand.
+
+Both come from what the gateway itself serves: ``http_routes()`` (the protos' ``google.api.http``
+annotations), the request/response message descriptors under ``codec``'s JSON rules, and the
+hand-routed upload, event-stream and WebSocket routes of ``http_api``.
+
+``python -m assetgen_gateway.openapi routes > services/gateway/ROUTES.md`` regenerates the route
+table; ``python -m assetgen_gateway.openapi json`` prints the document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from assetgen.v1 import common_pb2, gateway_pb2
+from assetgen_gateway.codec import enum_json_name
+from assetgen_gateway.http_api import (
+    ASSET_EVENTS_PATH,
+    BOX_EVENTS_PATH,
+    BOX_WEBSOCKET_PATH,
+    OPEN_PATHS,
+    OPENAPI_PATH,
+    UPLOAD_PATH,
+    HttpRoute,
+    http_routes,
+)
+
+__all__ = ["Operation", "build_openapi", "operations", "routes_markdown"]
+
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+_JSON_SUFFIX = "_json"
+_SCALARS: dict[int, dict[str, Any]] = {
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "minimum": 0},
+    # codec writes 64-bit integers as JSON numbers, not strings.
+    FieldDescriptor.TYPE_INT64: {"type": "integer", "format": "int64"},
+    FieldDescriptor.TYPE_SINT64: {"type": "integer", "format": "int64"},
+    FieldDescriptor.TYPE_SFIXED64: {"type": "integer", "format": "int64"},
+    FieldDescriptor.TYPE_UINT64: {"type": "integer", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED64: {"type": "integer", "minimum": 0},
+}
+_ERROR_RESPONSES = {
+    "400": "Invalid argument (bad JSON, unknown field, failed validation).",
+    "401": "Missing or wrong bearer token.",
+    "404": "No such resource.",
+    "409": "Conflict: already exists, or not allowed in the resource's current state.",
+    "429": "Rate limited.",
+    "503": "A dependency is unavailable; retry.",
+    "504": "A dependency did not answer in time.",
+    "500": "Internal error (details are logged, never returned).",
+}
+_STREAM_AUTH: list[dict[str, list[str]]] = [{"bearer": []}, {"queryToken": []}]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP operation the gateway serves: method, path template, and its OpenAPI operation."""
+
+    method: str
+    path: str
+    summary: str
+    spec: dict[str, Any]
+    source: str = "-"
+
+
+def _words(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).capitalize()
+
+
+class _Schemas:
+    """Collects component schemas for the messages and enums the operations reach."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {
+            "Error": {
+                "type": "object",
+                "description": "Every error response: the message is meant for the caller.",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+
+    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
+        if descriptor.full_name == "google.protobuf.Timestamp":
+            return {"type": "string", "format": "date-time"}
+        if descriptor.name not in self.components:
+            self.components[descriptor.name] = {}  # placeholder first: messages may nest themselves
+            self.components[descriptor.name] = self.message(descriptor)
+        return {"$ref": f"#/components/schemas/{descriptor.name}"}
+
+    def enum(self, enum: EnumDescriptor) -> dict[str, Any]:
+        if enum.name not in self.components:
+            names = [enum_json_name(enum, value.number) for value in enum.values if value.number != 0]
+            self.components[enum.name] = {
+                "type": ["string", "null"],
+                "enum": [*names, None],
+                "description": "null when unset; the prefixed proto name is accepted on input too.",
+            }
+        return {"$ref": f"#/components/schemas/{enum.name}"}
+
+    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            assert field.enum_type is not None
+            return self.enum(field.enum_type)
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            assert field.message_type is not None
+            return self.ref(field.message_type)
+        return dict(_SCALARS[field.type])
+
+    def field(self, field: FieldDescriptor) -> tuple[str, dict[str, Any]]:
+        """The JSON name and schema of a field under codec's rules."""
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            value = self._single(message_type.fields_by_name["value"])
+            return field.name, {"type": "object", "additionalProperties": value}
+        if field.is_repeated:
+            return field.name, {"type": "array", "items": self._single(field)}
+        if field.type == FieldDescriptor.TYPE_STRING and field.name.endswith(_JSON_SUFFIX):
+            return field.name[: -len(_JSON_SUFFIX)], {
+                "type": ["object", "null"],
+                "description": "A JSON object (stored as JSON text); null when unset.",
+            }
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            return field.name, {"anyOf": [self._single(field), {"type": "null"}]}
+        return field.name, self._single(field)
+
+    def message(self, descriptor: Descriptor, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+        properties = dict(self.field(field) for field in descriptor.fields if field.name not in skip)
+        return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _path_parameter(name: str, description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        **({"description": description} if description else {}),
+    }
+
+
+def _responses(success: str, body: dict[str, Any], *codes: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {success: body}
+    for code in ("400", "401", *codes, "429", "500", "503", "504"):
+        responses[code] = {"$ref": f"#/components/responses/E{code}"}
+    return responses
+
+
+def _rpc_operation(route: HttpRoute, schemas: _Schemas) -> Operation:
+    request = route.rpc.input_type
+    path_names = _PATH_PARAM.findall(route.path)
+    parameters = [_path_parameter(name) for name in path_names]
+    spec: dict[str, Any] = {"operationId": route.rpc.name, "summary": _words(route.rpc.name)}
+    if route.body == "*":
+        spec["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": schemas.message(request, skip=frozenset(path_names))}},
+        }
+    else:
+        for field in request.fields:
+            if field.name in path_names or field.is_repeated or field.type == FieldDescriptor.TYPE_MESSAGE:
+                continue
+            name, schema = schemas.field(field)
+            parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
+    if parameters:
+        spec["parameters"] = parameters
+    if route.rpc.name == "Generate":
+        spec["parameters"] = [
+            *spec.get("parameters", []),
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "A retry with the same key returns the first asset instead of a new one.",
+            },
+        ]
+    success = {
+        "description": _words(route.rpc.output_type.name),
+        "content": {"application/json": {"schema": schemas.ref(route.rpc.output_type)}},
+    }
+    spec["responses"] = _responses(str(route.success_status), success, "404", "409")
+    return Operation(route.method, route.path, spec["summary"], spec, f"rpc {route.rpc.name}")
+
+
+def _hand_operations(schemas: _Schemas) -> list[Operation]:
+    stream_parameters = [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Resume after this event id (EventSource sends it by itself on reconnect).",
+        },
+        {
+            "name": "after_sequence",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Resume after this event id; 0 or absent starts with the current state.",
+        },
+    ]
+
+    def sse(path: str, param: str, summary: str, description: str) -> Operation:
+        spec: dict[str, Any] = {
+            "operationId": "Watch" + ("Box" if param == "box_id" else "Asset") + "Events",
+            "summary": summary,
+            "description": description
+            + " Each event is `id: <sequence>`, `event: asset`, `data: <AssetEvent JSON>`; "
+            "comment lines keep idle connections open.",
+            "security": _STREAM_AUTH,
+            "parameters": [_path_parameter(param), *stream_parameters],
+            "responses": _responses(
+                "200",
+                {
+                    "description": "A Server-Sent Events stream of AssetEvent.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404",
+            ),
+        }
+        return Operation("GET", path, summary, spec, "rpc " + spec["operationId"].removesuffix("Events"))
+
+    upload: dict[str, Any] = {
+        "operationId": "UploadFile",
+        "summary": "Upload a file into a box",
+        "description": "The bytes decide the media type; only images and videos are accepted.",
+        "parameters": [_path_parameter("box_id")],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "contentMediaType": "application/octet-stream"}
+                        },
+                        "required": ["file"],
+                    }
+                }
+            },
+        },
+        "responses": _responses(
+            "201",
+            {
+                "description": "The UPLOADED asset.",
+                "content": {"application/json": {"schema": schemas.ref(common_pb2.Asset.DESCRIPTOR)}},
+            },
+            "404",
+            "413",
+            "415",
+        ),
+    }
+    websocket: dict[str, Any] = {
+        "operationId": "WatchBoxWebSocket",
+        "summary": "Follow a box over a WebSocket",
+        "description": "After the upgrade each text message is one AssetEvent as JSON (see the schema); "
+        "`?after_sequence=` resumes after an event id.",
+        "security": _STREAM_AUTH,
+        "parameters": [_path_parameter("box_id"), stream_parameters[1]],
+        "responses": {
+            "101": {"description": "Switching to the WebSocket protocol; messages are AssetEvent JSON."},
+            **_responses("200", {"description": "Not returned: the connection is upgraded."}, "404"),
+        },
+    }
+    websocket["responses"].pop("200")
+    health: dict[str, Any] = {
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "Serving.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+    ready: dict[str, Any] = {
+        "security": [],
+        "responses": {
+            **health["responses"],
+            "503": {"description": "Starting: dependencies not connected yet."},
+        },
+    }
+    openapi: dict[str, Any] = {
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "This document.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+    return [
+        Operation("POST", UPLOAD_PATH, upload["summary"], upload, "rpc Upload (multipart)"),
+        sse(
+            BOX_EVENTS_PATH,
+            "box_id",
+            "Follow a box's assets (Server-Sent Events)",
+            "The current state of every asset first, then each change; the stream stays open.",
+        ),
+        sse(
+            ASSET_EVENTS_PATH,
+            "asset_id",
+            "Follow one asset (Server-Sent Events)",
+            "The asset's current state first, then each change; the stream ends after a terminal status.",
+        ),
+        Operation("GET", BOX_WEBSOCKET_PATH, websocket["summary"], websocket, "rpc WatchBox (WebSocket)"),
+        Operation("GET", "/healthz", "Liveness", {"operationId": "Healthz", "summary": "Liveness", **health}),
+        Operation("GET", "/readyz", "Readiness", {"operationId": "Readyz", "summary": "Readiness", **ready}),
+        Operation(
+            "GET",
+            OPENAPI_PATH,
+            "This OpenAPI document",
+            {"operationId": "OpenApi", "summary": "This OpenAPI document", **openapi},
+        ),
+    ]
+
+
+def operations(schemas: _Schemas | None = None) -> list[Operation]:
+    """Every HTTP operation the gateway serves, the RPC routes first, in declaration order."""
+    schemas = schemas or _Schemas()
+    return [_rpc_operation(route, schemas) for route in http_routes()] + _hand_operations(schemas)
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the HTTP API."""
+    schemas = _Schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations(schemas):
+        paths.setdefault(operation.path, {})[operation.method.lower()] = operation.spec
+    schemas.ref(gateway_pb2.AssetEvent.DESCRIPTOR)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AssetGen API",
+            "version": "v1",
+            "description": "Generate images and videos with any AI provider and keep them as assets. "
+            "Every path also answers with a trailing slash. The same API is served over gRPC "
+            "(assetgen.v1.GatewayService).",
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas.components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API token."},
+                "queryToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "The API token as ?token=, for EventSource and WebSocket only.",
+                },
+            },
+            "responses": {
+                f"E{code}": {
+                    "description": text,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+                for code, text in {
+                    **_ERROR_RESPONSES,
+                    "413": "Too large.",
+                    "415": "Unsupported media type.",
+                }.items()
+            },
+        },
+    }
+
+
+def routes_markdown() -> str:
+    """The route table of services/gateway/ROUTES.md."""
+    lines = [
+        "# HTTP routes of the gateway",
+        "",
+        "Generated from the gateway's own route list by "
+        "`python -m assetgen_gateway.openapi routes > services/gateway/ROUTES.md`; a test fails when "
+        "it is out of date. Every path also answers with a trailing slash. The full description is the "
+        f"OpenAPI 3.1 document served at `{OPENAPI_PATH}`.",
+        "",
+        "| Method | Path | What | Served by | Auth |",
+        "|---|---|---|---|---|",
+    ]
+    for operation in operations():
+        spec = operation.spec
+        if operation.path in OPEN_PATHS:
+            auth = "none"
+        elif spec.get("security") == _STREAM_AUTH:
+            auth = "bearer or `?token=`"
+        else:
+            auth = "bearer"
+        cells = [operation.method, f"`{operation.path}`", operation.summary, operation.source, auth]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Prints the route table (``routes``) or the OpenAPI document (``json``)."""
+    what = (sys.argv[1:] if argv is None else argv) or ["json"]
+    if what[0] == "routes":
+        sys.stdout.write(routes_markdown())
+    else:
+        sys.stdout.write(json.dumps(build_openapi(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
