@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -95,6 +96,7 @@ async def _run(names: list[str], options: Options) -> dict[str, Any]:
     option_dump = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()}
     for name in names:
         logger.info("running %s", name)
+        load_before = os.getloadavg()
         try:
             if name == "throughput":
                 results["throughput"] = await throughput.run(options)
@@ -106,6 +108,10 @@ async def _run(names: list[str], options: Options) -> dict[str, Any]:
                 for interval in options.intervals:
                     results[f"inflight-{interval:g}s"] = await inflight.run(options, interval)
                     report.write(options.output, results, option_dump, started)
+            # Others' work on a shared machine shows here; the same-run references absorb some of it.
+            for key in [k for k in results if k == name or k.startswith(f"{name}-")]:
+                results[key].setdefault("loadavg_before", load_before)
+                results[key].setdefault("loadavg_after", os.getloadavg())
         except Exception as error:
             logger.error("%s failed: %s", name, error)
             results[name] = {

@@ -96,6 +96,7 @@ async def run(options: Options) -> dict[str, Any]:
         sampler.start()
         figures = await _batch(system, box, model, options.n, options)
         measurement = await sampler.stop()
+        figures["poll_interval_s"] = options.throughput_poll_seconds
         completed = max(figures["completed"], 1)
         figures["cpu_ms_per_generation"] = {
             name: 1000 * cpu / completed for name, cpu in measurement.cpu.items()
