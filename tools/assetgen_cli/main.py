@@ -46,6 +46,7 @@ EXIT_UNREACHABLE = 3
 
 DEFAULT_URL = "127.0.0.1:50051"
 _UPLOAD_CHUNK = 256 * 1024
+_MAX_RECONNECTS = 5
 _USAGE_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.NOT_FOUND,
@@ -303,9 +304,14 @@ async def _generate(cli: Cli, args: argparse.Namespace) -> int:
         return EXIT_OK
     cli.note(f"{asset.id} {_status(asset.status)}")
     last = (asset.status, asset.progress)
-    stream = cli.api.WatchAsset(gateway_pb2.WatchAssetRequest(asset_id=asset.id), metadata=cli.metadata)
+
+    def open_stream(after: int) -> Any:
+        request = gateway_pb2.WatchAssetRequest(asset_id=asset.id, after_sequence=after)
+        return cli.api.WatchAsset(request, metadata=cli.metadata)
+
+    events = _follow(cli, open_stream, 0)
     try:
-        async for event in stream:
+        async for event in events:
             if (event.status, event.progress) != last:
                 last = (event.status, event.progress)
                 progress = f" {event.progress:.0%}" if event.progress else ""
@@ -313,7 +319,7 @@ async def _generate(cli: Cli, args: argparse.Namespace) -> int:
             if event.status in _TERMINAL:
                 break
     finally:
-        stream.cancel()
+        await events.aclose()  # type: ignore[attr-defined]
     final = await cli.api.GetAsset(
         gateway_pb2.GetAssetRequest(id=asset.id), metadata=cli.metadata, timeout=cli.timeout
     )
@@ -326,12 +332,46 @@ async def _generate(cli: Cli, args: argparse.Namespace) -> int:
     return EXIT_OK if final.status == common_pb2.ASSET_STATUS_COMPLETED else EXIT_FAILED
 
 
+async def _follow(
+    cli: Cli, open_stream: Callable[[int], Any], after: int
+) -> AsyncIterator[gateway_pb2.AssetEvent]:
+    """A watch's events across reconnects: a lost stream resumes after the last event seen.
+
+    A gateway shutting down ends its streams; the next replica carries on from ``after`` so no
+    event is missed. Gives up after a few failed attempts in a row.
+    """
+    failures = 0
+    while True:
+        stream = open_stream(after)
+        received = False
+        try:
+            async for event in stream:
+                received = True
+                failures = 0
+                after = max(after, event.sequence)
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= _MAX_RECONNECTS:
+                raise
+        else:
+            if not received:
+                return  # resumed after the end (an asset's terminal event): nothing more will come
+        finally:
+            stream.cancel()
+        failures += 1
+        cli.note(f"stream interrupted; resuming after event {after}")
+        await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+
 async def _watch(cli: Cli, args: argparse.Namespace) -> int:
-    stream = cli.api.WatchBox(
-        gateway_pb2.WatchBoxRequest(box_id=args.box, after_sequence=args.after), metadata=cli.metadata
-    )
+
+    def open_stream(after: int) -> Any:
+        request = gateway_pb2.WatchBoxRequest(box_id=args.box, after_sequence=after)
+        return cli.api.WatchBox(request, metadata=cli.metadata)
+
+    events = _follow(cli, open_stream, args.after)
     try:
-        async for event in stream:
+        async for event in events:
             if cli.as_json:
                 # One JSON object per line, so the stream can be piped into jq.
                 print(json.dumps(message_to_json(event), ensure_ascii=False), file=cli.out, flush=True)
@@ -341,7 +381,7 @@ async def _watch(cli: Cli, args: argparse.Namespace) -> int:
             cli.line(event.sequence, event.asset_id, _status(event.status), progress, detail)
             cli.out.flush()
     finally:
-        stream.cancel()
+        await events.aclose()  # type: ignore[attr-defined]
     return EXIT_OK
 
 

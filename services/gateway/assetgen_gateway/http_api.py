@@ -271,6 +271,9 @@ async def _sse_handler(request: web.Request) -> web.StreamResponse:
     api: GatewayApi = request.app[_API_KEY]
     events = _open_watch(api, request)
     item = await _first(events)
+    if item is _END:
+        # Nothing will ever come (resumed after the terminal event): 204 tells EventSource to stop.
+        return web.Response(status=204)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

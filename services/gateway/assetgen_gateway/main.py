@@ -36,6 +36,13 @@ class GatewayService(RunningService):
     """The running gateway: its gRPC server plus the HTTP port."""
 
     http_port: int = 0
+    watcher: EventWatcher | None = None
+
+    async def stop(self) -> None:
+        """Ends the live-status streams first, so their clients resume elsewhere instead of waiting."""
+        if self.watcher is not None:
+            self.watcher.close()
+        await super().stop()
 
 
 async def run_server(
@@ -44,6 +51,7 @@ async def run_server(
     """Starts the gateway's gRPC and HTTP servers; ``port=0``/``http_port=0`` pick free ports."""
     tokens = load_tokens(settings.api_tokens, settings.api_token_file)
     nc = await connect(settings.nats_url, "assetgen-gateway")
+    watcher = EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds)
     channels = [
         open_channel(settings.orchestrator_addr),
         open_channel(settings.provider_adapter_addr),
@@ -55,7 +63,7 @@ async def run_server(
         storage_pb2_grpc.StorageServiceStub(channels[2]),
         timeout=settings.request_timeout_seconds,
         max_upload_bytes=settings.max_object_bytes,
-        watcher=EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds),
+        watcher=watcher,
     )
     server = await build_grpc_server(
         [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
@@ -94,6 +102,7 @@ async def run_server(
         grace=settings.shutdown_grace_seconds,
         cleanups=[runner.cleanup, close_nats, close_channels],
         http_port=bound_http,
+        watcher=watcher,
     )
 
 

@@ -9,6 +9,8 @@ published in between is missed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -16,6 +18,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -44,6 +47,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _TERMINAL = frozenset(
     {common_pb2.ASSET_STATUS_COMPLETED, common_pb2.ASSET_STATUS_FAILED, common_pb2.ASSET_STATUS_CANCELED}
 )
+
+_CLOSED = object()
 
 Snapshot = Callable[[], Awaitable[Sequence[common_pb2.Asset]]]
 
@@ -112,6 +117,38 @@ class EventWatcher:
     def __init__(self, js: JetStreamContext, *, heartbeat: float = 15.0) -> None:
         self._js = js
         self.heartbeat = heartbeat
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Ends every watch now (at shutdown): clients resume elsewhere from their last event id."""
+        self._closing.set()
+
+    async def _next(self, subscription: JetStreamContext.PushSubscription) -> Msg | object | None:
+        """The next message, ``None`` after an idle heartbeat, or ``_CLOSED`` once closing."""
+        receive = asyncio.ensure_future(subscription.next_msg(timeout=self.heartbeat))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({receive, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receive, closing):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+                        await task
+        if not receive.done() or receive.cancelled():
+            return _CLOSED
+        try:
+            return receive.result()
+        except nats.errors.TimeoutError:
+            return None
+
+    async def _latest(self, subject: str) -> gateway_pb2.AssetEvent | None:
+        """The last retained event on ``subject``, if any."""
+        try:
+            message = await self._js.get_last_msg(EVENTS_STREAM, subject)
+        except NotFoundError:
+            return None
+        return event_from_json(message.data or b"{}", int(message.seq or 0))
 
     async def _last_sequences(self) -> tuple[int, int]:
         try:
@@ -140,7 +177,16 @@ class EventWatcher:
         start = after_sequence + 1
         newer_than: dict[str, dt.datetime] = {}
         replay_until = 0
-        if after_sequence == 0 or start < first or after_sequence > last:
+        fresh = after_sequence == 0 or start < first or after_sequence > last
+        if not fresh and end_on_terminal:
+            # A client resuming after the terminal event (EventSource reconnects by itself) gets an
+            # empty stream right away rather than a subscription that will never deliver anything.
+            latest = await self._latest(subject)
+            if latest is None:
+                fresh = True  # nothing retained for it: start over from the current state
+            elif latest.sequence <= after_sequence and is_terminal(latest):
+                return
+        if fresh:
             assets = await snapshot()
             for asset in assets:
                 yield snapshot_event(asset, last)
@@ -159,9 +205,10 @@ class EventWatcher:
         try:
             yield None  # subscribed: HTTP streams send their headers now, not at the first event
             while True:
-                try:
-                    message = await subscription.next_msg(timeout=self.heartbeat)
-                except nats.errors.TimeoutError:
+                message = await self._next(subscription)
+                if message is _CLOSED:
+                    return
+                if not isinstance(message, Msg):
                     yield None
                     continue
                 sequence = message.metadata.sequence.stream

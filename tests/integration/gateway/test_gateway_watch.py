@@ -169,6 +169,11 @@ async def test_new_watcher_gets_the_current_state_first(env: Env) -> None:
     again = await _collect_sse(env, f"/api/assets/{first}/events", until=lambda got: False)
     assert len(again) == 1 and again[0].data["snapshot"] is True and again[0].data["status"] == "COMPLETED"
 
+    # EventSource reconnects by itself after the stream ends; 204 tells it there is nothing more.
+    for last_id in (done[-1].id, again[0].id):
+        resumed = await env.http.get(f"/api/assets/{first}/events/", headers={"Last-Event-ID": last_id})
+        assert resumed.status_code == 204, resumed.text
+
 
 async def test_grpc_watch_box_and_watch_asset(env: Env) -> None:
     metadata = [("authorization", f"Bearer {env.stack.token}")]

@@ -79,6 +79,19 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         ):
             yield gateway_pb2.AssetEvent(asset_id=request.asset_id, status=status, sequence=sequence)
 
+    async def WatchBox(
+        self, request: gateway_pb2.WatchBoxRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.AssetEvent]:
+        # First call: two events, then the gateway goes away; the next resumes after the last seen.
+        self.requests.append(request)
+        calls = sum(isinstance(r, gateway_pb2.WatchBoxRequest) for r in self.requests)
+        if calls == 1:
+            for sequence in (1, 2):
+                yield gateway_pb2.AssetEvent(asset_id="ast_1", box_id=request.box_id, sequence=sequence)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway shutting down")
+        elif calls == 2:
+            yield gateway_pb2.AssetEvent(asset_id="ast_1", box_id=request.box_id, sequence=3)
+
 
 @dataclass
 class Fake:
@@ -266,3 +279,12 @@ async def test_unreachable_or_refused_exits_3(fake: Fake) -> None:
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
     code, _, err = await _run(["--url", closed, "--timeout", "5", "models", "list"], fake.environ)
     assert code == EXIT_UNREACHABLE and closed in err
+
+
+async def test_watch_resumes_after_the_last_event_when_the_stream_is_lost(fake: Fake) -> None:
+    code, out, err = await _run(["watch", "box_1"], fake.environ)
+    assert code == EXIT_OK
+    assert [int(line.split()[0]) for line in out.splitlines()] == [1, 2, 3]
+    asked = [r.after_sequence for r in fake.servicer.requests if isinstance(r, gateway_pb2.WatchBoxRequest)]
+    assert asked == [0, 2, 3]
+    assert "resuming after event 2" in err
