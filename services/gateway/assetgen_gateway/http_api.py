@@ -310,8 +310,13 @@ async def _websocket_handler(request: web.Request) -> web.StreamResponse:
                 if current is not None:
                     await socket.send_str(json.dumps(message_to_json(current), ensure_ascii=False))
                 current = await anext(events, _END)
+        except ConnectionError:
+            pass  # the client went away
         except AssetGenError as exc:
             await socket.send_str(json.dumps({"error": exc.message}))
+        except Exception:
+            logger.exception("event WebSocket failed")
+            await socket.send_str(json.dumps({"error": "internal error"}))
         finally:
             await events.aclose()  # type: ignore[attr-defined]
             await socket.close()
