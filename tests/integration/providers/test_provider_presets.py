@@ -9,6 +9,7 @@ provider's own error text.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -247,6 +248,17 @@ def _cases() -> list[Case]:
 CASES = _cases()
 
 
+class _Collector(logging.Handler):
+    """Keeps every log record's message and fields, to prove no key ever reaches a log line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {record.__dict__}")
+
+
 @dataclass
 class Env:
     """The running system, one fake per case, and each case's asset id."""
@@ -256,6 +268,7 @@ class Env:
     box: str
     fakes: dict[str, FakeProvider] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)
+    logs: _Collector = field(default_factory=_Collector)
 
 
 async def _launch(env: Env, case: Case) -> None:
@@ -293,17 +306,24 @@ async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> 
         base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
     )
     fakes: dict[str, FakeProvider] = {}
+    logs = _Collector()
+    adapter_logger = logging.getLogger("assetgen_provider_adapter")
+    previous_level = adapter_logger.level
+    adapter_logger.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(logs)
     try:
         for case in CASES:
             fakes[case.id] = case.fake()
             await fakes[case.id].start()
         response = await http.post("/api/boxes/", json={"name": f"presets-{uuid.uuid4().hex[:8]}"})
         assert response.status_code == 201, response.text
-        environment = Env(stack=stack, http=http, box=response.json()["id"], fakes=fakes)
+        environment = Env(stack=stack, http=http, box=response.json()["id"], fakes=fakes, logs=logs)
         for case in CASES:
             await _launch(environment, case)
         yield environment
     finally:
+        logging.getLogger().removeHandler(logs)
+        adapter_logger.setLevel(previous_level)
         await http.aclose()
         await stack.stop()
         for fake in fakes.values():
@@ -407,3 +427,10 @@ async def test_api_keys_are_never_returned(env: Env) -> None:
     assert listing.status_code == 200
     assert KEY not in listing.text
     assert all(item["has_api_key"] for item in listing.json()["items"])
+
+
+async def test_the_key_never_reaches_a_log_line(env: Env) -> None:
+    for case in CASES:
+        await _wait_terminal(env, env.assets[case.id])
+    assert any("task submitted" in line for line in env.logs.lines)
+    assert not [line for line in env.logs.lines if KEY in line]
