@@ -22,7 +22,7 @@ from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "new_http_client", "run_server"]
@@ -71,6 +71,12 @@ async def run_server(
     client = http_client or new_http_client(settings)
     guard = NetworkGuard(settings.allowed_fetch_networks)
     storage_channel = open_channel(settings.storage_addr)
+    results = ResultStore(
+        storage_pb2_grpc.StorageServiceStub(storage_channel),
+        client,
+        guard,
+        download_timeout=settings.http_timeout_seconds,
+    )
     servicer = ProviderAdapterServicer(
         Catalog(
             sessions,
@@ -86,22 +92,21 @@ async def run_server(
             guard=guard,
             max_inline_bytes=settings.max_inline_result_bytes,
         ),
-        ResultStore(
-            storage_pb2_grpc.StorageServiceStub(storage_channel),
-            client,
-            guard,
-            download_timeout=settings.http_timeout_seconds,
-        ),
+        results,
     )
     server = await build_grpc_server(
         [(provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server, servicer, SERVICE_NAME)],
         port=settings.grpc_port if port is None else port,
+        metrics_name="provider-adapter",
     )
     await server.set_serving()
-    cleanups = [storage_channel.close, engine.dispose]
+    cleanups = [results.close, storage_channel.close, engine.dispose]
     if http_client is None:
         cleanups.insert(0, client.aclose)
-    return RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups)
+    return await with_metrics(
+        RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups),
+        settings.metrics_port,
+    )
 
 
 async def _serve(settings: ProviderAdapterSettings) -> None:

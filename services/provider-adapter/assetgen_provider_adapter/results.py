@@ -9,8 +9,11 @@ chunk, so memory stays bounded whatever the file's size.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import httpx
@@ -47,12 +50,53 @@ class ResultStore:
         *,
         download_timeout: float = 60.0,
         upload_timeout: float = 600.0,
+        remember_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._storage = storage
         self._client = client
         self._guard = guard
         self._download_timeout = download_timeout
         self._upload_timeout = upload_timeout
+        self._remember = remember_seconds
+        self._clock = clock
+        self._inflight: dict[tuple[str, str], asyncio.Task[common_pb2.StoredObject]] = {}
+        self._done: dict[tuple[str, str], tuple[float, common_pb2.StoredObject]] = {}
+
+    async def store_once(
+        self, key: tuple[str, str], output: Output, *, box_id: str, asset_id: str
+    ) -> common_pb2.StoredObject:
+        """Stores a task's result at most once per process, keyed by (asset id, task id).
+
+        A large download can outlast the caller's deadline; the upload then carries on (shielded),
+        and the caller's next poll waits for it or gets the object it produced instead of starting
+        over. Remembered for ``remember_seconds``.
+        """
+        now = self._clock()
+        for stale in [k for k, (expires, _) in self._done.items() if expires <= now]:
+            del self._done[stale]
+        if key in self._done:
+            return self._done[key][1]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self.store(output, box_id=box_id, asset_id=asset_id))
+            self._inflight[key] = task
+            task.add_done_callback(lambda finished: self._settle(key, finished))
+        return await asyncio.shield(task)
+
+    def _settle(self, key: tuple[str, str], task: asyncio.Task[common_pb2.StoredObject]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            self._done[key] = (self._clock() + self._remember, task.result())
+
+    async def close(self) -> None:
+        """Cancels uploads still running (at shutdown); storage aborts their multipart uploads."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def store(self, output: Output, *, box_id: str, asset_id: str) -> common_pb2.StoredObject:
         """Streams ``output`` into ``box_id``; raises :class:`StoreFailed` when that does not work."""

@@ -177,7 +177,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         self._results = results
 
     async def _stored_output(
-        self, result: TaskResult, *, box_id: str, asset_id: str
+        self, result: TaskResult, *, box_id: str, asset_id: str, once: bool = False
     ) -> common_pb2.StoredObject | None:
         """Stores a COMPLETED result's first output when only the adapter can (inline, authenticated).
 
@@ -189,6 +189,10 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             raise FailedPrecondition(
                 "this result arrives inline or needs the provider's auth, so the adapter must store it, "
                 "which needs box_id and a storage service"
+            )
+        if once:
+            return await self._results.store_once(
+                (asset_id, result.task_id), result.outputs[0], box_id=box_id, asset_id=asset_id
             )
         return await self._results.store(result.outputs[0], box_id=box_id, asset_id=asset_id)
 
@@ -429,7 +433,9 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         result = await self._engine.poll(
             resolved.target, request.task_id, _parse_handle(request.task_handle_json)
         )
-        stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
+        stored = await self._stored_output(
+            result, box_id=request.box_id, asset_id=request.asset_id, once=True
+        )
         if result.state in (COMPLETED, FAILED, CANCELED):
             await self._ledger.finish(request.asset_id, request.task_id)
         return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
