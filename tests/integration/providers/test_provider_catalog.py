@@ -106,3 +106,25 @@ async def test_update_and_delete_providers_and_models(env: Env) -> None:
     assert (await env.http.get(f"/api/models/{model}/")).status_code == 404
     assert (await env.http.delete(f"/api/providers/{provider}/")).status_code in (200, 204)
     assert (await env.http.get(f"/api/providers/{provider}/")).status_code == 404
+
+
+async def test_presets_list_every_family_with_caveats(env: Env) -> None:
+    response = await env.http.get("/api/presets/")
+    assert response.status_code == 200, response.text
+    presets = {item["name"]: item for item in response.json()["items"]}
+    assert set(presets) == {
+        "kie-ai",
+        "kie-veo",
+        "replicate",
+        "fal",
+        "stability-image",
+        "stability-video",
+        "openai-images",
+        "openai-videos",
+        "runway",
+        "luma",
+        "google-veo",
+    }
+    assert "retired" in presets["stability-video"]["description"]
+    assert "2026-09-24" in presets["openai-videos"]["description"]
+    assert presets["runway"]["profile"]["connection"]["default_headers"]["X-Runway-Version"] == "2024-11-06"
