@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+import grpc
 import httpx
 
 from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
@@ -35,7 +36,7 @@ from assetgen_provider_adapter.paths import search, truthy
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.templates import render, render_text
 from assetgen_runtime.errors import InvalidArgument
-from assetgen_runtime.netguard import FetchFailed, FetchRefused, NetworkGuard, guarded_stream
+from assetgen_runtime.netguard import FetchFailed, NetworkGuard, guarded_stream
 
 __all__ = [
     "Output",
@@ -269,7 +270,7 @@ class ProviderEngine:
                     f"provider {target.name}: the task handle lacks {spec['url_from']!r} needed to reach it"
                 )
             # A URL the provider handed us: it must not point into our own network.
-            await self._guarded(self._guard.check_url(_join_url(target.base_url, url)))
+            await self._guard.check_url(_join_url(target.base_url, url))
         else:
             url = _render_url(spec["url"], context, spec.get("raw_path_vars", ()))
         url = _join_url(target.base_url, url)
@@ -333,26 +334,23 @@ class ProviderEngine:
                 raise InvalidArgument(f"malformed data: URI input: {exc}") from None
         chunks: list[bytes] = []
         size = 0
-        async with self._guarded_stream(url, {}, self._default_timeout) as response:
-            media_type = response.headers.get("content-type", "")
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_inline:
-                    raise InvalidArgument(f"input file larger than {self._max_inline} bytes")
-                chunks.append(chunk)
+        try:
+            async with self._guarded_stream(url, {}, self._default_timeout) as response:
+                media_type = response.headers.get("content-type", "")
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_inline:
+                        raise InvalidArgument(f"input file larger than {self._max_inline} bytes")
+                    chunks.append(chunk)
+        except FetchFailed as exc:
+            # Nothing was sent to the provider yet: transient trouble may be retried, the rest is final.
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                raise ProviderUnreachable(f"fetching an input file failed: {exc}") from None
+            raise InvalidArgument(f"fetching an input file failed: {exc}") from None
         return b"".join(chunks), media_type
 
     def _guarded_stream(self, url: str, headers: Mapping[str, str], timeout: float) -> Any:
         return guarded_stream(self._client, url, guard=self._guard, headers=headers, timeout=timeout)
-
-    @staticmethod
-    async def _guarded(check: Any) -> Any:
-        try:
-            return await check
-        except FetchRefused:
-            raise
-        except FetchFailed as exc:
-            raise ProviderUnreachable(str(exc)) from None
 
     async def _send_once(
         self, target: ProviderTarget, request: httpx.Request, *, idempotent: bool

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from assetgen_provider_adapter.engine import ProviderEngine, ProviderTarget, RetryPolicy
+from assetgen_provider_adapter.engine import ProviderEngine, ProviderTarget, ProviderUnreachable, RetryPolicy
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_runtime.errors import InvalidArgument
 from assetgen_runtime.netguard import FetchRefused, NetworkGuard
@@ -244,3 +244,15 @@ def test_every_preset_names_its_family_and_validates(name: str) -> None:
     profile = load_presets()[name]
     assert profile.name == name and len(profile.description) > 40
     assert json.loads(json.dumps(profile.data)) == profile.data
+
+
+@pytest.mark.parametrize(("status", "error"), [(503, ProviderUnreachable), (404, InvalidArgument)])
+async def test_an_input_file_that_cannot_be_fetched_sends_nothing(
+    status: int, error: type[Exception]
+) -> None:
+    routes = Routes({("GET", "/in.png"): httpx.Response(status)})
+    with pytest.raises(error, match="input file"):
+        await _engine(routes).submit(
+            _target("stability-video"), {"image_url": "https://cdn.example/in.png"}, request_schema={}
+        )
+    assert [r.method for r in routes.requests] == ["GET"]
