@@ -11,7 +11,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import _async as health_async
@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from assetgen_runtime.errors import ErrorMappingInterceptor
+from assetgen_runtime.metrics import MetricsInterceptor, serve_metrics
 
 __all__ = [
     "GRPC_OPTIONS",
@@ -27,6 +28,7 @@ __all__ = [
     "build_grpc_server",
     "serve_until_signal",
     "wait_for_shutdown",
+    "with_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 Registrar = Callable[[Any, grpc.aio.Server], None]
+RunningServiceT = TypeVar("RunningServiceT", bound="RunningService")
 
 
 @dataclass
@@ -74,14 +77,18 @@ async def build_grpc_server(
     host: str = "0.0.0.0",
     port: int = 0,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    metrics_name: str = "",
 ) -> GrpcServer:
     """Starts a gRPC server for ``(add_XServicer_to_server, servicer, full_service_name)`` triples.
+
+    With ``metrics_name`` every call is counted and timed under that service label.
 
     Health starts NOT_SERVING; the caller flips it with ``set_serving()`` once its dependencies are
     connected. Reflection lists every service, health and reflection included, for grpcurl.
     """
+    innermost = [MetricsInterceptor(metrics_name)] if metrics_name else []
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        interceptors=[*interceptors, ErrorMappingInterceptor(), *innermost],
         options=GRPC_OPTIONS,
     )
     names = []
@@ -136,6 +143,7 @@ class RunningService:
     grpc: GrpcServer
     grace: float = 10.0
     cleanups: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    metrics_port: int = 0
 
     @property
     def port(self) -> int:
@@ -146,6 +154,14 @@ class RunningService:
         """Health NOT_SERVING → ``server.stop(grace)`` → the cleanups, in order."""
         await self.grpc.stop(self.grace)
         await run_cleanups(self.cleanups)
+
+
+async def with_metrics(service: RunningServiceT, port: int) -> RunningServiceT:
+    """Serves /metrics on ``port`` for ``service`` (nothing when 0) and stops it with the service."""
+    if port:
+        runner, service.metrics_port = await serve_metrics(port)
+        service.cleanups.append(runner.cleanup)
+    return service
 
 
 async def serve_until_signal(service: RunningService) -> None:

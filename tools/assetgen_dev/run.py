@@ -232,6 +232,11 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
         "orchestrator": int(environ.get("ASSETGEN_ORCHESTRATOR_PORT", "50052")),
         "gateway": int(environ.get("ASSETGEN_GRPC_PORT", "50051")),
     }
+    metrics_base = int(environ.get("ASSETGEN_METRICS_PORT_BASE", "9464"))
+    metrics_ports = {
+        name: metrics_base + index
+        for index, name in enumerate(("gateway", "orchestrator", "provider-adapter", "storage"))
+    }
     env.setdefault("ASSETGEN_STORAGE_ADDR", f"127.0.0.1:{ports['storage']}")
     env.setdefault("ASSETGEN_PROVIDER_ADAPTER_ADDR", f"127.0.0.1:{ports['provider-adapter']}")
     env.setdefault("ASSETGEN_ORCHESTRATOR_ADDR", f"127.0.0.1:{ports['orchestrator']}")
@@ -264,6 +269,7 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
         child_env = {**env, **extra}
         if name != "demo-provider":
             child_env["ASSETGEN_GRPC_PORT"] = str(port)
+            child_env["ASSETGEN_METRICS_PORT"] = str(metrics_ports[name])
         child = Child(name=name, argv=argv, env=child_env, log_path=logs / f"{name}.log", port=port)
         child.start()
         supervisor.children.append(child)
@@ -271,7 +277,10 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
             wait_for_port(port, process=child.process)
         else:
             _wait_serving(f"127.0.0.1:{port}")
-        logger.info("%s is up on port %d", name, port)
+        if name in metrics_ports:
+            logger.info("%s is up on port %d (metrics on %d)", name, port, metrics_ports[name])
+        else:
+            logger.info("%s is up on port %d", name, port)
 
     _configure_demo(f"127.0.0.1:{ports['gateway']}", token, demo_url, demo_key)
     http_port = int(env.get("ASSETGEN_HTTP_PORT", "8080"))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from google.api import annotations_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+from prometheus_client import Counter, Histogram
 
 from assetgen.v1 import gateway_pb2
 from assetgen_gateway.api import GatewayApi, MetadataContext
@@ -102,6 +104,37 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 def _metadata(request: web.Request) -> MetadataContext:
     return MetadataContext((key, value) for key, value in request.headers.items())
+
+
+HTTP_REQUESTS = Counter(
+    "assetgen_http_requests_total",
+    "HTTP requests served, by method, route and status.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "assetgen_http_request_seconds",
+    "Time to answer an HTTP request (whole stream for events).",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+
+@web.middleware
+async def _metrics_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    # The route template, not the path: ids would make every request its own series.
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -344,7 +377,12 @@ def build_http_app(
 ) -> web.Application:
     """The aiohttp application serving the whole public HTTP API."""
     app = web.Application(
-        middlewares=[_cors_middleware(cors_origins), _errors_middleware, _auth_middleware(tokens)],
+        middlewares=[
+            _metrics_middleware,
+            _cors_middleware(cors_origins),
+            _errors_middleware,
+            _auth_middleware(tokens),
+        ],
         client_max_size=max_json_bytes,
     )
     for route in http_routes():

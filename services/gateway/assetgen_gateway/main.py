@@ -23,7 +23,7 @@ from assetgen_gateway.watch import EventWatcher
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.jetstream import connect
 from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
 
 __all__ = ["GatewayService", "main", "run_server"]
@@ -68,6 +68,7 @@ async def run_server(
     server = await build_grpc_server(
         [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
         port=settings.grpc_port if port is None else port,
+        metrics_name="gateway",
         interceptors=[AuthInterceptor(tokens)],
     )
     ready = False
@@ -97,12 +98,15 @@ async def run_server(
         with contextlib.suppress(Exception):
             await nc.drain()
 
-    return GatewayService(
-        grpc=server,
-        grace=settings.shutdown_grace_seconds,
-        cleanups=[runner.cleanup, close_nats, close_channels],
-        http_port=bound_http,
-        watcher=watcher,
+    return await with_metrics(
+        GatewayService(
+            grpc=server,
+            grace=settings.shutdown_grace_seconds,
+            cleanups=[runner.cleanup, close_nats, close_channels],
+            http_port=bound_http,
+            watcher=watcher,
+        ),
+        settings.metrics_port,
     )
 
 

@@ -47,4 +47,7 @@ class GatewaySettings:
     shutdown_grace_seconds: float = env(
         "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
     )
+    metrics_port: int = env(
+        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
+    )
     log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")

@@ -33,6 +33,7 @@ from assetgen.v1 import (
 )
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
+from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 
@@ -193,6 +194,7 @@ class Lifecycle:
         started = asset.submitted_at or asset.created_at
         if started is not None and _age(started) > deadline:
             return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
+        POLLS.labels(asset.model).inc()
         status = await self._adapter.PollTask(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
@@ -294,6 +296,7 @@ class Lifecycle:
                 storage_pb2.DeleteRequest(key=stored.key), timeout=self._config.rpc_timeout
             )
             return None
+        TRANSITIONS.labels(Status.COMPLETED.value).inc()
         await self._events.publish(asset, file_url=await self._file_url(asset.object_key))
         return Done()
 
@@ -323,6 +326,7 @@ class Lifecycle:
             asset, status=status, step=Step.DONE, finished_at=utcnow(), message=message, **changes
         ):
             return None
+        TRANSITIONS.labels(status.value).inc()
         logger.info("asset %s", status.lower(), extra={"asset_id": asset.id, "reason": message})
         await self._events.publish(asset)
         return Done()

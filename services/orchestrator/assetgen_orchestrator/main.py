@@ -7,19 +7,19 @@ import sys
 from pathlib import Path
 
 from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_orchestrator.events import EventPublisher
+from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
+from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
+from assetgen_orchestrator.metrics import start_gauge_refresh
+from assetgen_orchestrator.service import OrchestratorServicer
+from assetgen_orchestrator.settings import OrchestratorSettings
+from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime import jetstream
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
-
-from assetgen_orchestrator.events import EventPublisher
-from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
-from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
-from assetgen_orchestrator.service import OrchestratorServicer
-from assetgen_orchestrator.settings import OrchestratorSettings
-from assetgen_orchestrator.store import AssetStore
 
 __all__ = ["main", "migrate_database", "run_server"]
 
@@ -76,6 +76,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
     server = await build_grpc_server(
         [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],
         port=settings.grpc_port if port is None else port,
+        metrics_name="orchestrator",
     )
     await runner.start()
     await server.set_serving()
@@ -83,10 +84,12 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
     async def stop_runner() -> None:
         await runner.stop(settings.shutdown_grace_seconds)
 
-    return RunningService(
-        grpc=server,
-        grace=settings.shutdown_grace_seconds,
-        cleanups=[stop_runner, nc.drain, adapter_channel.close, storage_channel.close, engine.dispose],
+    cleanups = [stop_runner, nc.drain, adapter_channel.close, storage_channel.close, engine.dispose]
+    if settings.metrics_port:
+        cleanups.insert(0, start_gauge_refresh(store))
+    return await with_metrics(
+        RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups),
+        settings.metrics_port,
     )
 
 

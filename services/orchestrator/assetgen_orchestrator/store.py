@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from assetgen_runtime.errors import InvalidArgument, NotFound
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from assetgen_orchestrator.models import Asset, AssetTransition, Box, utcnow
+from assetgen_orchestrator.models import Asset, AssetTransition, Box, Status, utcnow
+from assetgen_runtime.errors import InvalidArgument, NotFound
 
 __all__ = ["AssetStore", "Page"]
 
@@ -187,6 +187,31 @@ class AssetStore:
         for key, value in changes.items():
             setattr(asset, key, value)
         return True
+
+    async def status_counts(self) -> dict[str, int]:
+        """Number of assets in each status."""
+        query = select(Asset.status, func.count()).group_by(Asset.status)
+        async with self._sessions() as session:
+            return {str(status): int(count) for status, count in (await session.execute(query)).all()}
+
+    async def oldest_in_flight(self) -> dict[str, float]:
+        """Age in seconds of the oldest non-terminal asset of each model."""
+        terminal = [Status.COMPLETED.value, Status.FAILED.value, Status.CANCELED.value]
+        query = (
+            select(Asset.model, func.min(Asset.created_at))
+            .where(Asset.status.not_in(terminal))
+            .group_by(Asset.model)
+        )
+        now = utcnow()
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return {
+            str(model): (
+                now - (oldest if oldest.tzinfo else oldest.replace(tzinfo=now.tzinfo))
+            ).total_seconds()
+            for model, oldest in rows
+            if oldest is not None
+        }
 
     async def history(self, asset_id: str) -> Sequence[AssetTransition]:
         """Every transition of an asset, oldest first."""

@@ -8,12 +8,12 @@ import ctypes.util
 import logging
 
 import httpx
+
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal
+from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
-
 from assetgen_storage.bucket import Bucket
 from assetgen_storage.service import StorageServicer
 from assetgen_storage.settings import StorageSettings
@@ -48,6 +48,7 @@ async def run_server(
     grpc_server = await build_grpc_server(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
         port=settings.grpc_port if port is None else port,
+        metrics_name="storage",
     )
     service = RunningService(grpc=grpc_server, grace=settings.shutdown_grace_seconds)
     if http_client is None:
@@ -59,7 +60,7 @@ async def run_server(
         raise
     await grpc_server.set_serving(True)
     logger.info("storage serving", extra={"port": grpc_server.port, "bucket": settings.s3_bucket})
-    return service
+    return await with_metrics(service, settings.metrics_port)
 
 
 _M_MMAP_THRESHOLD = -3

@@ -14,8 +14,9 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from assetgen_runtime.errors import TooLarge, Unavailable, UnsupportedMediaType
+from prometheus_client import Counter
 
+from assetgen_runtime.errors import TooLarge, Unavailable, UnsupportedMediaType
 from assetgen_storage.bucket import Bucket, ObjectInfo
 from assetgen_storage.keys import new_object_key
 from assetgen_storage.media import SNIFF_BYTES, MediaType, resolve_media
@@ -24,6 +25,13 @@ from assetgen_storage.pipe import ChunkPipe, PipeClosed
 __all__ = ["StoreRequest", "store_stream"]
 
 logger = logging.getLogger(__name__)
+
+STORED_BYTES = Counter(
+    "assetgen_stored_bytes_total", "Bytes written into the bucket, by media kind.", ["kind"]
+)
+STORED_OBJECTS = Counter(
+    "assetgen_stored_objects_total", "Objects written into the bucket, by media kind.", ["kind"]
+)
 
 
 class _StreamAbandoned(Exception):
@@ -116,6 +124,8 @@ async def store_stream(
         await _clean_up(bucket, key, pipe, upload, exc)
         raise
     logger.info("object stored", extra={**log_fields, "size_bytes": size, "content_type": media.content_type})
+    STORED_BYTES.labels(media.content_type.split("/")[0]).inc(size)
+    STORED_OBJECTS.labels(media.content_type.split("/")[0]).inc()
     return ObjectInfo(key=key, content_type=media.content_type, size_bytes=size, sha256=digest.hexdigest())
 
 

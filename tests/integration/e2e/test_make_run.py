@@ -50,7 +50,13 @@ def system(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, st
         for key, value in os.environ.items()
         if not key.startswith("ASSETGEN_") or key.startswith("ASSETGEN_TEST")
     }
-    env.update(ports, ASSETGEN_DATA_DIR=str(data_dir), ASSETGEN_DEMO_DELAY_SECONDS="0.5")
+    env.update(
+        ports,
+        ASSETGEN_DATA_DIR=str(data_dir),
+        ASSETGEN_DEMO_DELAY_SECONDS="0.5",
+        ASSETGEN_METRICS_PORT_BASE=str(free_port()),
+    )
+    ports["ASSETGEN_METRICS_PORT_BASE"] = env["ASSETGEN_METRICS_PORT_BASE"]
     process = subprocess.Popen(
         [sys.executable, "-m", "assetgen_dev.run"],
         env=env,
@@ -117,6 +123,21 @@ async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
         async with httpx.AsyncClient(timeout=30) as plain:
             assert (await plain.get(str(image["file_url"]))).content.startswith(b"\x89PNG")
             assert (await plain.get(str(video["file_url"]))).content[4:8] == b"ftyp"
+
+        # Every service serves Prometheus metrics, and they count what just happened.
+        base = int(ports["ASSETGEN_METRICS_PORT_BASE"])
+        async with httpx.AsyncClient(timeout=10) as plain:
+            scraped = [
+                (await plain.get(f"http://127.0.0.1:{base + offset}/metrics")).text for offset in range(4)
+            ]
+        gateway, orchestrator, adapter, storage = scraped
+        assert 'assetgen_http_requests_total{method="POST",route="/api/boxes/{box_id}/generate/"' in gateway
+        assert (
+            "assetgen_polls_total" in orchestrator
+            and 'assetgen_grpc_requests_total{code="OK"' in orchestrator
+        )
+        assert 'method="SubmitTask",service="provider-adapter"' in adapter
+        assert 'assetgen_stored_bytes_total{kind="video"}' in storage
 
         # A dying service is noticed and restarted, as Kubernetes would.
         orchestrators = [

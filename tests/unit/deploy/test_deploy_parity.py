@@ -89,6 +89,8 @@ def test_ports_agree_across_settings_containers_services_and_probes(overlay: Ren
     ports = {"grpc": int(effective(service, env, "ASSETGEN_GRPC_PORT"))}
     if "ASSETGEN_HTTP_PORT" in settings_defaults(service):
         ports["http"] = int(effective(service, env, "ASSETGEN_HTTP_PORT"))
+    if int(effective(service, env, "ASSETGEN_METRICS_PORT")):
+        ports["metrics"] = int(effective(service, env, "ASSETGEN_METRICS_PORT"))
     for name, number in ports.items():
         assert container_port(container, name) == number, f"{service}: containerPort {name} != setting"
     assert {p["containerPort"] for p in container["ports"]} == set(ports.values())
@@ -179,6 +181,10 @@ def _allowed_sources(overlay: Rendered, workload: dict, port: int) -> set[str] |
             if not rule.get("from"):
                 return None
             for peer in rule["from"]:
+                if set(peer) == {"namespaceSelector"}:
+                    namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    allowed.add(f"namespace:{namespace}")
+                    continue
                 assert set(peer) == {"podSelector"}, (
                     f"{policy['metadata']['name']}: only same-namespace peers expected"
                 )
@@ -199,7 +205,8 @@ def test_ingress_is_denied_by_default(overlay: Rendered) -> None:
 def test_only_the_gateway_is_open_to_everyone(overlay: Rendered) -> None:
     gateway = overlay.services()["gateway"]
     for port in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]:
-        assert _allowed_sources(overlay, gateway, port["containerPort"]) is None
+        if port["name"] != "metrics":
+            assert _allowed_sources(overlay, gateway, port["containerPort"]) is None
     for workload in overlay.workloads():
         if workload["metadata"]["name"] == "gateway":
             continue
@@ -207,6 +214,15 @@ def test_only_the_gateway_is_open_to_everyone(overlay: Rendered) -> None:
             for port in container.get("ports", []):
                 where = f"{overlay.name}: {workload['metadata']['name']}:{port['containerPort']}"
                 assert _allowed_sources(overlay, workload, port["containerPort"]) is not None, where
+
+
+def test_metrics_are_scraped_only_from_the_monitoring_namespace(overlay: Rendered) -> None:
+    for name, workload in overlay.services().items():
+        container = main_container(workload)
+        metrics = container_port(container, "metrics")
+        assert _allowed_sources(overlay, workload, metrics) == {"namespace:monitoring"}, name
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(metrics), name
 
 
 def test_each_internal_workload_accepts_exactly_its_callers(overlay: Rendered) -> None:
