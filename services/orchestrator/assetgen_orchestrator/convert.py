@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from assetgen.v1 import common_pb2, gateway_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from assetgen.v1 import common_pb2, gateway_pb2
 from assetgen_orchestrator.models import Asset, AssetTransition, Box
 
 __all__ = ["asset_to_proto", "box_to_proto", "source_type_name", "status_name"]

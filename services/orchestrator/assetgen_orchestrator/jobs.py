@@ -15,11 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from assetgen_runtime.jetstream import ensure_stream
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from assetgen_runtime.jetstream import ensure_stream
 
 __all__ = ["Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
 

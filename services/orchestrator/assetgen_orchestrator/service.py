@@ -7,6 +7,8 @@ import logging
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf import json_format
+
 from assetgen.v1 import (
     common_pb2,
     gateway_pb2,
@@ -17,10 +19,6 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
-from assetgen_runtime.ids import new_id
-from google.protobuf import json_format
-
 from assetgen_orchestrator.convert import (
     asset_to_proto,
     box_to_proto,
@@ -33,6 +31,8 @@ from assetgen_orchestrator.jobs import Job, JobPublisher
 from assetgen_orchestrator.lifecycle import build_variables
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from assetgen_runtime.ids import new_id
 
 __all__ = ["IDEMPOTENCY_KEY_METADATA", "OrchestratorServicer"]
 

@@ -1,6 +1,7 @@
 """Alembic environment of the orchestrator's database."""
 
 from alembic import context
+
 from assetgen_orchestrator.models import Base
 from assetgen_runtime.database import run_alembic_env
 
