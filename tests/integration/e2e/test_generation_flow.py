@@ -1,4 +1,4 @@
-"""The whole flow through the public API: four services, real NATS, real S3, SQLite, a Kie.ai-shaped provider."""
+"""The whole flow through the public API: four services, NATS, S3, SQLite and a Kie.ai-shaped provider."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from assetgen_dev.demo_provider import make_png, start_demo_provider
 from assetgen_dev.embedded import S3Server, binary, start_nats
 from assetgen_dev.stack import Stack, start_stack
 from assetgen_dev.testing import eventually
+from assetgen_gateway.http_api import http_routes
 
 PROVIDER_KEY = "kie-secret-key-123"
 IMAGE_SCHEMA = {"model": "demo/image", "input": {"prompt": "{{prompt}}", "aspect_ratio": "{{aspect_ratio?}}"}}
@@ -318,3 +320,45 @@ async def test_grpcurl_lists_describes_and_calls_every_service(env: Env) -> None
         )
     )
     assert fetched["name"] == "via grpcurl"
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x_1", path)
+
+
+@pytest.mark.parametrize("token", [None, "Bearer wrong-token", "Basic abc"])
+async def test_every_route_and_rpc_refuses_a_missing_or_wrong_token(env: Env, token: str | None) -> None:
+    headers = {"Authorization": token} if token else {}
+    paths = [(route.method, _concrete(route.path)) for route in http_routes()]
+    paths += [
+        ("POST", "/api/boxes/x_1/upload"),
+        ("GET", "/api/boxes/x_1/events"),
+        ("GET", "/api/assets/x_1/events"),
+        ("GET", "/ws/boxes/x_1"),
+    ]
+    async with httpx.AsyncClient(base_url=env.stack.http_url, timeout=10) as anonymous:
+        for method, path in paths:
+            for variant in (path, path + "/"):
+                response = await anonymous.request(method, variant, headers=headers, json={})
+                assert response.status_code == 401, (method, variant, response.text)
+                assert response.json()["error"]
+        assert (await anonymous.get("/api/boxes/x_1/events/", params={"token": "wrong"})).status_code == 401
+
+    metadata = [("authorization", token)] if token else []
+    service = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
+    async with grpc.aio.insecure_channel(env.stack.grpc_address) as channel:
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            if method.client_streaming:
+                call = channel.stream_unary(path)(iter(()), metadata=metadata, timeout=10)
+            elif method.server_streaming:
+                call = channel.unary_stream(path)(b"", metadata=metadata, timeout=10)
+            else:
+                call = channel.unary_unary(path)(b"", metadata=metadata, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                if method.server_streaming:
+                    async for _ in call:
+                        pass
+                else:
+                    await call
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, method.name
