@@ -11,8 +11,10 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import time
 import traceback
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     parser.add_argument(
         "--window", type=float, help="in-flight measurement seconds (default 3 intervals, ≥ 60)"
     )
+    parser.add_argument(
+        "--task-seconds", type=float, help="in-flight finishes spread over this (default 300)"
+    )
     parser.add_argument("--ingest-mib", type=int, help="ingest result size in MiB (default 1024)")
     parser.add_argument("--result-kb", type=int, help="throughput result size in KiB (default 100)")
     parser.add_argument("--api-seconds", type=float, help="seconds per API measurement (default 10)")
@@ -69,6 +74,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         options.intervals = [float(x) for x in args.intervals.split(",") if x]
     if args.window:
         options.window = args.window
+    if args.task_seconds:
+        options.task_seconds = args.task_seconds
     if args.ingest_mib:
         options.ingest_bytes = args.ingest_mib * 1024**2
     if args.result_kb:
@@ -122,13 +129,26 @@ async def _run(names: list[str], options: Options) -> dict[str, Any]:
     return results
 
 
+async def _guarded(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Runs ``work`` so that SIGTERM or SIGINT cancels it: every system it started is stopped."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    return await task
+
+
 def main(argv: list[str] | None = None) -> None:
     """Runs the chosen benchmarks, prints the table and writes the JSON results."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     names, options = _parse(argv)
     logger.info("benchmarks %s on %s; machine %s", names, options.database, report.machine())
-    results = asyncio.run(_run(names, options))
+    try:
+        results = asyncio.run(_guarded(_run(names, options)))
+    except asyncio.CancelledError:
+        logger.warning("stopped; what was measured so far is in %s", options.output)
+        raise SystemExit(1) from None
     print()
     print(report.table(report.rows(results)))
     print(f"\nresults: {options.output}")

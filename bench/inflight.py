@@ -5,9 +5,10 @@
    of a few intervals: CPU and RSS of every process, polls the provider saw, and the gap between
    consecutive polls of each task. Lateness is how far a gap overran the schedule, which allows
    ±10 % jitter: ``max(0, gap − 1.1 × interval)``.
-3. Release: the provider finishes the held tasks at the pace they were submitted (each finishing
-   several minutes after its submission), and completion lag is each asset's COMPLETED event time
-   minus the moment its task finished at the provider.
+3. Release: the provider finishes the held tasks one after another over ``task_seconds`` (5 min):
+   N tasks in flight that each run several minutes finish at N / 300 s per second in steady state.
+   Completion lag is each asset's COMPLETED event time minus the moment its task finished at the
+   provider.
 
 Reference, same run: CPU per bare ``httpx`` GET of a task's status URL on the same provider, in a
 process of its own, one request at a time (the floor for one poll).
@@ -16,18 +17,18 @@ process of its own, one request at a time (the floor for one poll).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from assetgen_dev.testing import eventually
 from bench.options import Options
 from bench.references import run_reference
 from bench.stats import summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
-from bench.throughput import submit_many
 
 __all__ = ["run"]
 
@@ -41,6 +42,55 @@ async def _reference_task(system: System) -> str:
             json={"model": "bench/image", "input": {"prompt": "reference", "hold": True}},
         )
         return str(response.json()["data"]["taskId"])
+
+
+async def _ramp(system: System, box: str, model: str, options: Options) -> tuple[dict[str, float], int]:
+    """Submits up to ``inflight_n`` held generations and waits until each is polled at the provider.
+
+    Submission is closed-loop: at most ``backlog`` generations accepted but not yet at the provider,
+    so when ``ramp_timeout`` cuts the ramp short, little is left queued to disturb the window. Returns
+    the accepted asset ids (with the time each was accepted) and how many tasks are in flight.
+    """
+    deadline = time.monotonic() + options.ramp_timeout
+    backlog = max(8 * options.concurrency, 256)
+    accepted: dict[str, float] = {}
+    seen = {"tasks": 0, "polled": 0}
+    refreshed = asyncio.Condition()
+
+    async def follow() -> None:
+        while True:
+            stats = await system.provider_get("/_bench/stats")
+            # The reference task is not a generation.
+            async with refreshed:
+                seen.update(tasks=stats["tasks"] - 1, polled=stats["polled_tasks"] - 1)
+                refreshed.notify_all()
+            await asyncio.sleep(1.0)  # the refresh period of the counters
+
+    async def worker(tickets: Iterator[int]) -> None:
+        for index in tickets:
+            async with refreshed:  # closed loop: let the system catch up
+                await refreshed.wait_for(
+                    lambda: len(accepted) - seen["tasks"] <= backlog or time.monotonic() > deadline
+                )
+            if time.monotonic() > deadline:
+                return
+            accepted[await system.generate(box, model, f"held {index}", {"hold": True})] = time.time()
+
+    follower = asyncio.create_task(follow())
+    try:
+        tickets = iter(range(options.inflight_n))
+        await asyncio.gather(*(worker(tickets) for _ in range(options.concurrency)))
+        # Every task polled once: each is on its steady schedule.
+        async with refreshed:
+            await refreshed.wait_for(
+                lambda: seen["polled"] >= len(accepted) or time.monotonic() > deadline + 120
+            )
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    stats = await system.provider_get("/_bench/stats")
+    return accepted, stats["tasks"] - 1
 
 
 def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval: float) -> dict[str, Any]:
@@ -82,34 +132,11 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         logger.info("bare httpx GET: %s", reference)
 
         ramp_started = time.time()
-        accepted = await submit_many(
-            system,
-            box,
-            model,
-            options.inflight_n,
-            options.concurrency,
-            {"hold": True},
-            deadline=time.monotonic() + options.ramp_timeout,
-        )
+        accepted, in_flight = await _ramp(system, box, model, options)
         ramp_seconds = time.time() - ramp_started
-        logger.info("%d generations submitted in %.0f s", len(accepted), ramp_seconds)
-
-        async def stats() -> dict[str, Any]:
-            return dict(await system.provider_get("/_bench/stats"))
-
-        # Every task polled once means every one is on its steady schedule (the reference task too).
-        try:
-            state = await eventually(
-                stats,
-                lambda s: s["polled_tasks"] >= len(accepted) + 1,
-                timeout=max(3 * interval, 60.0) + options.ramp_timeout / 2,
-                interval=1.0,
-                what="every task polled",
-            )
-        except AssertionError as error:
-            logger.warning("%s; measuring what is in flight", error)
-            state = await stats()
-        in_flight = state["tasks"] - 1
+        logger.info(
+            "%d generations submitted, %d in flight after %.0f s", len(accepted), in_flight, ramp_seconds
+        )
 
         window = options.window_for(interval)
         sampler = system.sampler(interval=1.0)
@@ -119,7 +146,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         window_end = time.time()
         measurement = await sampler.stop()
 
-        await system.provider_post("/_bench/release", {"at": time.time() + 1.0})
+        await system.provider_post("/_bench/release", {"at": time.time() + 1.0, "over": options.task_seconds})
         ids = set(accepted)
         drained = await system.events.wait_finished(
             ids, timeout=ramp_seconds + 3 * interval + options.drain_timeout
@@ -135,6 +162,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
             "ramp_seconds": ramp_seconds,
             "submissions_per_s": len(accepted) / ramp_seconds if ramp_seconds else 0.0,
             "window_s": window_end - window_start,
+            "finishes_spread_s": options.task_seconds,
             "reference_httpx_get": reference,
             **_poll_figures(tasks, window_start, window_end, interval),
         }

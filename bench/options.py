@@ -27,7 +27,10 @@ class Options:
     inflight_n: int = 10_000
     intervals: list[float] = field(default_factory=lambda: [10.0, 60.0])
     window: float = 0.0
-    ramp_timeout: float = 900.0
+    # How long a held task runs: N tasks in flight that each take this long finish at N / this per
+    # second, so the release spreads the finishes over it.
+    task_seconds: float = 300.0
+    ramp_timeout: float = 600.0
     drain_timeout: float = 600.0
     # 4. ingest
     ingest_bytes: int = 1024**3

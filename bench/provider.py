@@ -11,8 +11,8 @@ is chosen per task through its ``input`` (the bench model's template fills these
 Every poll is counted with its timestamp (``time.time()``, the clock the services stamp events with),
 so the bench can compute polls per second and lateness. Control and measurement routes:
 
-* ``POST /_bench/release {"at": t, "spread": "replay"}``: held tasks finish at ``t`` plus their
-  submission offset (the order and rate they were submitted in);
+* ``POST /_bench/release {"at": t, "over": s}``: held tasks finish one after another, in submission
+  order, evenly from ``t`` to ``t + s``; tasks submitted later with ``hold`` finish at once;
 * ``GET /_bench/stats``: counters; ``GET /_bench/tasks``: every task with its finish time, first
   successful poll and poll times; ``GET /_bench/downloads``: result downloads with start/end times.
 
@@ -83,6 +83,7 @@ class _Provider:
         self.polls = 0
         self.downloads: list[dict[str, float]] = []
         self._ids = itertools.count(1)
+        self._released = False
         self._block = result_block()
         self._small: dict[int, bytes] = {}
 
@@ -95,7 +96,7 @@ class _Provider:
         body = await request.json()
         payload = body.get("input") or {}
         now = time.time()
-        if payload.get("hold"):
+        if payload.get("hold") and not self._released:
             finish_at: float | None = None
         else:
             finish_at = now + float(payload.get("finish_after") or 0)
@@ -156,12 +157,11 @@ class _Provider:
 
     async def release(self, request: web.Request) -> web.Response:
         body = await request.json()
-        at = float(body["at"])
+        at, over = float(body["at"]), float(body.get("over", 0))
         held = sorted((t for t in self.tasks.values() if t.finish_at is None), key=lambda t: t.created)
-        if held:
-            first = held[0].created
-            for task in held:
-                task.finish_at = at + (task.created - first)
+        for rank, task in enumerate(held):
+            task.finish_at = at + over * rank / len(held)
+        self._released = True
         return web.json_response({"released": len(held)})
 
     async def stats(self, request: web.Request) -> web.Response:
