@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from assetgen_runtime.errors import AssetGenError
+from assetgen_runtime.handlers import StreamBehavior, UnaryBehavior, rewrap
 
 __all__ = ["GRPC_LATENCY", "GRPC_REQUESTS", "MetricsInterceptor", "serve_metrics"]
 
@@ -64,7 +65,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             GRPC_REQUESTS.labels(service, method, code).inc()
             GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
-        def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        def unary(behavior: UnaryBehavior) -> UnaryBehavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
                 try:
@@ -77,7 +78,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        def streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        def streaming(behavior: StreamBehavior) -> StreamBehavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 started = time.perf_counter()
                 try:
@@ -90,14 +91,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        kinds = (handler.request_deserializer, handler.response_serializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), *kinds)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), *kinds)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), *kinds)
-        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), *kinds)
+        return rewrap(handler, unary=unary, streaming=streaming)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

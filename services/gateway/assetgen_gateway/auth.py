@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 
 from assetgen_runtime.errors import Unauthenticated
+from assetgen_runtime.handlers import rewrap
 
 __all__ = ["AuthInterceptor", "TokenSet", "load_tokens"]
 
@@ -82,11 +83,4 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator, as streaming handlers are
 
-    kinds = (handler.request_deserializer, handler.response_serializer)
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, *kinds)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, *kinds)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort_stream, *kinds)
-    return grpc.stream_stream_rpc_method_handler(abort_stream, *kinds)
+    return rewrap(handler, unary=lambda _: abort, streaming=lambda _: abort_stream)
