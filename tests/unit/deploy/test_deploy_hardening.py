@@ -116,9 +116,13 @@ def test_services_write_only_to_an_empty_dir_at_tmp(overlay: Rendered, service: 
     deployment = overlay.services()[service]
     volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
     for container in all_containers(deployment):
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        assert set(mounts) == {"/tmp"}, f"{service}/{container['name']} mounts {sorted(mounts)}"
-        tmp = volumes[mounts["/tmp"]]
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        writable = {path for path, mount in mounts.items() if not mount.get("readOnly")}
+        assert writable == {"/tmp"}, f"{service}/{container['name']} writes to {sorted(writable)}"
+        for path, mount in mounts.items():
+            if path != "/tmp":
+                assert "secret" in volumes[mount["name"]], f"{service}: read-only {path} is not a Secret"
+        tmp = volumes[mounts["/tmp"]["name"]]
         assert "emptyDir" in tmp and tmp["emptyDir"].get("sizeLimit"), (
             f"{service}: /tmp is an unbounded emptyDir"
         )
