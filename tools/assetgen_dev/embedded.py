@@ -78,6 +78,7 @@ class S3Server(EmbeddedProcess):
 
     access_key: str
     secret_key: str
+    verifies_signatures: bool = True
 
 
 def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
