@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EmbeddedProcess", "S3Server", "free_port", "wait_for_port", "start_nats", "start_seaweedfs"]
+__all__ = ["EmbeddedProcess", "S3Server", "free_port", "start_nats", "start_seaweedfs", "wait_for_port"]
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -71,11 +72,14 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
-    log_file: object = field(default=None, repr=False)
+    log_file: BinaryIO | None = field(default=None, repr=False)
 
     def start(self) -> None:
         """Starts (or restarts) the process, appending to its log file."""
-        handle = open(self.log_path, "ab")  # noqa: SIM115 - stays open for the child's life
+        if self.log_file is not None:
+            self.log_file.close()  # the previous run's handle, on a restart
+        # Stays open for the child's life: the child writes to it directly.
+        handle = open(self.log_path, "ab")
         self.log_file = handle
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
@@ -91,6 +95,9 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
 
 
 class Supervisor:
@@ -241,7 +248,7 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     env.setdefault("ASSETGEN_PROVIDER_ADAPTER_ADDR", f"127.0.0.1:{ports['provider-adapter']}")
     env.setdefault("ASSETGEN_ORCHESTRATOR_ADDR", f"127.0.0.1:{ports['orchestrator']}")
 
-    specs = [
+    specs: list[tuple[str, list[str], int, dict[str, str]]] = [
         (
             "demo-provider",
             [

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from assetgen_runtime.errors import InvalidArgument
@@ -33,16 +33,16 @@ _INT64_TYPES = {
 }
 
 
-def _enum_prefix(enum: EnumDescriptor) -> str:
+def _enum_prefix(enum: Any) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
 
 
-def enum_json_name(enum: EnumDescriptor, number: int) -> str:
+def enum_json_name(enum: Any, number: int) -> str:
     """The JSON name of an enum value: its proto name without the type prefix (``PENDING``)."""
     return enum.values_by_number[number].name.removeprefix(_enum_prefix(enum))
 
 
-def _scalar_to_json(field: FieldDescriptor, value: Any) -> Any:
+def _scalar_to_json(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_ENUM:
         if value == 0:
             return None
@@ -76,7 +76,7 @@ def message_to_json(message: Message) -> Any:
     return out
 
 
-def _field_value_from_json(field: FieldDescriptor, value: Any) -> Any:
+def _field_value_from_json(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
         prefix = _enum_prefix(field.enum_type)
         name = value.upper()
@@ -86,7 +86,7 @@ def _field_value_from_json(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def _dict_for(descriptor: Descriptor, data: Mapping[str, Any]) -> dict[str, Any]:
+def _dict_for(descriptor: Any, data: Mapping[str, Any]) -> dict[str, Any]:
     converted: dict[str, Any] = {}
     for key, value in data.items():
         field = descriptor.fields_by_name.get(key)

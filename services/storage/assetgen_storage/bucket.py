@@ -16,11 +16,11 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
-from assetgen_runtime.errors import AssetGenError, NotFound, Unavailable
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.error import MinioException, S3Error, ServerError
 
+from assetgen_runtime.errors import AssetGenError, NotFound, Unavailable
 from assetgen_storage.pipe import ChunkPipe
 from assetgen_storage.settings import StorageSettings
 

@@ -9,10 +9,10 @@ from urllib.parse import quote
 
 import grpc
 import httpx
+
 from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from assetgen_runtime.errors import InvalidArgument, TooLarge
 from assetgen_runtime.netguard import NetworkGuard, guarded_stream, redact_url
-
 from assetgen_storage.bucket import Bucket, ObjectInfo
 from assetgen_storage.keys import check_key, check_owner
 from assetgen_storage.settings import StorageSettings

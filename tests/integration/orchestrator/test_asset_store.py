@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from assetgen_orchestrator.main import MIGRATIONS
 from assetgen_orchestrator.models import Asset, Status, Step
 from assetgen_orchestrator.store import AssetStore

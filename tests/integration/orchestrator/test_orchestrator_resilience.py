@@ -18,13 +18,14 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+
 from assetgen_dev.demo_provider import start_demo_provider
 from assetgen_dev.embedded import EmbeddedProcess, S3Server, free_port, start_nats
 from assetgen_dev.stack import Stack, start_stack
 from assetgen_dev.testing import eventually
 from assetgen_runtime.database import create_engine
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import text
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import pytest
 from aiohttp import web
+
 from assetgen_runtime.netguard import FetchFailed, FetchRefused, NetworkGuard, guarded_stream
 
 

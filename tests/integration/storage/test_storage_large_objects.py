@@ -17,12 +17,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from storage_testkit import MIB, Origin, generated_chunks, remove_bucket, s3_client
+
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
 from assetgen_dev.embedded import S3Server, free_port
 from assetgen_dev.testing import eventually
 from assetgen_runtime.server import GRPC_OPTIONS
-from conftest import MIB, Origin, generated_chunks, remove_bucket, s3_client
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 LARGE_OBJECT_BYTES = int(os.environ.get("ASSETGEN_TEST_LARGE_OBJECT_BYTES", str(256 * MIB)))
 PEAK_RSS_LIMIT_BYTES = 200 * 1000 * 1000
@@ -100,8 +101,9 @@ async def test_large_upload_and_ingest_keep_memory_bounded(
             except grpc.aio.AioRpcError:
                 return health_pb2.HealthCheckResponse.UNKNOWN
 
-        await eventually(status, lambda s: s == health_pb2.HealthCheckResponse.SERVING, timeout=60,
-                         what="storage SERVING")
+        await eventually(
+            status, lambda s: s == health_pb2.HealthCheckResponse.SERVING, timeout=60, what="storage SERVING"
+        )
         stub = storage_pb2_grpc.StorageServiceStub(channel)
 
         source = HashingChunks(LARGE_OBJECT_BYTES)

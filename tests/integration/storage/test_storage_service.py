@@ -15,12 +15,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 import grpc
 import httpx
 import pytest
-from assetgen.v1 import storage_pb2
-from assetgen_dev.embedded import S3Server, binary, free_port, wait_for_port
-from assetgen_dev.testing import eventually
-from assetgen_runtime.errors import reason_of
-from assetgen_storage.bucket import CACHE_CONTROL
-from conftest import (
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from storage_testkit import (
     MIB,
     PNG_BYTES,
     PUBLIC_LOOKING_HOST,
@@ -31,7 +27,12 @@ from conftest import (
     generated_chunks,
     s3_client,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assetgen.v1 import storage_pb2
+from assetgen_dev.embedded import S3Server, binary, free_port, wait_for_port
+from assetgen_dev.testing import eventually
+from assetgen_runtime.errors import reason_of
+from assetgen_storage.bucket import CACHE_CONTROL
 
 
 @pytest.fixture(scope="module", params=["seaweedfs", "moto"])

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+
 from assetgen_dev.embedded import free_port
 from assetgen_runtime.errors import Unavailable
 from assetgen_runtime.settings import load

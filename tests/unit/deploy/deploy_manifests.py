@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
 from assetgen_runtime.settings import describe
 
 REPO = Path(__file__).resolve().parents[3]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import grpc
 import httpx
 import pytest
+
 from assetgen_runtime.errors import InvalidArgument
 from assetgen_runtime.netguard import FetchFailed, FetchRefused, NetworkGuard, guarded_stream, redact_url
 
@@ -56,7 +57,9 @@ async def test_forbidden_addresses_are_refused(url: str) -> None:
     assert isinstance(info.value, InvalidArgument)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://example.com/", "http:///x"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://example.com/", "http:///x"]
+)
 async def test_only_http_urls_with_a_host_are_accepted(url: str) -> None:
     with pytest.raises(FetchRefused):
         await NetworkGuard(resolver=fake_resolver({})).check_url(url)
@@ -231,8 +234,12 @@ async def test_see_other_turns_a_post_into_a_get() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(404, grpc.StatusCode.FAILED_PRECONDITION), (403, grpc.StatusCode.FAILED_PRECONDITION),
-     (503, grpc.StatusCode.UNAVAILABLE), (429, grpc.StatusCode.UNAVAILABLE)],
+    [
+        (404, grpc.StatusCode.FAILED_PRECONDITION),
+        (403, grpc.StatusCode.FAILED_PRECONDITION),
+        (503, grpc.StatusCode.UNAVAILABLE),
+        (429, grpc.StatusCode.UNAVAILABLE),
+    ],
 )
 async def test_non_2xx_final_answer_is_a_domain_error(status: int, code: grpc.StatusCode) -> None:
     guard = NetworkGuard(resolver=fake_resolver(PUBLIC))

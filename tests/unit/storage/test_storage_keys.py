@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from assetgen_runtime.errors import InvalidArgument
 from assetgen_storage.keys import check_key, check_owner, new_object_key
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from assetgen_storage.media import OCTET_STREAM, resolve_media, sniff
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
