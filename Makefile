@@ -13,7 +13,7 @@ PROTO_STAMP := $(PROTO_OUT)/.stamp
 run: $(STAMP) $(PROTO_STAMP)
 	$(BIN)/assetgen-dev
 
-test: $(STAMP) $(PROTO_STAMP)
+test: lint
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP) $(PROTO_STAMP)
@@ -46,8 +46,9 @@ $(PROTO_STAMP): $(PROTO_SRC) | $(STAMP)
 	touch $(PROTO_OUT)/assetgen/__init__.py $(PROTO_OUT)/assetgen/v1/__init__.py $(PROTO_OUT)/assetgen/py.typed
 	touch $@
 
-lint: $(STAMP)
+lint: $(STAMP) $(PROTO_STAMP)
 	$(BIN)/ruff check lib services tools tests
+	$(BIN)/ruff format --check lib services tools tests
 	$(BIN)/mypy lib services tools
 
 clean:
