@@ -228,7 +228,7 @@ class System:
         """Stops services (gateway first), the provider, NATS, S3; drops the databases; removes files."""
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await asyncio.wait_for(self._nc.close(), 10)
         if self.http is not None:
             await self.http.aclose()
         for name in ("gateway", "orchestrator", "provider-adapter", "storage", "provider"):
