@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -125,12 +127,12 @@ class System:
 
     def sampler(self, interval: float = 1.0) -> Sampler:
         """A sampler over the four services, NATS, S3, the database, the fake provider and this process."""
-        groups = {name: (lambda pid=self.processes[name].pid: [pid]) for name in SERVICES}
-        groups["nats"] = lambda: [self.nats.process.pid]
-        groups["s3"] = lambda: [self.s3.process.pid]
+        fixed = {name: self.processes[name].pid for name in (*SERVICES, "provider")}
+        fixed.update(nats=self.nats.process.pid, s3=self.s3.process.pid, driver=os.getpid())
+        groups: dict[str, Callable[[], list[int]]] = {
+            name: functools.partial(lambda pid: [pid], pid) for name, pid in fixed.items()
+        }
         groups["database"] = self._database_pids
-        groups["provider"] = lambda: [self.processes["provider"].pid]
-        groups["driver"] = lambda: [os.getpid()]
         return Sampler(groups, interval)
 
     def _database_pids(self) -> list[int]:
