@@ -172,6 +172,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         figures["cpu_ms_per_poll"] = {name: 1000 * cpu / polls for name, cpu in measurement.cpu.items()}
         figures["cpu_ms_per_poll_services"] = sum(figures["cpu_ms_per_poll"][name] for name in SERVICES)
         figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
+        figures["cpu_percent"]["others"] = measurement.others_cpu_percent
         figures["cpu_percent_services"] = sum(figures["cpu_percent"][name] for name in SERVICES)
         figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
         figures["rss_mb_services"] = sum(measurement.rss_max[name] for name in SERVICES) / 1e6

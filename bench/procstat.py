@@ -46,6 +46,13 @@ def memory(pid: int) -> dict[str, int]:
     return values
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent not idle since boot (all processes, anyone's)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
 def reset_peak(pid: int) -> None:
     """Resets the process's VmHWM to its current RSS (Linux ≥ 4.0), so a later peak is this step's."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -72,8 +79,15 @@ class Measurement:
 
     seconds: float
     cpu: dict[str, float]
+    machine_cpu: float
     rss_max: dict[str, int]
     rss_mean: dict[str, float]
+
+    @property
+    def others_cpu_percent(self) -> float:
+        """CPU % of every process outside the groups (other people's work on a shared machine)."""
+        ours = sum(self.cpu.values())
+        return 100.0 * (self.machine_cpu - ours) / self.seconds if self.seconds > 0 else 0.0
 
     def cpu_percent(self, group: str) -> float:
         """Average CPU % (100 % = one core) of a group over the measurement."""
@@ -83,6 +97,7 @@ class Measurement:
 @dataclass
 class _Window:
     started: float
+    machine_start: float
     first_cpu: dict[str, dict[int, float]]
     last_cpu: dict[str, dict[int, float]]
     rss: dict[str, list[int]] = field(default_factory=dict)
@@ -118,7 +133,9 @@ class Sampler:
 
     def start(self) -> None:
         """Takes the first sample and starts sampling in the background."""
-        window = _Window(started=time.monotonic(), first_cpu={}, last_cpu={})
+        window = _Window(
+            started=time.monotonic(), machine_start=machine_busy_seconds(), first_cpu={}, last_cpu={}
+        )
         self._sample(window)
         self._window = window
         self._task = asyncio.get_running_loop().create_task(self._loop(window))
@@ -141,6 +158,7 @@ class Sampler:
         return Measurement(
             seconds=time.monotonic() - window.started,
             cpu=cpu,
+            machine_cpu=machine_busy_seconds() - window.machine_start,
             rss_max={name: max(values) for name, values in window.rss.items()},
             rss_mean={name: sum(values) / len(values) for name, values in window.rss.items()},
         )

@@ -116,6 +116,17 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append(
             _row(
                 "throughput",
+                "CPU % of other people's processes (shared machine)",
+                _fmt(t.get("cpu_percent", {}).get("others")),
+                "",
+                "",
+                "",
+                None,
+            )
+        )
+        out.append(
+            _row(
+                "throughput",
                 "latency submit→COMPLETED p50 / p99 s",
                 f"{_fmt(t['latency_s'].get('p50'), 2)} / {_fmt(t['latency_s'].get('p99'), 2)}",
                 f"poll interval {t.get('poll_interval_s', 1):g} s",
@@ -180,8 +191,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append(
             _row(
                 label,
-                "CPU % NATS / S3 / database",
-                " / ".join(_fmt(f["cpu_percent"][s]) for s in ("nats", "s3", "database")),
+                "CPU % NATS / S3 / database / other people's processes",
+                " / ".join(_fmt(f["cpu_percent"].get(s)) for s in ("nats", "s3", "database", "others")),
                 "",
                 "",
                 "",

@@ -105,6 +105,7 @@ async def run(options: Options) -> dict[str, Any]:
             figures["cpu_ms_per_generation"][name] for name in SERVICES
         )
         figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
+        figures["cpu_percent"]["others"] = measurement.others_cpu_percent
         figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
         logger.info("throughput: %.1f generations/s", figures["generations_per_s"])
 
