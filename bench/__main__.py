@@ -48,6 +48,7 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     parser.add_argument(
         "--task-seconds", type=float, help="in-flight finishes spread over this (default 300)"
     )
+    parser.add_argument("--ramp-seconds", type=float, help="in-flight ramp cut-off (default 600)")
     parser.add_argument("--ingest-mib", type=int, help="ingest result size in MiB (default 1024)")
     parser.add_argument("--result-kb", type=int, help="throughput result size in KiB (default 100)")
     parser.add_argument("--api-seconds", type=float, help="seconds per API measurement (default 10)")
@@ -76,6 +77,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         options.window = args.window
     if args.task_seconds:
         options.task_seconds = args.task_seconds
+    if args.ramp_seconds:
+        options.ramp_timeout = args.ramp_seconds
     if args.ingest_mib:
         options.ingest_bytes = args.ingest_mib * 1024**2
     if args.result_kb:
