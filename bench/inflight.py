@@ -149,7 +149,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         await system.provider_post("/_bench/release", {"at": time.time() + 1.0, "over": options.task_seconds})
         ids = set(accepted)
         drained = await system.events.wait_finished(
-            ids, timeout=ramp_seconds + 3 * interval + options.drain_timeout
+            ids, timeout=options.task_seconds + 3 * interval + options.drain_timeout
         )
         tasks = [t for t in await system.provider_get("/_bench/tasks") if t["task_id"] != reference_task]
         by_task = {t["task_id"]: t for t in tasks}
