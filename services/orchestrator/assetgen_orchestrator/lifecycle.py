@@ -113,9 +113,22 @@ class Lifecycle:
         self._storage = storage
         self._events = events
         self._config = config
+        self._running: set[tuple[str, int]] = set()
 
     async def handle(self, job: Job) -> Outcome:
         """Moves the job's asset on by one step and says when to run the job again, if ever."""
+        key = (job.asset_id, job.attempt)
+        if key in self._running:
+            # JetStream redelivered a job this process is still running (its in-progress heartbeat
+            # could not reach NATS): running the step twice at once would submit concurrently.
+            return Later(1.0)
+        self._running.add(key)
+        try:
+            return await self._handle(job)
+        finally:
+            self._running.discard(key)
+
+    async def _handle(self, job: Job) -> Outcome:
         for _ in range(_MAX_CAS_RETRIES):
             asset = await self._store.find_asset(job.asset_id)
             if asset is None or asset.attempt != job.attempt or Status(asset.status).terminal:
