@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from assetgen.v1 import common_pb2, gateway_pb2
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
 from assetgen_orchestrator.models import Asset, AssetTransition, Box
 
-__all__ = ["asset_to_proto", "box_to_proto", "source_type_name", "status_name"]
+__all__ = [
+    "asset_to_proto",
+    "box_to_proto",
+    "parse_poll_policy",
+    "poll_policy_json",
+    "source_type_name",
+    "status_name",
+]
+
+
+def poll_policy_json(policy: provider_adapter_pb2.PollPolicy) -> str:
+    """The policy as ``assets.poll_policy_json`` stores it."""
+    return _poll_policy_json(policy.SerializeToString(deterministic=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _poll_policy_json(serialized: bytes) -> str:
+    # Cached: every poll of every task of a model carries the same policy.
+    return json_format.MessageToJson(provider_adapter_pb2.PollPolicy.FromString(serialized), indent=None)
+
+
+@functools.lru_cache(maxsize=256)
+def parse_poll_policy(text: str) -> provider_adapter_pb2.PollPolicy:
+    """The stored policy, parsed once per distinct text; the message is shared, so read-only."""
+    return json_format.Parse(text or "{}", provider_adapter_pb2.PollPolicy())
 
 
 def _timestamp(value: dt.datetime | None) -> Timestamp:

@@ -105,7 +105,8 @@ class JobRunner:
 
     Any number of replicas run this against the same consumer; JetStream hands each message to one
     of them at a time. While a step runs longer than a third of the ack wait, the runner tells
-    JetStream it is still in progress, so no message is held past its ack wait.
+    JetStream it is still in progress, so no message is held past its ack wait; one heartbeat task
+    serves every running step, as thousands of polls a second cannot each afford a timer task.
     """
 
     def __init__(
@@ -127,6 +128,8 @@ class JobRunner:
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._started_at: dict[int, tuple[Msg, float]] = {}
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
 
@@ -147,6 +150,7 @@ class JobRunner:
         )
         self._subscription = subscription
         self._loop_task = asyncio.create_task(self._pull_loop(subscription), name="job-pull-loop")
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="job-heartbeats")
 
     async def stop(self, timeout: float) -> None:
         """Stops pulling and waits up to ``timeout`` for running steps; unfinished ones are redelivered."""
@@ -160,6 +164,10 @@ class JobRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
@@ -194,11 +202,11 @@ class JobRunner:
                 await self._on_poison(message.data, "malformed job message")
                 await message.term()
                 return
-            heartbeat = asyncio.create_task(self._heartbeat(message))
+            self._started_at[id(message)] = (message, asyncio.get_running_loop().time())
             try:
                 outcome = await self._handler(job)
             finally:
-                heartbeat.cancel()
+                del self._started_at[id(message)]
             if isinstance(outcome, Later):
                 await message.nak(delay=max(outcome.delay, 0.0))
             else:
@@ -207,11 +215,17 @@ class JobRunner:
             # Left unacknowledged on purpose: JetStream redelivers after the ack wait.
             logger.exception("job step failed unexpectedly", extra={"subject": message.subject})
 
-    async def _heartbeat(self, message: Msg) -> None:
+    async def _heartbeats(self) -> None:
+        """Every third of the ack wait, marks the steps running at least that long as in progress."""
+        interval = self._ack_wait / 3
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await message.in_progress()
+            await asyncio.sleep(interval)  # a timer: heartbeats are periodic by nature
+            now = loop.time()
+            for message, started in list(self._started_at.values()):
+                if now - started >= interval:
+                    with contextlib.suppress(Exception):
+                        await message.in_progress()
 
 
 def _parse(data: bytes) -> Job | None:

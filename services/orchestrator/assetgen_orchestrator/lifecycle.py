@@ -2,19 +2,25 @@
 
 Steps (under the public status)::
 
-    PENDING    waiting_parent ─► queued ─► submitting ─┐
+    PENDING    waiting_parent ─► queued ───────────────┐ submit
     PROCESSING                     polling ◄───────────┤ (NAK with the next poll delay)
     PROCESSING                     ingesting ◄─────────┘ provider COMPLETED
     COMPLETED / FAILED / CANCELED  done
 
 Every change is a compare-and-set on the asset's version (see ``AssetStore.update_asset``); a step
 that loses the race re-reads the asset and decides again, so a late or duplicated message can never
-move an asset backwards or finish it twice. The intent to submit is recorded (step ``submitting``)
-before the provider-adapter is called, and the adapter's submit is idempotent per (asset, attempt).
+move an asset backwards or finish it twice. Submitting is safe to repeat: the provider-adapter
+records its intent before it sends and answers a repeated (asset, attempt) from that record.
+
+Polls are cheap on purpose, as 10,000 tasks in flight at a 10 s interval are 1,000 polls a second:
+the polls that come due together go to the adapter in one ``PollTasks`` call per model, a poll that
+changes nothing visible writes nothing, and the next delay follows from the task's age, so no poll
+counter has to be stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -22,7 +28,7 @@ import random
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import json_format
+from google.rpc import status_pb2
 
 from assetgen.v1 import (
     common_pb2,
@@ -31,11 +37,13 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
+from assetgen_orchestrator.convert import parse_poll_policy, poll_policy_json
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
 from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
+from assetgen_runtime.batching import Batcher
 
 __all__ = ["Lifecycle", "LifecycleConfig", "build_variables", "next_poll_delay"]
 
@@ -54,6 +62,9 @@ _TRANSIENT = frozenset(
 )
 _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
+_POLL_BATCH = 100
+
+PollBatcher = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
 
 @dataclass(frozen=True)
@@ -87,12 +98,18 @@ def build_variables(asset: Asset, parent_url: str = "") -> dict[str, object]:
     return variables
 
 
-def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, poll_count: int, hint_ms: int = 0) -> float:
-    """Seconds until the next poll: initial × backoff^n capped at max, a provider hint wins, ±10 % jitter."""
+def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms: int = 0) -> float:
+    """Seconds until the next poll of a task submitted ``age`` seconds ago, with ±10 % jitter.
+
+    Delays grow geometrically — initial, initial × backoff, initial × backoff², … — capped at the
+    maximum. After polls at those delays a task's age is initial × (backoffⁿ − 1) / (backoff − 1),
+    so the n-th delay is initial + age × (backoff − 1): the age alone gives the schedule. A
+    provider's hint wins; the profile's minimum interval is a floor.
+    """
     initial = (policy.initial_delay_ms or 2000) / 1000
     backoff = policy.backoff or 1.5
     ceiling = (policy.max_delay_ms or 30_000) / 1000
-    delay = hint_ms / 1000 if hint_ms > 0 else min(initial * backoff ** max(poll_count, 0), ceiling)
+    delay = hint_ms / 1000 if hint_ms > 0 else min(initial + max(age, 0.0) * (backoff - 1), ceiling)
     delay = max(delay, policy.min_interval_ms / 1000)
     return delay * random.uniform(0.9, 1.1)
 
@@ -114,6 +131,7 @@ class Lifecycle:
         self._events = events
         self._config = config
         self._running: set[tuple[str, int]] = set()
+        self._poll_batchers: dict[str, PollBatcher] = {}
 
     async def handle(self, job: Job) -> Outcome:
         """Moves the job's asset on by one step and says when to run the job again, if ever."""
@@ -160,7 +178,7 @@ class Lifecycle:
         step = Step(asset.step)
         if step is Step.WAITING_PARENT:
             return await self._wait_for_parent(asset)
-        if step in (Step.QUEUED, Step.SUBMITTING):
+        if step in (Step.QUEUED, Step.SUBMITTING):  # SUBMITTING: rows written by older versions
             return await self._submit(asset)
         if step is Step.POLLING:
             return await self._poll(asset)
@@ -182,10 +200,6 @@ class Lifecycle:
         return await self._submit(asset)
 
     async def _submit(self, asset: Asset) -> Outcome | None:
-        if asset.step == Step.QUEUED and not await self._store.update_asset(
-            asset, step=Step.SUBMITTING, message="submitting to the provider"
-        ):
-            return None
         parent_url = await self._parent_url(asset)
         status = await self._adapter.SubmitTask(
             provider_adapter_pb2.SubmitTaskRequest(
@@ -208,17 +222,44 @@ class Lifecycle:
         if started is not None and _age(started) > deadline:
             return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
         POLLS.labels(asset.model).inc()
-        status = await self._adapter.PollTask(
+        status = await self._poll_batcher(asset.model).load(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
                 model=asset.model,
                 task_id=asset.external_task_id,
                 task_handle_json=asset.task_handle_json,
                 box_id=asset.box_id,
-            ),
-            timeout=self._config.rpc_timeout,
+            )
         )
         return await self._apply(asset, status, submitted=False)
+
+    def _poll_batcher(self, model: str) -> PollBatcher:
+        """One batcher per model, so a slow provider never holds up another provider's polls."""
+        batcher = self._poll_batchers.get(model)
+        if batcher is None:
+            batcher = self._poll_batchers[model] = Batcher(self._poll_many, max_batch=_POLL_BATCH)
+        return batcher
+
+    async def _poll_many(
+        self, requests: list[provider_adapter_pb2.PollTaskRequest]
+    ) -> list[provider_adapter_pb2.TaskStatus | BaseException]:
+        """Polls a batch in one PollTasks call; each task's error is raised to its own step."""
+        try:
+            response = await self._adapter.PollTasks(
+                provider_adapter_pb2.PollTasksRequest(tasks=requests), timeout=self._config.rpc_timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # An adapter older than PollTasks (during a rolling upgrade): one call per task.
+            return await asyncio.gather(
+                *(self._adapter.PollTask(request, timeout=self._config.rpc_timeout) for request in requests),
+                return_exceptions=True,
+            )
+        return [
+            result.status if result.HasField("status") else _rpc_error(result.error)
+            for result in response.results
+        ]
 
     async def _apply(
         self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
@@ -231,7 +272,7 @@ class Lifecycle:
             "task_handle_json": status.task_handle_json or asset.task_handle_json,
         }
         if status.HasField("poll_policy"):
-            common["poll_policy_json"] = json_format.MessageToJson(status.poll_policy, indent=None)
+            common["poll_policy_json"] = poll_policy_json(status.poll_policy)
         if submitted:
             common["submitted_at"] = utcnow()
         if state == provider_adapter_pb2.TASK_STATE_COMPLETED:
@@ -264,21 +305,21 @@ class Lifecycle:
             return Later(max(status.poll_after_ms, 500) / 1000 * random.uniform(1.0, 1.2))
         # PENDING, PROCESSING, or anything unknown: still running.
         progress = min(max(status.progress, 0.0), 1.0)
-        changed = asset.status != Status.PROCESSING or abs(progress - asset.progress) > 1e-6
-        poll_count = 0 if submitted else asset.poll_count + 1
-        if not await self._store.update_asset(
-            asset,
-            status=Status.PROCESSING,
-            step=Step.POLLING,
-            progress=progress,
-            poll_count=poll_count,
-            message=f"submitted; provider task {status.task_id}" if submitted else "",
-            **common,
-        ):
-            return None
-        if changed:
-            await self._events.publish(asset)
-        return Later(next_poll_delay(self._policy(asset), poll_count, status.poll_after_ms))
+        visible = asset.status != Status.PROCESSING or abs(progress - asset.progress) > 1e-6
+        if submitted or visible or _differs(asset, common):
+            if not await self._store.update_asset(
+                asset,
+                status=Status.PROCESSING,
+                step=Step.POLLING,
+                progress=progress,
+                message=f"submitted; provider task {status.task_id}" if submitted else "",
+                **common,
+            ):
+                return None
+            if visible:
+                await self._events.publish(asset)
+        age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
+        return Later(next_poll_delay(self._policy(asset), age, status.poll_after_ms))
 
     async def _ingest(self, asset: Asset) -> Outcome | None:
         stored = await self._storage.Ingest(
@@ -310,7 +351,7 @@ class Lifecycle:
             )
             return None
         TRANSITIONS.labels(Status.COMPLETED.value).inc()
-        await self._events.publish(asset, file_url=await self._file_url(asset.object_key))
+        await self._events.publish(asset, file_url=stored.url or await self._file_url(asset.object_key))
         return Done()
 
     async def _on_rpc_error(self, asset: Asset, error: grpc.aio.AioRpcError) -> Outcome | None:
@@ -360,7 +401,21 @@ class Lifecycle:
 
     @staticmethod
     def _policy(asset: Asset) -> provider_adapter_pb2.PollPolicy:
-        return json_format.Parse(asset.poll_policy_json or "{}", provider_adapter_pb2.PollPolicy())
+        return parse_poll_policy(asset.poll_policy_json)
+
+
+def _differs(asset: Asset, changes: dict[str, object]) -> bool:
+    """Whether writing ``changes`` would change the stored asset."""
+    return any(getattr(asset, key) != value for key, value in changes.items())
+
+
+def _rpc_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
+    """The error PollTask would have raised for one task of a PollTasks batch."""
+    code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=status.message)
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _age(moment: dt.datetime) -> float:

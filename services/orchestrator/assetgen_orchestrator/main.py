@@ -16,7 +16,7 @@ from assetgen_orchestrator.settings import OrchestratorSettings
 from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime import jetstream
 from assetgen_runtime.channels import open_channel
-from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.database import create_engine, migrate
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
@@ -39,7 +39,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
     """Starts the orchestrator: database, NATS streams, job runner and gRPC server."""
     await migrate_database(settings)
     engine = create_engine(settings.resolved_database_url)
-    store = AssetStore(session_factory(engine))
+    store = AssetStore(engine)
     nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
     js = nc.jetstream(timeout=10)
     await setup_streams(js, events_max_age=settings.events_max_age_seconds)

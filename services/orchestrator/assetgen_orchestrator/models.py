@@ -91,7 +91,6 @@ class Asset(Base):
     poll_policy_json: Mapped[str] = mapped_column(Text, default="{}")
     raw_status: Mapped[str] = mapped_column(String(200), default="")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
-    poll_count: Mapped[int] = mapped_column(Integer, default=0)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str] = mapped_column(Text, default="")
     filename: Mapped[str] = mapped_column(String(300), default="")

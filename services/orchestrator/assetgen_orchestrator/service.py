@@ -7,7 +7,6 @@ import logging
 from urllib.parse import urlsplit
 
 import grpc
-from google.protobuf import json_format
 
 from assetgen.v1 import (
     common_pb2,
@@ -22,6 +21,7 @@ from assetgen.v1 import (
 from assetgen_orchestrator.convert import (
     asset_to_proto,
     box_to_proto,
+    poll_policy_json,
     source_type_name,
     status_name,
     transition_to_proto,
@@ -129,7 +129,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             timeout=self._rpc_timeout,
         )
         draft.model = prepared.model.name
-        draft.poll_policy_json = _policy_json(prepared.poll_policy)
+        draft.poll_policy_json = poll_policy_json(prepared.poll_policy)
         asset = await self._store.insert_asset(
             draft, "waiting for the parent asset" if deferred else "accepted"
         )
@@ -213,7 +213,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raw_status="",
             error_message="",
             progress=0.0,
-            poll_count=0,
             error_count=0,
             submitted_at=None,
             finished_at=None,
@@ -338,10 +337,6 @@ def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str
         parent_asset_id=request.parent_asset or None,
         idempotency_key=idempotency_key or None,
     )
-
-
-def _policy_json(policy: provider_adapter_pb2.PollPolicy) -> str:
-    return json_format.MessageToJson(policy, indent=None)
 
 
 def _metadata(context: object, key: str) -> str:

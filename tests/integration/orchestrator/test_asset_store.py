@@ -11,7 +11,7 @@ import pytest
 from assetgen_orchestrator.main import MIGRATIONS
 from assetgen_orchestrator.models import Asset, Status, Step
 from assetgen_orchestrator.store import AssetStore
-from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.database import create_engine, migrate
 from assetgen_runtime.errors import InvalidArgument, NotFound
 from assetgen_runtime.ids import new_id
 
@@ -22,7 +22,7 @@ async def store(database_url: str) -> AsyncIterator[AssetStore]:
     # Migrating twice is a no-op, as every start does it.
     await migrate(database_url, MIGRATIONS, version_table="alembic_version_orchestrator")
     engine = create_engine(database_url)
-    yield AssetStore(session_factory(engine))
+    yield AssetStore(engine)
     await engine.dispose()
 
 

@@ -49,12 +49,19 @@ def test_unset_variables_are_absent() -> None:
     assert build_variables(_asset()) == {}
 
 
-def test_poll_delay_backs_off_to_the_cap() -> None:
+def test_poll_delay_backs_off_geometrically_by_age_to_the_cap() -> None:
     policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=1000, backoff=2.0, max_delay_ms=5000)
-    delays = [next_poll_delay(policy, n) for n in range(6)]
+    # Polled at ages 0, 1, 3 (each after the previous delay): delays 1, 2, 4, then the cap.
+    delays = [next_poll_delay(policy, age) for age in (0.0, 1.0, 3.0, 7.0, 600.0)]
     assert 0.9 <= delays[0] <= 1.1
     assert 1.8 <= delays[1] <= 2.2
+    assert 3.6 <= delays[2] <= 4.4
     assert all(4.5 <= d <= 5.5 for d in delays[3:])
+
+
+def test_poll_delay_without_backoff_is_the_interval_at_any_age() -> None:
+    policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=10_000, backoff=1.0, max_delay_ms=10_000)
+    assert all(9.0 <= next_poll_delay(policy, age) <= 11.0 for age in (0.0, 55.0, 3600.0))
 
 
 def test_provider_hint_wins_but_not_below_minimum_interval() -> None:

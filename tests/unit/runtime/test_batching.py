@@ -1,0 +1,94 @@
+"""The batcher: calls made together share one batch call; errors reach only their own callers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from assetgen_runtime.batching import Batcher
+
+
+class _Recorder:
+    """A batch function that records its batches and answers each key with its double."""
+
+    def __init__(self, *, fail_key: int | None = None, release: asyncio.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.called = asyncio.Event()
+        self._fail_key = fail_key
+        self._release = release
+
+    async def __call__(self, keys: list[int]) -> list[int | BaseException]:
+        self.batches.append(keys)
+        self.called.set()
+        if self._release is not None:
+            await self._release.wait()
+        return [ValueError(f"bad {key}") if key == self._fail_key else key * 2 for key in keys]
+
+
+async def test_calls_made_together_share_one_batch_in_order() -> None:
+    recorder = _Recorder()
+    batcher = Batcher(recorder, max_batch=100)
+    results = await asyncio.gather(*(batcher.load(key) for key in range(10)))
+    assert results == [key * 2 for key in range(10)]
+    assert recorder.batches == [list(range(10))]
+
+
+async def test_batches_are_cut_at_the_maximum_size() -> None:
+    recorder = _Recorder()
+    batcher = Batcher(recorder, max_batch=4)
+    results = await asyncio.gather(*(batcher.load(key) for key in range(10)))
+    assert results == [key * 2 for key in range(10)]
+    assert [len(batch) for batch in recorder.batches] == [4, 4, 2]
+
+
+async def test_calls_in_later_iterations_get_a_new_batch() -> None:
+    recorder = _Recorder()
+    batcher = Batcher(recorder)
+    assert await batcher.load(1) == 2
+    assert await batcher.load(2) == 4
+    assert recorder.batches == [[1], [2]]
+
+
+async def test_an_error_for_one_key_reaches_only_its_caller() -> None:
+    batcher = Batcher(_Recorder(fail_key=3))
+    results = await asyncio.gather(*(batcher.load(key) for key in range(5)), return_exceptions=True)
+    assert results[:3] == [0, 2, 4] and results[4] == 8
+    assert isinstance(results[3], ValueError) and str(results[3]) == "bad 3"
+
+
+async def test_a_failing_batch_function_fails_every_caller() -> None:
+    async def broken(keys: list[int]) -> list[int]:
+        raise ConnectionError("down")
+
+    batcher: Batcher[int, int] = Batcher(broken)
+    results = await asyncio.gather(*(batcher.load(key) for key in range(3)), return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in results)
+
+
+async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_alone() -> None:
+    release = asyncio.Event()
+    recorder = _Recorder(release=release)
+    batcher = Batcher(recorder)
+    first = asyncio.ensure_future(batcher.load(1))
+    second = asyncio.ensure_future(batcher.load(2))
+    await recorder.called.wait()
+    first.cancel()
+    release.set()
+    assert await second == 4
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_a_wrong_number_of_results_is_an_error_not_a_mixup() -> None:
+    async def short(keys: list[int]) -> list[int]:
+        return keys[:-1]
+
+    batcher: Batcher[int, int] = Batcher(short)
+    results = await asyncio.gather(batcher.load(1), batcher.load(2), return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in results)
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Batcher(_Recorder(), max_batch=0)
