@@ -26,7 +26,9 @@ class OrchestratorSettings:
     )
     storage_addr: str = env("ASSETGEN_STORAGE_ADDR", "host:port of the storage service.", "127.0.0.1:50054")
     worker_concurrency: int = env(
-        "ASSETGEN_WORKER_CONCURRENCY", "Generation steps one replica runs at once.", 64
+        "ASSETGEN_WORKER_CONCURRENCY",
+        "Generation steps one replica runs at once (polls are mostly waiting).",
+        256,
     )
     max_in_flight: int = env(
         "ASSETGEN_MAX_IN_FLIGHT", "Jobs the consumer may hold unacknowledged (max_ack_pending).", 50_000
