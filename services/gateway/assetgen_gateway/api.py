@@ -8,6 +8,7 @@ what lets the HTTP side call them with a small stand-in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -24,6 +25,7 @@ from assetgen.v1 import (
     storage_pb2_grpc,
 )
 from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
+from assetgen_runtime.batching import Batcher
 from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
 from assetgen_runtime.ids import new_id
 
@@ -72,6 +74,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self._timeout = timeout
         self._max_upload_bytes = max_upload_bytes
         self._watcher = watcher
+        self._file_urls: Batcher[str, str] = Batcher(self._read_urls, max_batch=500)
 
     # Boxes and assets: the orchestrator's.
 
@@ -285,16 +288,20 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         return await self._adapter.DeleteModel(request, timeout=self._timeout)
 
     async def _fill_file_urls(self, assets: Sequence[common_pb2.Asset]) -> None:
-        """Sets each stored asset's file_url to a URL made fresh now (presigned or public)."""
-        keys = [asset.object_key for asset in assets if asset.object_key]
-        if not keys:
-            return
+        """Sets each stored asset's file_url to a URL made fresh now (presigned or public).
+
+        The keys of concurrent requests go to storage together, one GetObjectUrls call per batch.
+        """
+        stored = [asset for asset in assets if asset.object_key]
+        urls = await asyncio.gather(*(self._file_urls.load(asset.object_key) for asset in stored))
+        for asset, url in zip(stored, urls, strict=True):
+            asset.file_url = url
+
+    async def _read_urls(self, keys: list[str]) -> list[str]:
         response = await self._storage.GetObjectUrls(
             storage_pb2.GetObjectUrlsRequest(keys=keys), timeout=self._timeout
         )
-        for asset in assets:
-            if asset.object_key:
-                asset.file_url = response.urls.get(asset.object_key, "")
+        return [response.urls.get(key, "") for key in keys]
 
 
 async def _grpc_events(
