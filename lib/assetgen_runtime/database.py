@@ -32,11 +32,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # No pool_pre_ping: it costs a round trip on every checkout (a fifth of a hot-path transaction).
     # A connection that died is invalidated by SQLAlchemy when its statement fails; callers retry
     # (job steps are redelivered), and pool_recycle retires connections before servers or
-    # middleboxes drop idle ones.
+    # middleboxes drop idle ones. No overflow: under sustained load overflow connections are opened
+    # and closed continually (a TLS attempt and authentication each), while queueing for one of
+    # the pool's connections costs a few statement times.
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"timeout": 10, "command_timeout": 30},

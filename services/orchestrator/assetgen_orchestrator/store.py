@@ -6,16 +6,19 @@ wraps. Rows come back as detached instances of the mapped classes (:func:`_detac
 read and pass them around like ORM objects. Single statements run in autocommit — one round trip,
 no BEGIN/COMMIT — and a change that moves an asset's status or step writes its history row in the
 same statement on PostgreSQL (a data-modifying CTE), in one transaction elsewhere. Lookups of
-single assets made together (the job messages of one fetch) are answered by one query.
+single assets made together (the job messages of one fetch) are answered by one query. The hot
+statements are built once (per set of changed columns) with bound parameters, so running one costs
+no statement construction and only a memoized cache-key lookup.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Select, Table, Update, delete, func, insert, literal, select, update
+from sqlalchemy import Insert, Select, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import attributes, configure_mappers
@@ -35,6 +38,50 @@ _TRANSITIONS = cast(Table, AssetTransition.__table__)
 _BOXES = cast(Table, Box.__table__)
 
 Model = TypeVar("Model", Asset, AssetTransition, Box)
+
+_FIND_MANY = select(_ASSETS).where(_ASSETS.c.id.in_(bindparam("ids", expanding=True)))
+_TRANSITION_FIELDS = ("asset_id", "attempt", "from_status", "to_status", "step", "message", "at")
+
+
+def _set(column: str) -> str:
+    return f"set_{column}"
+
+
+def _history(field: str) -> str:
+    return f"history_{field}"
+
+
+@functools.lru_cache(maxsize=128)
+def _compare_and_set(columns: tuple[str, ...]) -> Update:
+    """``UPDATE assets SET <columns> WHERE id = :row_id AND version = :row_version``, once per column set."""
+    return (
+        update(_ASSETS)
+        .where(_ASSETS.c.id == bindparam("row_id"), _ASSETS.c.version == bindparam("row_version"))
+        .values({column: bindparam(_set(column), type_=_ASSETS.c[column].type) for column in columns})
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _insert_asset() -> Insert:
+    return insert(_ASSETS).values(
+        {column.key: bindparam(_set(column.key), type_=column.type) for column in _ASSETS.columns}
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _with_history(statement: Insert | Update) -> Insert:
+    """``statement`` and the history row it earns as one statement (PostgreSQL's data-modifying CTE).
+
+    The history row is inserted only if the asset row was written, atomically, in one round trip.
+    """
+    changed = statement.returning(_ASSETS.c.id).cte("changed")
+    fields = _TRANSITION_FIELDS[1:]
+    values = (bindparam(_history(field), type_=_TRANSITIONS.c[field].type) for field in fields)
+    return (
+        insert(_TRANSITIONS)
+        .from_select(["asset_id", *fields], select(changed.c.id, *values))
+        .returning(_TRANSITIONS.c.id)
+    )
 
 
 @dataclasses.dataclass
@@ -76,13 +123,15 @@ class AssetStore:
         self._history_in_one_statement = engine.dialect.name == "postgresql"
         self._lookups: Batcher[str, Asset | None] = Batcher(self._find_many, max_batch=_LOOKUP_BATCH)
 
-    async def _rows(self, query: Select[Any]) -> Sequence[Mapping[str, Any]]:
+    async def _rows(
+        self, query: Select[Any], parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Mapping[str, Any]]:
         async with self._autocommit.connect() as connection:
-            return (await connection.execute(query)).mappings().all()
+            return (await connection.execute(query, parameters)).mappings().all()
 
-    async def _execute(self, statement: Any) -> Any:
+    async def _execute(self, statement: Any, parameters: Mapping[str, Any] | None = None) -> Any:
         async with self._autocommit.connect() as connection:
-            return await connection.execute(statement)
+            return await connection.execute(statement, parameters)
 
     # -- boxes ----------------------------------------------------------------------------------
 
@@ -147,7 +196,7 @@ class AssetStore:
         return await self._lookups.load(asset_id)
 
     async def _find_many(self, asset_ids: list[str]) -> list[Asset | None]:
-        rows = await self._rows(select(_ASSETS).where(_ASSETS.c.id.in_(set(asset_ids))))
+        rows = await self._rows(_FIND_MANY, {"ids": list(set(asset_ids))})
         by_id = {row["id"]: row for row in rows}
         return [_detached(Asset, by_id[asset_id]) if asset_id in by_id else None for asset_id in asset_ids]
 
@@ -198,9 +247,12 @@ class AssetStore:
         """
         now = utcnow()
         asset.created_at = asset.updated_at = now
+        row = _columns(asset)
         try:
             await self._write_with_history(
-                insert(_ASSETS).values(_columns(asset)), _transition(asset, "", message, now)
+                _insert_asset(),
+                {_set(column): value for column, value in row.items()},
+                _transition_values(row, "", message, now),
             )
         except IntegrityError:
             if asset.idempotency_key:
@@ -223,40 +275,33 @@ class AssetStore:
             changes.get("status", asset.status) != asset.status
             or changes.get("step", asset.step) != asset.step
         )
-        statement = (
-            update(_ASSETS)
-            .where(_ASSETS.c.id == asset.id, _ASSETS.c.version == asset.version)
-            .values(changes)
-        )
+        statement = _compare_and_set(tuple(sorted(changes)))
+        parameters = {
+            "row_id": asset.id,
+            "row_version": asset.version,
+            **{_set(column): value for column, value in changes.items()},
+        }
         if moved:
             after = {**_columns(asset), **changes}
             transition = _transition_values(after, previous_status, message, now)
-            updated = await self._write_with_history(statement, transition)
+            updated = await self._write_with_history(statement, parameters, transition)
         else:
-            updated = (await self._execute(statement)).rowcount == 1
+            updated = (await self._execute(statement, parameters)).rowcount == 1
         if updated:
             for key, value in changes.items():
                 setattr(asset, key, value)
         return updated
 
-    async def _write_with_history(self, statement: Insert | Update, transition: dict[str, Any]) -> bool:
+    async def _write_with_history(
+        self, statement: Insert | Update, parameters: dict[str, Any], transition: dict[str, Any]
+    ) -> bool:
         """Runs an asset INSERT or UPDATE and, if it touched the row, records ``transition`` with it."""
         if self._history_in_one_statement:
-            changed = statement.returning(_ASSETS.c.id).cte("changed")
-            fields = [key for key in transition if key != "asset_id"]
-            record = (
-                insert(_TRANSITIONS)
-                .from_select(
-                    ["asset_id", *fields],
-                    select(
-                        changed.c.id, *(literal(transition[key], _TRANSITIONS.c[key].type) for key in fields)
-                    ),
-                )
-                .returning(_TRANSITIONS.c.id)
-            )
-            return len((await self._execute(record)).all()) == 1
+            history = {_history(field): transition[field] for field in _TRANSITION_FIELDS[1:]}
+            result = await self._execute(_with_history(statement), {**parameters, **history})
+            return len(result.all()) == 1
         async with self._engine.begin() as connection:
-            if (await connection.execute(statement)).rowcount != 1:
+            if (await connection.execute(statement, parameters)).rowcount != 1:
                 return False
             await connection.execute(insert(_TRANSITIONS).values(transition))
         return True
@@ -289,10 +334,6 @@ class AssetStore:
         """Every transition of an asset, oldest first."""
         query = select(_TRANSITIONS).where(_TRANSITIONS.c.asset_id == asset_id).order_by(_TRANSITIONS.c.id)
         return [_detached(AssetTransition, row) for row in await self._rows(query)]
-
-
-def _transition(asset: Asset, previous_status: str, message: str, at: Any) -> dict[str, Any]:
-    return _transition_values(_columns(asset), previous_status, message, at)
 
 
 def _transition_values(
