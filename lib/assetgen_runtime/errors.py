@@ -18,7 +18,9 @@ Hierarchy::
 
 A service raises these; :class:`ErrorMappingInterceptor` turns them into statuses (with the reason in
 the ``assetgen-reason`` trailing metadata), and any other exception into INTERNAL without internals.
-The gateway maps a status (and reason) back to HTTP with :func:`http_status`.
+A batch RPC that answers each item on its own reports an item's failure as the ``google.rpc.Status``
+of :func:`rpc_status`, the same mapping. The gateway maps a status (and reason) back to HTTP with
+:func:`http_status`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
 
 from assetgen_runtime.handlers import StreamBehavior, UnaryBehavior, rewrap
 
@@ -50,6 +53,8 @@ __all__ = [
     "UnsupportedMediaType",
     "http_status",
     "reason_of",
+    "rpc_status",
+    "to_rpc_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,10 +164,22 @@ def to_rpc_error(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     return grpc.StatusCode.INTERNAL, "internal error", ""
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+def _mapped(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
+    """:func:`to_rpc_error`, logging an unexpected exception (its details are hidden from the caller)."""
     code, details, reason = to_rpc_error(exc)
     if code == grpc.StatusCode.INTERNAL and not isinstance(exc, AssetGenError):
         logger.exception("unhandled error in RPC", exc_info=exc)
+    return code, details, reason
+
+
+def rpc_status(exc: BaseException) -> status_pb2.Status:
+    """The ``google.rpc.Status`` a call failing with ``exc`` ends with: the code's number and details."""
+    code, details, _ = _mapped(exc)
+    return status_pb2.Status(code=code.value[0], message=details)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    code, details, reason = _mapped(exc)
     if reason:
         context.set_trailing_metadata(((REASON_METADATA_KEY, reason),))
     await context.abort(code, details)

@@ -3,16 +3,20 @@
 PollTask runs about a thousand times a second, so resolving a model to its provider, parsed profile,
 parsed template and decrypted key is cached for a few seconds. The cache forgets everything on a local
 change and expires, so a change made through another replica takes effect within ``cache_ttl``
-seconds. Lookups that find nothing are never cached.
+seconds. Lookups that find nothing are never cached. Calls that miss the cache together (the tasks of
+one PollTasks batch) share one lookup, and a profile whose text did not change is not parsed and
+validated again, so what is derived from it (poll policy, limits) is computed once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +39,9 @@ logger = logging.getLogger(__name__)
 # Model types of common.proto: IMAGE and VIDEO.
 _MODEL_TYPES = frozenset({1, 2})
 _MAX_NAME = 200
+
+# Providers' profiles by their stored text: a refresh of the resolution cache reuses the parsed one.
+_profile_of = lru_cache(maxsize=256)(Profile.from_json)
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,14 @@ class Catalog:
         self._ttl = cache_ttl
         self._clock = clock
         self._resolved: dict[str, tuple[float, ResolvedModel]] = {}
+        self._loading: dict[str, asyncio.Future[ResolvedModel]] = {}
+        self._generation = 0
 
     def invalidate(self) -> None:
-        """Forgets every cached resolution (after a local change)."""
+        """Forgets every cached resolution (after a local change), and lookups under way."""
         self._resolved.clear()
+        self._loading.clear()
+        self._generation += 1
 
     # -- providers ------------------------------------------------------------------------
 
@@ -357,10 +368,23 @@ class Catalog:
 
     async def resolve(self, ref: str) -> ResolvedModel:
         """A model ready for a submit or poll, cached briefly; InvalidArgument for an unknown model."""
-        now = self._clock()
         cached = self._resolved.get(ref)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > self._clock():
             return cached[1]
+        loading = self._loading.get(ref)
+        if loading is None:
+            loading = self._loading[ref] = asyncio.ensure_future(self._load(ref, self._generation))
+            loading.add_done_callback(lambda done: self._loaded(ref, done))
+        # Shielded: a caller that goes away must not cancel the lookup the others wait for.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, ref: str, done: asyncio.Future[ResolvedModel]) -> None:
+        if self._loading.get(ref) is done:
+            del self._loading[ref]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so an error nobody waited for is not logged as lost
+
+    async def _load(self, ref: str, generation: int) -> ResolvedModel:
         try:
             model, provider = await self.get_model(ref)
         except NotFound:
@@ -381,11 +405,12 @@ class Catalog:
             target=ProviderTarget(
                 name=provider.name,
                 base_url=provider.base_url,
-                profile=Profile.from_json(provider.profile_json),
+                profile=_profile_of(provider.profile_json),
                 api_key=api_key,
             ),
             template=template,
             variables=inspect_template(template),
         )
-        self._resolved[ref] = (now + self._ttl, resolved)
+        if generation == self._generation:  # not when a local change happened meanwhile
+            self._resolved[ref] = (self._clock() + self._ttl, resolved)
         return resolved

@@ -176,6 +176,8 @@ def _render_url(template: str, context: Mapping[str, Any], raw_vars: Any) -> str
     """Renders a URL; values are percent-escaped except those named in ``raw_vars`` (Veo's
     ``operations/...`` names are paths) and a URL that is one placeholder as a whole.
     """
+    if "{{" not in template:
+        return template
     if _WHOLE_PLACEHOLDER.fullmatch(template.strip()):
         return render_text(template, context)
     raw = set(raw_vars)
@@ -244,6 +246,12 @@ class ProviderEngine:
         timeout = profile.timeout_seconds(self._default_timeout)
         return httpx.Timeout(timeout, connect=min(timeout, 10.0))
 
+    def submit_seconds(self, profile: Profile) -> float:
+        """The longest one submit's provider exchange can take: every attempt running into the
+        timeout, plus the backoff between attempts.
+        """
+        return profile.timeout_seconds(self._default_timeout) * self._retry.attempts + self._retry.max_total
+
     def auth_headers(self, target: ProviderTarget, url: str) -> dict[str, str]:
         """The auth header for ``url`` when the profile sends the key there, else nothing."""
         auth = target.profile.auth
@@ -273,6 +281,8 @@ class ProviderEngine:
             await self._guard.check_url(_join_url(target.base_url, url))
         else:
             url = _render_url(spec["url"], context, spec.get("raw_path_vars", ()))
+        # A relative URL is on the base URL's origin by construction: no need to parse it to know.
+        own_origin = not url.startswith(("http://", "https://"))
         url = _join_url(target.base_url, url)
         query = {key: render_text(value, context) for key, value in spec.get("query", {}).items()}
         headers = {**profile.default_headers, **spec.get("headers", {})}
@@ -280,7 +290,7 @@ class ProviderEngine:
         if "accept" in spec:
             headers["Accept"] = spec["accept"]
         auth = profile.auth
-        if auth["in"] != "none" and target.api_key and self._secret_allowed(target, url):
+        if auth["in"] != "none" and target.api_key and (own_origin or self._secret_allowed(target, url)):
             value = render_text(auth["template"], {"secret": target.api_key})
             if auth["in"] == "header":
                 headers[auth["name"]] = value
@@ -373,7 +383,7 @@ class ProviderEngine:
             ) from exc
         body, text = _parse_body(content, response.headers.get("content-type", ""))
         retry_after = _retry_after_seconds(response.headers, profile.http_errors.get("retry_after_header"))
-        if response.status_code in profile.retryable_statuses():
+        if response.status_code in profile.retryable_statuses:
             raise _Transient(f"HTTP {response.status_code}", retry_after)
         retry_when = profile.http_errors.get("retry_when")
         if retry_when and body is not None and truthy(search(retry_when, body)):
@@ -692,15 +702,16 @@ class ProviderEngine:
                 result.poll_after_ms = max(0, int(float(response.headers[hint_header])))
             except ValueError:
                 pass  # a malformed hint is no hint
-        logger.debug(
-            "polled task",
-            extra={
-                "provider": target.name,
-                "task_id": task_id,
-                "state": result.state,
-                "elapsed_ms": int((time.monotonic() - started) * 1000),
-            },
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # polls are the hot path: no log record built for nothing
+            logger.debug(
+                "polled task",
+                extra={
+                    "provider": target.name,
+                    "task_id": task_id,
+                    "state": result.state,
+                    "elapsed_ms": int((time.monotonic() - started) * 1000),
+                },
+            )
         return result
 
     async def cancel(

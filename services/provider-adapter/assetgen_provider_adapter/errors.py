@@ -8,18 +8,22 @@ Hierarchy (gRPC status in brackets)::
     └── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
                                 nothing was accepted and the submission was released for a later call
     FailedPrecondition [FAILED_PRECONDITION]
-    └── SubmitOutcomeUnknown    a submit was sent but its answer was lost; it will not be resent
+    └── SubmitOutcomeUnknown    a submit was sent but its answer was lost, or an earlier call's claim
+                                is older than any submit takes (it died mid-flight); never resent
+    Aborted [ABORTED]
+    └── SubmissionInProgress    another call is sending this submission now (its claim is young);
+                                the caller retries later and then gets its recorded outcome
 
-Also raised as they are: NotFound (catalog lookups), AlreadyExists (names), FailedPrecondition (a
-submission interrupted earlier; an API key that no longer decrypts). A provider that answers "no" is
-not an error: the call returns a TaskStatus in state FAILED with the provider's own message.
+Also raised as they are: NotFound (catalog lookups), AlreadyExists (names), FailedPrecondition (an
+API key that no longer decrypts). A provider that answers "no" is not an error: the call returns a
+TaskStatus in state FAILED with the provider's own message.
 """
 
 from __future__ import annotations
 
-from assetgen_runtime.errors import FailedPrecondition, Unavailable
+from assetgen_runtime.errors import Aborted, FailedPrecondition, Unavailable
 
-__all__ = ["ProviderUnreachable", "SubmitOutcomeUnknown"]
+__all__ = ["ProviderUnreachable", "SubmissionInProgress", "SubmitOutcomeUnknown"]
 
 
 class ProviderUnreachable(Unavailable):
@@ -28,3 +32,7 @@ class ProviderUnreachable(Unavailable):
 
 class SubmitOutcomeUnknown(FailedPrecondition):
     """A submit was sent but its answer never arrived; whether the task exists is unknown."""
+
+
+class SubmissionInProgress(Aborted):
+    """Another call claimed this submission moments ago and may still be sending it; retry later."""

@@ -1,30 +1,93 @@
 """The submission ledger: what makes SubmitTask idempotent per (asset_id, attempt).
 
 The intent is written (SENDING) *before* the provider is called and the outcome (SENT, with the task
-status) right after. A repeated call finding SENT gets the stored status without a provider call; one
-finding SENDING means an earlier call died mid-flight, so whether the provider accepted the task is
-unknown and the adapter refuses to risk a duplicate (paid) generation.
+status) right after, or UNKNOWN when the request went out but its answer was lost. A repeated call
+finding SENT gets the stored status without a provider call; one finding UNKNOWN fails with
+:class:`SubmitOutcomeUnknown`, since the adapter refuses to risk a duplicate (paid) generation. One
+finding SENDING looks at the claim's age: younger than the longest a submit can take, the first call
+may still be sending, so the caller is told to retry later (:class:`SubmissionInProgress`); older, that
+call died mid-flight and the outcome is unknown as well.
+
+Every write is a single statement run in autocommit: one database round trip, durable when it
+returns, so the claim is on disk before the provider request leaves. SQLAlchemy Core statements are
+built once and only their parameters change, so their compiled form is cached.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_provider_adapter.db import SubmissionRow, utcnow
-from assetgen_runtime.errors import FailedPrecondition
+from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
 
-__all__ = ["SENDING", "SENT", "Limits", "SubmissionLedger"]
+__all__ = ["SENDING", "SENT", "UNKNOWN", "Limits", "SubmissionLedger"]
 
 logger = logging.getLogger(__name__)
 
 SENDING = "SENDING"
 SENT = "SENT"
+UNKNOWN = "UNKNOWN"
+
+_TABLE = cast(Table, SubmissionRow.__table__)
+_COLUMNS = _TABLE.c
+
+_FIND = select(_COLUMNS.state, _COLUMNS.status_json, _COLUMNS.created_at).where(
+    _COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt")
+)
+_RECORD = (
+    update(_TABLE)
+    .where(_COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt"))
+    .values(
+        state=SENT,
+        task_id=bindparam("task_id"),
+        status_json=bindparam("status_json"),
+        active=bindparam("active"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_LOSE = (
+    update(_TABLE)
+    .where(
+        _COLUMNS.asset_id == bindparam("key_asset"),
+        _COLUMNS.attempt == bindparam("key_attempt"),
+        _COLUMNS.state == SENDING,
+    )
+    .values(state=UNKNOWN, updated_at=bindparam("updated_at"))
+)
+_FINISH = (
+    update(_TABLE)
+    .where(
+        _COLUMNS.asset_id == bindparam("key_asset"),
+        _COLUMNS.task_id == bindparam("key_task"),
+        _COLUMNS.active.is_(True),
+    )
+    .values(active=False, updated_at=bindparam("updated_at"))
+)
+_ABANDON = delete(_TABLE).where(
+    _COLUMNS.asset_id == bindparam("key_asset"),
+    _COLUMNS.attempt == bindparam("key_attempt"),
+    _COLUMNS.state == SENDING,
+)
+_RUNNING = (
+    select(func.count())
+    .select_from(_TABLE)
+    .where(
+        _COLUMNS.provider_id == bindparam("provider"),
+        _COLUMNS.active.is_(True),
+        _COLUMNS.created_at > bindparam("since"),
+    )
+)
+_SENT_SINCE = select(func.count(), func.min(_COLUMNS.created_at)).where(
+    _COLUMNS.provider_id == bindparam("provider"), _COLUMNS.created_at > bindparam("since")
+)
 
 
 @dataclass(frozen=True)
@@ -43,85 +106,113 @@ class Limits:
 
 
 class SubmissionLedger:
-    """Records submissions in the catalog database."""
+    """Records submissions in the catalog database (PostgreSQL or SQLite); ``clock`` gives now in UTC."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._clock = clock
+        # ON CONFLICT DO NOTHING is spelled alike on both, but each dialect has its own construct.
+        insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._claim = (
+            insert(_TABLE)
+            .on_conflict_do_nothing(index_elements=[_COLUMNS.asset_id, _COLUMNS.attempt])
+            .returning(_COLUMNS.asset_id)
+        )
 
-    async def begin(self, asset_id: str, attempt: int, model_id: str, provider_id: str = "") -> str | None:
+    async def _execute(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
+        """Runs one statement on its own (autocommit); the rows it returns, if any."""
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statement, parameters)
+            return list(result.all()) if result.returns_rows else []
+
+    async def begin(
+        self,
+        asset_id: str,
+        attempt: int,
+        model_id: str,
+        provider_id: str = "",
+        *,
+        in_progress_for: float = 0.0,
+    ) -> str | None:
         """Claims (asset_id, attempt) as SENDING and returns None, or returns a SENT call's status JSON.
 
-        Raises FailedPrecondition when an earlier call claimed it and never recorded an outcome.
+        A SENDING claim of another call younger than ``in_progress_for`` seconds raises
+        :class:`SubmissionInProgress` (retry later); an older one :class:`SubmitOutcomeUnknown`.
         """
-        # Two rounds: a claim can vanish between our failed insert and our read (abandon()).
+        # Two rounds: a claim can vanish between our refused insert and our read (abandon()).
         for _ in range(2):
-            now = utcnow()
-            async with self._sessions() as session:
-                session.add(
-                    SubmissionRow(
-                        asset_id=asset_id,
-                        attempt=attempt,
-                        model_id=model_id,
-                        provider_id=provider_id,
-                        active=True,
-                        state=SENDING,
-                        task_id="",
-                        status_json="",
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                try:
-                    await session.commit()
-                    return None
-                except IntegrityError:
-                    await session.rollback()
-                row = (
-                    await session.execute(
-                        select(SubmissionRow).where(
-                            SubmissionRow.asset_id == asset_id, SubmissionRow.attempt == attempt
-                        )
-                    )
-                ).scalar_one_or_none()
-            if row is None:
+            now = self._clock()
+            claimed = await self._execute(
+                self._claim,
+                {
+                    "asset_id": asset_id,
+                    "attempt": attempt,
+                    "model_id": model_id,
+                    "provider_id": provider_id,
+                    "active": True,
+                    "state": SENDING,
+                    "task_id": "",
+                    "status_json": "",
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            if claimed:
+                return None
+            rows = await self._execute(_FIND, {"key_asset": asset_id, "key_attempt": attempt})
+            if not rows:
                 continue
-            if row.state == SENT:
-                return row.status_json
-            raise FailedPrecondition(
-                f"submission of asset {asset_id} attempt {attempt} was started at "
-                f"{row.created_at.isoformat()} "
+            state, status_json, created_at = rows[0]
+            if state == SENT:
+                return str(status_json)
+            if state == UNKNOWN:
+                raise SubmitOutcomeUnknown(
+                    f"submission of asset {asset_id} attempt {attempt} was sent at {created_at.isoformat()} "
+                    "but the provider's answer was lost; the provider may or may not have the task, so it "
+                    "will not be submitted again; use a new attempt"
+                )
+            if now - created_at < timedelta(seconds=in_progress_for):
+                raise SubmissionInProgress(
+                    f"submission of asset {asset_id} attempt {attempt} is in progress; retry (another call "
+                    f"claimed it at {created_at.isoformat()} and may still be waiting for the provider)"
+                )
+            raise SubmitOutcomeUnknown(
+                f"submission of asset {asset_id} attempt {attempt} was started at {created_at.isoformat()} "
                 "but its outcome was never recorded (the call was interrupted); the provider may or may not "
                 "have the task, so it will not be submitted again; use a new attempt"
             )
-        raise FailedPrecondition(f"submission of asset {asset_id} attempt {attempt} is contended; retry")
+        raise SubmissionInProgress(f"submission of asset {asset_id} attempt {attempt} is contended; retry")
 
     async def record(
         self, asset_id: str, attempt: int, task_id: str, status_json: str, *, running: bool = True
     ) -> None:
         """Marks the submission SENT with the provider's answer; ``running`` while not terminal."""
-        async with self._sessions() as session:
-            await session.execute(
-                update(SubmissionRow)
-                .where(SubmissionRow.asset_id == asset_id, SubmissionRow.attempt == attempt)
-                .values(
-                    state=SENT, task_id=task_id, status_json=status_json, active=running, updated_at=utcnow()
-                )
-            )
-            await session.commit()
+        await self._execute(
+            _RECORD,
+            {
+                "key_asset": asset_id,
+                "key_attempt": attempt,
+                "task_id": task_id,
+                "status_json": status_json,
+                "active": running,
+                "updated_at": self._clock(),
+            },
+        )
+
+    async def record_unknown(self, asset_id: str, attempt: int) -> None:
+        """Marks a claim whose request was sent but whose answer never came: repeats fail at once.
+
+        The task may exist at the provider, so it keeps counting against the provider's limits.
+        """
+        await self._execute(
+            _LOSE, {"key_asset": asset_id, "key_attempt": attempt, "updated_at": self._clock()}
+        )
 
     async def finish(self, asset_id: str, task_id: str) -> None:
         """Marks a task terminal at its provider, freeing its concurrency slot."""
-        async with self._sessions() as session:
-            await session.execute(
-                update(SubmissionRow)
-                .where(
-                    SubmissionRow.asset_id == asset_id,
-                    SubmissionRow.task_id == task_id,
-                    SubmissionRow.active.is_(True),
-                )
-                .values(active=False, updated_at=utcnow())
-            )
-            await session.commit()
+        await self._execute(
+            _FINISH, {"key_asset": asset_id, "key_task": task_id, "updated_at": self._clock()}
+        )
 
     async def hold_back(self, provider_id: str, limits: Limits, *, running_for: float) -> float:
         """Seconds to wait before this provider may get another task, 0 when it may now.
@@ -131,41 +222,22 @@ class SubmissionLedger:
         holds; both may back off and retry). A task counts as running until a poll saw it terminal
         or ``running_for`` seconds (the poll deadline) passed since it was sent.
         """
-        now = utcnow()
-        async with self._sessions() as session:
-            if limits.max_concurrency:
-                running = await session.scalar(
-                    select(func.count())
-                    .select_from(SubmissionRow)
-                    .where(
-                        SubmissionRow.provider_id == provider_id,
-                        SubmissionRow.active.is_(True),
-                        SubmissionRow.created_at > now - timedelta(seconds=running_for),
-                    )
-                )
-                if (running or 0) > limits.max_concurrency:
-                    return limits.retry_seconds
-            if limits.submit_count:
-                window_start = now - timedelta(seconds=limits.submit_period)
-                rows = await session.execute(
-                    select(SubmissionRow.created_at)
-                    .where(SubmissionRow.provider_id == provider_id, SubmissionRow.created_at > window_start)
-                    .order_by(SubmissionRow.created_at)
-                )
-                sent = [row[0] for row in rows]
-                if len(sent) > limits.submit_count:
-                    # The window frees a place when its oldest send ages out.
-                    return max(0.05, (sent[0] - window_start).total_seconds())
+        now = self._clock()
+        if limits.max_concurrency:
+            rows = await self._execute(
+                _RUNNING, {"provider": provider_id, "since": now - timedelta(seconds=running_for)}
+            )
+            if rows[0][0] > limits.max_concurrency:
+                return limits.retry_seconds
+        if limits.submit_count:
+            window_start = now - timedelta(seconds=limits.submit_period)
+            rows = await self._execute(_SENT_SINCE, {"provider": provider_id, "since": window_start})
+            sent, oldest = rows[0]
+            if sent > limits.submit_count:
+                # The window frees a place when its oldest send ages out.
+                return max(0.05, (oldest - window_start).total_seconds())
         return 0.0
 
     async def abandon(self, asset_id: str, attempt: int) -> None:
         """Drops a SENDING claim whose request never reached the provider, so a later call may send it."""
-        async with self._sessions() as session:
-            await session.execute(
-                delete(SubmissionRow).where(
-                    SubmissionRow.asset_id == asset_id,
-                    SubmissionRow.attempt == attempt,
-                    SubmissionRow.state == SENDING,
-                )
-            )
-            await session.commit()
+        await self._execute(_ABANDON, {"key_asset": asset_id, "key_attempt": attempt})

@@ -20,6 +20,7 @@ from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.http import ShardedTransport
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -30,8 +31,10 @@ __all__ = ["main", "migrate_database", "new_http_client", "run_server"]
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 SERVICE_NAME = provider_adapter_pb2.DESCRIPTOR.services_by_name["ProviderAdapterService"].full_name
 
-# Thousands of tasks are polled concurrently; keep enough warm connections per provider host.
-_HTTP_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+# Thousands of tasks are polled concurrently: up to 512 connections, kept warm, in eight pools
+# (see ShardedTransport for why not one).
+_HTTP_POOLS = 8
+_HTTP_POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
 
 
 async def migrate_database(settings: ProviderAdapterSettings) -> None:
@@ -48,7 +51,7 @@ def new_http_client(settings: ProviderAdapterSettings) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             settings.http_timeout_seconds, connect=min(settings.http_timeout_seconds, 10.0)
         ),
-        limits=_HTTP_LIMITS,
+        transport=ShardedTransport(_HTTP_POOLS, _HTTP_POOL_LIMITS),
         follow_redirects=False,
         headers={"User-Agent": "assetgen-provider-adapter/0.1"},
     )
@@ -84,7 +87,7 @@ async def run_server(
             cache_ttl=cache_ttl,
             references=KeyReferences(os.environ, settings.provider_secrets_dir),
         ),
-        SubmissionLedger(sessions),
+        SubmissionLedger(engine),
         ProviderEngine(
             client,
             default_timeout=settings.http_timeout_seconds,
@@ -93,6 +96,7 @@ async def run_server(
             max_inline_bytes=settings.max_inline_result_bytes,
         ),
         results,
+        poll_concurrency=settings.poll_concurrency,
     )
     server = await build_grpc_server(
         [(provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server, servicer, SERVICE_NAME)],

@@ -6,7 +6,8 @@
 ``as_list(v)``
     ``v`` if it is an array, ``[]`` for ``null``, else ``[v]`` (Replicate's output is a string or a list).
 
-Expressions are compiled once and cached, since every poll evaluates the same few.
+Expressions are compiled once and cached, and evaluated by one shared interpreter, since every poll
+evaluates the same few.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import jmespath
-from jmespath import functions
+from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError, JMESPathTypeError
 from jmespath.parser import ParsedResult
 
@@ -43,6 +44,9 @@ class _ProviderFunctions(functions.Functions):
 
 
 _OPTIONS = jmespath.Options(custom_functions=_ProviderFunctions())
+# ParsedResult.search builds a new interpreter on every call; one shared interpreter does the same
+# work (it keeps no state between searches) for a fraction of the cost.
+_INTERPRETER = visitor.TreeInterpreter(_OPTIONS)
 
 
 @lru_cache(maxsize=1024)
@@ -58,7 +62,7 @@ def search(expression: str, data: Any) -> Any:
     vary, and a field that is absent in this response must not fail the whole call.
     """
     try:
-        return compile_path(expression).search(data, options=_OPTIONS)
+        return _INTERPRETER.visit(compile_path(expression).parsed, data)
     except JMESPathTypeError:
         return None
 

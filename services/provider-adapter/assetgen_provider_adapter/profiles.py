@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -195,12 +195,22 @@ class Profile:
 
     def timeout_seconds(self, default: float) -> float:
         """Timeout of one HTTP call: the profile's, else ``default``."""
-        return parse_duration_ms(self.data["connection"].get("timeout"), int(default * 1000)) / 1000
+        return default if self._timeout_ms is None else self._timeout_ms / 1000
 
+    # Derived values are computed once per profile: the engine reads them on every call, and a
+    # profile never changes (a provider's new profile is a new Profile).
+
+    @cached_property
+    def _timeout_ms(self) -> int | None:
+        timeout = self.data["connection"].get("timeout")
+        return None if timeout is None else parse_duration_ms(timeout, 0)
+
+    @cached_property
     def retryable_statuses(self) -> frozenset[int]:
         """HTTP statuses that mean transient trouble."""
         return frozenset(self.http_errors.get("retryable", (408, 429, 500, 502, 503, 504)))
 
+    @cached_property
     def limits(self) -> Limits:
         """The profile's concurrency and submit-rate limits (``max_concurrency``, ``submit_rate``)."""
         limits = self.data.get("limits", {})
@@ -213,9 +223,10 @@ class Profile:
             max_concurrency=int(limits.get("max_concurrency", 0)),
             submit_count=count,
             submit_period=period,
-            retry_seconds=max(self.poll_timing().initial_delay_ms / 1000, 1.0),
+            retry_seconds=max(self.poll_timing.initial_delay_ms / 1000, 1.0),
         )
 
+    @cached_property
     def poll_timing(self) -> PollTiming:
         """The pacing the orchestrator applies to this provider's tasks."""
         interval = self.poll.get("interval", {})

@@ -1,7 +1,8 @@
 """ProviderAdapterService: the catalog RPCs and the three calls the orchestrator makes per generation.
 
 PrepareGeneration checks a model and its variables before any asset exists; SubmitTask renders and
-sends a task once per (asset_id, attempt); PollTask asks the provider where a task is, statelessly.
+sends a task once per (asset_id, attempt); PollTask asks the provider where a task is, statelessly,
+and PollTasks does the same for many tasks in one call, each answered on its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import grpc
@@ -25,15 +27,16 @@ from assetgen_provider_adapter.engine import (
     FAILED,
     ProviderEngine,
     ProviderUnreachable,
+    SubmitOutcomeUnknown,
     TaskResult,
 )
 from assetgen_provider_adapter.ledger import SubmissionLedger
-from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_provider_adapter.profiles import PollTiming, Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
-from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
 
-__all__ = ["ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
+__all__ = ["MAX_POLL_BATCH", "ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ _STATES = {
     "FAILED": provider_adapter_pb2.TASK_STATE_FAILED,
     "CANCELED": provider_adapter_pb2.TASK_STATE_CANCELED,
 }
+
+MAX_POLL_BATCH = 1000
+"""Most tasks one PollTasks call may carry (protos/assetgen/v1/provider_adapter.proto)."""
 
 _TERMINAL = frozenset(
     {
@@ -61,8 +67,13 @@ def _timestamp(value: Any) -> Timestamp:
 
 
 def poll_policy_of(profile: Profile) -> provider_adapter_pb2.PollPolicy:
-    """The PollPolicy message of a profile's polling section."""
-    timing = profile.poll_timing()
+    """The PollPolicy message of a profile's polling section; shared, so never modify it."""
+    return _poll_policy(profile.poll_timing)
+
+
+@lru_cache(maxsize=256)
+def _poll_policy(timing: PollTiming) -> provider_adapter_pb2.PollPolicy:
+    # Every answer carries the policy: build each distinct one once (messages copy it when nested).
     return provider_adapter_pb2.PollPolicy(
         initial_delay_ms=timing.initial_delay_ms,
         backoff=timing.backoff,
@@ -162,7 +173,10 @@ def _parse_handle(text: str) -> Mapping[str, Any]:
 
 
 class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
-    """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine."""
+    """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine.
+
+    ``poll_concurrency`` bounds how many tasks of one PollTasks call are polled at once.
+    """
 
     def __init__(
         self,
@@ -170,11 +184,14 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         ledger: SubmissionLedger,
         engine: ProviderEngine,
         results: ResultStore | None = None,
+        *,
+        poll_concurrency: int = 16,
     ) -> None:
         self._catalog = catalog
         self._ledger = ledger
         self._engine = engine
         self._results = results
+        self._poll_concurrency = max(1, poll_concurrency)
 
     async def _stored_output(
         self, result: TaskResult, *, box_id: str, asset_id: str, once: bool = False
@@ -340,8 +357,13 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         resolved: ResolvedModel,
         variables: Mapping[str, Any],
     ) -> provider_adapter_pb2.TaskStatus:
+        profile = resolved.target.profile
         stored = await self._ledger.begin(
-            request.asset_id, request.attempt, resolved.model.id, resolved.provider.id
+            request.asset_id,
+            request.attempt,
+            resolved.model.id,
+            resolved.provider.id,
+            in_progress_for=self._engine.submit_seconds(profile),
         )
         if stored is not None:
             logger.info(
@@ -349,11 +371,10 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 extra={"asset_id": request.asset_id, "attempt": request.attempt},
             )
             return json_format.Parse(stored, provider_adapter_pb2.TaskStatus())
-        profile = resolved.target.profile
-        limits = profile.limits()
+        limits = profile.limits
         if limits.any:
             wait = await self._ledger.hold_back(
-                resolved.provider.id, limits, running_for=profile.poll_timing().deadline_ms / 1000
+                resolved.provider.id, limits, running_for=profile.poll_timing.deadline_ms / 1000
             )
             if wait > 0:
                 # Over a limit: nothing is sent; the caller keeps the work PENDING and asks again.
@@ -405,6 +426,10 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             await self._ledger.abandon(request.asset_id, request.attempt)
             logger.warning("submission not sent; released", extra=log_fields)
             raise
+        except SubmitOutcomeUnknown:
+            # This call is over: a repeat must hear "unknown" at once, not "in progress".
+            await self._ledger.record_unknown(request.asset_id, request.attempt)
+            raise
         stored = None
         try:
             stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
@@ -427,6 +452,30 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
     async def PollTask(
         self, request: provider_adapter_pb2.PollTaskRequest, context: grpc.aio.ServicerContext
     ) -> provider_adapter_pb2.TaskStatus:
+        return await self._poll(request)
+
+    async def PollTasks(
+        self, request: provider_adapter_pb2.PollTasksRequest, context: grpc.aio.ServicerContext
+    ) -> provider_adapter_pb2.PollTasksResponse:
+        tasks = request.tasks
+        if len(tasks) > MAX_POLL_BATCH:
+            raise InvalidArgument(f"at most {MAX_POLL_BATCH} tasks per PollTasks call, got {len(tasks)}")
+        response = provider_adapter_pb2.PollTasksResponse()
+        pending = iter([(task, response.results.add()) for task in tasks])
+
+        async def worker() -> None:
+            # A few workers share the tasks rather than one task each: bounded, and fewer to create.
+            for task, result in pending:
+                try:
+                    result.status.CopyFrom(await self._poll(task))
+                except Exception as exc:  # one task's failure is its own answer, never the call's
+                    result.error.CopyFrom(rpc_status(exc))
+
+        await asyncio.gather(*(worker() for _ in range(min(self._poll_concurrency, len(tasks)))))
+        return response
+
+    async def _poll(self, request: provider_adapter_pb2.PollTaskRequest) -> provider_adapter_pb2.TaskStatus:
+        """One task's status, as PollTask answers it."""
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)

@@ -42,6 +42,12 @@ class ProviderAdapterSettings:
     http_timeout_seconds: float = env(
         "ASSETGEN_PROVIDER_HTTP_TIMEOUT_SECONDS", "Default timeout of one provider HTTP call.", 30.0
     )
+    poll_concurrency: int = env(
+        "ASSETGEN_POLL_CONCURRENCY",
+        "Most tasks of one PollTasks call polled at once (each is one provider request). Small on "
+        "purpose: httpx's connection pool costs CPU per request that grows with its connections squared.",
+        16,
+    )
     rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
     shutdown_grace_seconds: float = env(
         "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0

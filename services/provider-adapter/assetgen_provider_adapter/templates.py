@@ -98,6 +98,8 @@ def _as_text(value: Any) -> str:
 
 
 def _render_string(text: str, variables: Mapping[str, Any], missing: list[str]) -> Any:
+    if "{{" not in text:
+        return text
     whole = _PLACEHOLDER.fullmatch(text)
     if whole:
         name, optional = whole.group(1), whole.group(2) == "?"
@@ -150,6 +152,8 @@ def render(template: Any, variables: Mapping[str, Any]) -> Any:
 
 def render_text(text: str, variables: Mapping[str, Any]) -> str:
     """Renders placeholders in a URL, query value or header as text, whatever the value's type."""
+    if "{{" not in text:
+        return text
     missing: list[str] = []
 
     def substitute(match: re.Match[str]) -> str:

@@ -1,7 +1,9 @@
 """The one wrapper around the blocking MinIO client: calls run in threads, errors become domain errors.
 
-Only S3 features that SeaweedFS, MinIO and AWS S3 share are used: multipart PUT, HEAD, DELETE,
-self-copy with replaced metadata, bucket HEAD/PUT and presigned GET.
+Only S3 features that SeaweedFS, MinIO and AWS S3 share are used: PUT, multipart upload, HEAD, DELETE,
+bucket HEAD/PUT and presigned GET. Multipart uploads are driven request by request (the SDK's
+per-request methods, stable within the pinned minio version) so that the caller decides how many parts
+are in flight and how an unfinished upload is aborted.
 """
 
 from __future__ import annotations
@@ -9,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar, cast
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import REPLACE, CopySource
+from minio.datatypes import Part
 from minio.error import MinioException, S3Error, ServerError
+from minio.helpers import DictType
 
 from assetgen_runtime.errors import AssetGenError, NotFound, Unavailable
-from assetgen_storage.pipe import ChunkPipe
 from assetgen_storage.settings import StorageSettings
 
-__all__ = ["CACHE_CONTROL", "Bucket", "ObjectInfo", "parse_endpoint"]
+__all__ = ["CACHE_CONTROL", "MIN_PART_BYTES", "Bucket", "ObjectInfo", "parse_endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ T = TypeVar("T")
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 """Keys are never reused, so a stored object never changes: caches may keep it for a year."""
+
+MIN_PART_BYTES = 5 * 1024 * 1024
+"""The smallest part S3 accepts in a multipart upload (all but the last part)."""
 
 SHA256_METADATA = "sha256"
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "ResourceNotFound"})
@@ -41,7 +46,7 @@ _S3_FAILURES = (urllib3.exceptions.HTTPError, ServerError, OSError)
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What S3 knows about a stored object."""
+    """What S3 knows about a stored object; ``sha256`` is empty when unknown (stored in several parts)."""
 
     key: str
     content_type: str
@@ -71,12 +76,21 @@ def _http_client(settings: StorageSettings) -> urllib3.PoolManager:
 
 
 class Bucket:
-    """The service's bucket: streaming puts, metadata, stat, delete and read URLs."""
+    """The service's bucket: puts, multipart uploads, stat, delete and read URLs."""
 
     def __init__(self, settings: StorageSettings) -> None:
         host, secure = parse_endpoint(settings.s3_endpoint)
+        if settings.part_size_bytes < MIN_PART_BYTES:
+            raise ValueError(f"ASSETGEN_S3_PART_SIZE_BYTES must be at least {MIN_PART_BYTES}")
+        if settings.s3_parts_in_flight < 1:
+            raise ValueError("ASSETGEN_S3_PARTS_IN_FLIGHT must be at least 1")
+        if not settings.s3_region:
+            # Without a region the SDK asks S3 for it, which presigning must never wait for.
+            raise ValueError("ASSETGEN_S3_REGION must not be empty")
         self.name = settings.s3_bucket
         self.endpoint = settings.s3_endpoint
+        self.part_bytes = settings.part_size_bytes
+        self.parts_in_flight = settings.s3_parts_in_flight
         self._settings = settings
         self._client = Minio(
             host,
@@ -89,7 +103,7 @@ class Bucket:
         public_host, public_secure = parse_endpoint(
             settings.s3_public_endpoint or settings.s3_endpoint, setting="ASSETGEN_S3_PUBLIC_ENDPOINT"
         )
-        # Signing only: with the region given, presigning never asks the network where the bucket is.
+        # Signing only: with the region given, presigning is pure computation (no request to S3).
         self._signer = Minio(
             public_host,
             access_key=settings.s3_access_key,
@@ -139,45 +153,45 @@ class Bucket:
             if exc.code not in _BUCKET_TAKEN_CODES:
                 raise
 
-    async def put_stream(self, key: str, pipe: ChunkPipe, *, content_type: str) -> None:
-        """Streams ``pipe`` into ``key`` (multipart past one part); a failing read aborts the upload."""
+    async def put(self, key: str, data: bytes, *, content_type: str, sha256: str) -> None:
+        """Stores ``data`` under ``key`` in one request, its type and checksum included."""
+        headers = _object_headers(content_type)
+        headers[f"x-amz-meta-{SHA256_METADATA}"] = sha256
+        await self._run(f"storing {key}", lambda: self._client._put_object(self.name, key, data, headers))
 
-        def put() -> None:
-            try:
-                # One part in flight at a time: MinIO's parallel pool multiplies memory by its width
-                # and leaves its worker threads blocked forever when an upload fails midway.
-                self._client.put_object(
-                    self.name,
-                    key,
-                    pipe,  # type: ignore[arg-type]  # a file-like object with read()
-                    length=-1,
-                    content_type=content_type,
-                    metadata={"Cache-Control": CACHE_CONTROL},
-                    part_size=self._settings.part_size_bytes,
-                    num_parallel_uploads=1,
-                )
-            finally:
-                pipe.reader_done()
+    async def begin_upload(self, key: str, *, content_type: str) -> str:
+        """Starts a multipart upload of ``key``; returns its upload id."""
+        headers = _object_headers(content_type)
+        return await self._run(
+            f"starting the upload of {key}",
+            lambda: self._client._create_multipart_upload(self.name, key, headers),
+        )
 
-        await self._run(f"storing {key}", put)
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> Part:
+        """Sends part ``number`` (from 1) of an upload; ``data`` must not change until this returns."""
+        body = cast(bytes, data)  # the SDK hashes and sends any bytes-like body as it is
 
-    async def seal(self, key: str, *, content_type: str, sha256: str) -> None:
-        """Records ``sha256`` in the object's metadata, known only once all bytes went by (a self-copy)."""
-        metadata: dict[str, str | list[str] | tuple[str]] = {
-            "Content-Type": content_type,
-            "Cache-Control": CACHE_CONTROL,
-            SHA256_METADATA: sha256,
-        }
+        def send() -> Part:
+            return Part(number, self._client._upload_part(self.name, key, body, None, upload_id, number))
 
-        def copy() -> None:
-            self._client.copy_object(
-                self.name, key, CopySource(self.name, key), metadata=metadata, metadata_directive=REPLACE
-            )
+        return await self._run(f"storing part {number} of {key}", send)
 
-        await self._run(f"recording the checksum of {key}", copy)
+    async def complete_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
+        """Joins the sent ``parts`` (in order) into the object: only now does ``key`` exist."""
+        await self._run(
+            f"completing the upload of {key}",
+            lambda: self._client._complete_multipart_upload(self.name, key, upload_id, parts),
+        )
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Discards an unfinished upload and the parts S3 holds for it."""
+        await self._run(
+            f"aborting the upload of {key}",
+            lambda: self._client._abort_multipart_upload(self.name, key, upload_id),
+        )
 
     async def stat(self, key: str) -> ObjectInfo:
-        """Size, type and checksum of ``key``; NotFound when it does not exist."""
+        """Size, type and checksum of ``key`` (no checksum if stored in parts); NotFound when missing."""
         info = await self._run(f"describing {key}", lambda: self._client.stat_object(self.name, key))
         metadata = info.metadata or {}
         return ObjectInfo(
@@ -191,11 +205,18 @@ class Bucket:
         """Removes ``key``; removing a missing object succeeds (S3 semantics)."""
         await self._run(f"deleting {key}", lambda: self._client.remove_object(self.name, key))
 
-    async def presigned_urls(self, keys: Sequence[str]) -> dict[str, str]:
-        """A fresh presigned GET URL per key, for the public endpoint, valid for the configured expiry."""
+    def read_url(self, key: str) -> str:
+        """A URL that reads ``key``, made locally (no request to S3), so it is called on the event loop.
+
+        Under the public base URL when one is set; otherwise presigned for the public endpoint, valid for
+        the configured expiry.
+        """
+        base = self._settings.s3_public_base_url.rstrip("/")
+        if base:
+            return f"{base}/{quote(key, safe='/')}"
         expires = timedelta(seconds=self._settings.presign_expiry_seconds)
+        return self._signer.presigned_get_object(self.name, key, expires=expires)
 
-        def sign() -> dict[str, str]:
-            return {key: self._signer.presigned_get_object(self.name, key, expires=expires) for key in keys}
 
-        return await self._run("presigning read URLs", sign)
+def _object_headers(content_type: str) -> DictType:
+    return {"Content-Type": content_type, "Cache-Control": CACHE_CONTROL}

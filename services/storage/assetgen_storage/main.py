@@ -70,7 +70,7 @@ _MMAP_THRESHOLD_BYTES = 1024 * 1024
 def _return_part_buffers_to_the_os() -> None:
     """Makes glibc map every buffer of 1 MiB or more on its own, so a freed part leaves the process.
 
-    Multipart parts are allocated and freed over and over, in two threads. glibc raises its mmap
+    Multipart parts are allocated and freed over and over, in several threads. glibc raises its mmap
     threshold after the first freed part and then carves later parts out of per-thread heaps, where
     fragmentation keeps them resident: peak memory then grows with the object instead of staying a
     few part sizes. A fixed threshold turns that adjustment off. Not glibc (musl, macOS): nothing to do.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
-from urllib.parse import quote
 
 import grpc
 import httpx
@@ -22,13 +21,10 @@ __all__ = ["StorageServicer"]
 
 logger = logging.getLogger(__name__)
 
-PIPE_BUFFER_BYTES = 4 * 1024 * 1024
-"""Bytes received ahead of the part being uploaded: enough to keep the network busy, small beside a part."""
 
-
-def _stored(info: ObjectInfo) -> common_pb2.StoredObject:
+def _stored(info: ObjectInfo, url: str = "") -> common_pb2.StoredObject:
     return common_pb2.StoredObject(
-        key=info.key, content_type=info.content_type, size_bytes=info.size_bytes, sha256=info.sha256
+        key=info.key, content_type=info.content_type, size_bytes=info.size_bytes, sha256=info.sha256, url=url
     )
 
 
@@ -53,8 +49,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._guard = guard
 
     async def _store(self, chunks: AsyncIterable[bytes], request: StoreRequest) -> common_pb2.StoredObject:
-        info = await store_stream(self._bucket, chunks, request, buffer_bytes=PIPE_BUFFER_BYTES)
-        return _stored(info)
+        info = await store_stream(self._bucket, chunks, request)
+        return _stored(info, url=self._bucket.read_url(info.key))
 
     async def Upload(
         self,
@@ -124,9 +120,4 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.GetObjectUrlsRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.GetObjectUrlsResponse:
         keys = [check_key(key) for key in dict.fromkeys(request.keys)]
-        base = self._settings.s3_public_base_url.rstrip("/")
-        if base:
-            urls = {key: f"{base}/{quote(key, safe='/')}" for key in keys}
-        else:
-            urls = await self._bucket.presigned_urls(keys)
-        return storage_pb2.GetObjectUrlsResponse(urls=urls)
+        return storage_pb2.GetObjectUrlsResponse(urls={key: self._bucket.read_url(key) for key in keys})

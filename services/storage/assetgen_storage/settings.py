@@ -37,7 +37,16 @@ class StorageSettings:
     max_object_bytes: int = env(
         "ASSETGEN_MAX_OBJECT_BYTES", "Largest object accepted, in bytes.", 2 * 1024**3
     )
-    part_size_bytes: int = env("ASSETGEN_S3_PART_SIZE_BYTES", "Multipart part size (>= 5 MiB).", 16 * 1024**2)
+    part_size_bytes: int = env(
+        "ASSETGEN_S3_PART_SIZE_BYTES",
+        "Multipart part size (>= 5 MiB); a file up to this size is stored in one request.",
+        16 * 1024**2,
+    )
+    s3_parts_in_flight: int = env(
+        "ASSETGEN_S3_PARTS_IN_FLIGHT",
+        "Parts of one multipart upload sent at once; an upload holds about this many plus one in memory.",
+        2,
+    )
     allowed_fetch_networks: tuple[str, ...] = env(
         "ASSETGEN_ALLOWED_FETCH_NETWORKS",
         "Comma-separated CIDRs ingest may reach besides public addresses.",

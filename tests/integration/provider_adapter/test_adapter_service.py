@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -342,3 +343,119 @@ async def test_health_and_reflection(database_url: str, tmp_path: Path) -> None:
     finally:
         await channel.close()
         await service.stop()
+
+
+@pytest.fixture
+async def slow_demo() -> AsyncIterator[Demo]:
+    """A demo provider whose tasks stay ``waiting`` for the whole test, so every poll answers the same."""
+    api_key = f"key-{uuid.uuid4().hex}"
+    runner, base_url = await start_demo_provider("127.0.0.1", 0, api_key, 600.0)
+    yield Demo(base_url, api_key)
+    await runner.cleanup()
+
+
+async def _submitted(stub: Any, model: common_pb2.Model, prompt: str = "x") -> TASK.PollTaskRequest:
+    """A task submitted to ``model``, as the PollTaskRequest that polls it."""
+    asset_id = f"ast_{uuid.uuid4().hex}"
+    status = await stub.SubmitTask(
+        TASK.SubmitTaskRequest(
+            asset_id=asset_id, attempt=1, model=model.name, variables_json=json.dumps({"prompt": prompt})
+        ),
+        timeout=10,
+    )
+    return TASK.PollTaskRequest(
+        asset_id=asset_id, model=model.name, task_id=status.task_id, task_handle_json=status.task_handle_json
+    )
+
+
+async def test_poll_tasks_answers_each_task_in_order_and_fails_only_the_bad_ones(
+    adapter: Any, demo: Demo, slow_demo: Demo
+) -> None:
+    running = await _model(adapter, await _provider(adapter, slow_demo))
+    finishing = await _model(adapter, await _provider(adapter, demo))
+    first, second = await _submitted(adapter, running), await _submitted(adapter, running)
+    done = await _submitted(adapter, finishing)
+    unknown = TASK.PollTaskRequest(asset_id="a", model="nope", task_id="t")
+    no_task = TASK.PollTaskRequest(asset_id="a", model=running.name)
+    batch = TASK.PollTasksRequest(tasks=[first, unknown, done, second, no_task])
+
+    async def poll_batch() -> TASK.PollTasksResponse:
+        return await adapter.PollTasks(batch, timeout=10)
+
+    answer = await eventually(
+        poll_batch,
+        lambda a: a.results[2].status.state == TASK.TASK_STATE_COMPLETED,
+        timeout=20,
+        what="the finishing task seen COMPLETED within the batch",
+    )
+    assert len(answer.results) == 5
+    assert [result.WhichOneof("result") for result in answer.results] == [
+        "status",
+        "error",
+        "status",
+        "status",
+        "error",
+    ]
+    # Each answer is exactly what PollTask says of that task.
+    assert answer.results[0].status == await adapter.PollTask(first, timeout=10)
+    assert answer.results[3].status == await adapter.PollTask(second, timeout=10)
+    assert answer.results[0].status.task_id == first.task_id
+    assert answer.results[3].status.task_id == second.task_id
+    assert answer.results[0].status.state == TASK.TASK_STATE_PENDING
+    assert answer.results[2].status.outputs[0].url.startswith(demo.base_url)
+    # Each error is the status PollTask fails with, its code as google.rpc.Code's number.
+    assert answer.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answer.results[1].error.message == "unknown model 'nope'"
+    with pytest.raises(grpc.aio.AioRpcError) as single:
+        await adapter.PollTask(unknown, timeout=10)
+    assert (single.value.code(), single.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        answer.results[1].error.message,
+    )
+    assert answer.results[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answer.results[4].error.message == "task_id is required"
+
+
+async def test_poll_tasks_reports_an_unreachable_provider_per_task(adapter: Any, slow_demo: Demo) -> None:
+    reachable = await _model(adapter, await _provider(adapter, slow_demo))
+    task = await _submitted(adapter, reachable)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        gone = await adapter.CreateProvider(
+            gateway_pb2.CreateProviderRequest(
+                name=f"gone-{uuid.uuid4().hex[:8]}",
+                preset="kie-ai",
+                base_url=f"http://127.0.0.1:{closed.getsockname()[1]}",
+                api_key="k",
+            ),
+            timeout=10,
+        )
+        lost = await _model(adapter, gone)
+        answer = await adapter.PollTasks(
+            TASK.PollTasksRequest(
+                tasks=[TASK.PollTaskRequest(asset_id="a", model=lost.name, task_id="t_1"), task]
+            ),
+            timeout=10,
+        )
+    finally:
+        closed.close()
+    assert answer.results[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert f"provider {gone.name} unreachable" in answer.results[0].error.message
+    assert answer.results[1].status.task_id == task.task_id
+
+
+async def test_poll_tasks_takes_at_most_a_thousand_tasks(adapter: Any) -> None:
+    def batch(size: int) -> TASK.PollTasksRequest:
+        return TASK.PollTasksRequest(
+            tasks=[TASK.PollTaskRequest(asset_id="a", model="nope", task_id=f"t{i}") for i in range(size)]
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await adapter.PollTasks(batch(1001), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 1000 tasks" in (refused.value.details() or "")
+    full = await adapter.PollTasks(batch(1000), timeout=30)
+    assert len(full.results) == 1000
+    assert {result.error.code for result in full.results} == {grpc.StatusCode.INVALID_ARGUMENT.value[0]}
+    assert not (await adapter.PollTasks(TASK.PollTasksRequest(), timeout=10)).results

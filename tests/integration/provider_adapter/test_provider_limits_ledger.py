@@ -10,14 +10,14 @@ import pytest
 
 from assetgen_provider_adapter.ledger import Limits, SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
-from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.database import create_engine, migrate
 
 
 @pytest.fixture
 async def ledger(database_url: str) -> AsyncIterator[SubmissionLedger]:
     await migrate(database_url, MIGRATIONS, version_table="alembic_version_catalog")
     engine = create_engine(database_url)
-    yield SubmissionLedger(session_factory(engine))
+    yield SubmissionLedger(engine)
     await engine.dispose()
 
 

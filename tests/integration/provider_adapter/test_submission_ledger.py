@@ -6,6 +6,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +17,79 @@ import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_dev.demo_provider import start_demo_provider
+from assetgen_provider_adapter.db import utcnow
+from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS, run_server
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
-from assetgen_runtime.database import create_engine, migrate, session_factory
-from assetgen_runtime.errors import FailedPrecondition
+from assetgen_runtime.database import create_engine, migrate
 from assetgen_runtime.settings import load
+
+# How long a claim counts as in progress in these tests (SubmitTask derives it from the profile).
+WINDOW = 90.0
+
+
+@dataclass
+class Clock:
+    """The ledger's notion of now, moved by the test instead of waiting."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[SubmissionLedger]:
+def clock() -> Clock:
+    return Clock(utcnow())
+
+
+@pytest.fixture
+async def ledger(database_url: str, clock: Clock) -> AsyncIterator[SubmissionLedger]:
     await migrate(database_url, MIGRATIONS, version_table="alembic_version_catalog")
     engine = create_engine(database_url)
-    yield SubmissionLedger(session_factory(engine))
+    yield SubmissionLedger(engine, clock=clock)
     await engine.dispose()
 
 
 async def test_claim_record_and_repeat(ledger: SubmissionLedger) -> None:
     asset = f"ast_{uuid.uuid4().hex}"
-    assert await ledger.begin(asset, 1, "mdl_1") is None
-    with pytest.raises(FailedPrecondition, match="will not be submitted again"):
-        await ledger.begin(asset, 1, "mdl_1")
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
     await ledger.record(asset, 1, "task_9", '{"taskId": "task_9"}')
-    assert await ledger.begin(asset, 1, "mdl_1") == '{"taskId": "task_9"}'
-    assert await ledger.begin(asset, 2, "mdl_1") is None
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) == '{"taskId": "task_9"}'
+    assert await ledger.begin(asset, 2, "mdl_1", in_progress_for=WINDOW) is None
+
+
+async def test_a_young_claim_is_in_progress_and_an_old_one_unknown(
+    ledger: SubmissionLedger, clock: Clock
+) -> None:
+    asset = f"ast_{uuid.uuid4().hex}"
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
+    # The first call may still be waiting for the provider: the repeat is told to come back.
+    clock.advance(WINDOW - 1)
+    with pytest.raises(SubmissionInProgress, match=f"asset {asset} attempt 1 is in progress; retry"):
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+    # No submit takes that long: the first call died mid-flight and the provider may have the task.
+    clock.advance(2)
+    with pytest.raises(SubmitOutcomeUnknown, match="will not be submitted again"):
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+    # Its outcome, once recorded after all, is what a repeat gets.
+    await ledger.record(asset, 1, "task_late", "{}")
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) == "{}"
+
+
+async def test_a_lost_answer_is_unknown_at_once(ledger: SubmissionLedger) -> None:
+    asset = f"ast_{uuid.uuid4().hex}"
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
+    await ledger.record_unknown(asset, 1)
+    with pytest.raises(SubmitOutcomeUnknown, match="answer was lost"):
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+    await ledger.abandon(asset, 1)  # only an unsent claim can be released
+    with pytest.raises(SubmitOutcomeUnknown):
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
 
 
 async def test_an_abandoned_claim_can_be_taken_again_but_a_sent_one_is_kept(ledger: SubmissionLedger) -> None:
@@ -53,9 +104,11 @@ async def test_an_abandoned_claim_can_be_taken_again_but_a_sent_one_is_kept(ledg
 
 async def test_concurrent_claims_let_exactly_one_through(ledger: SubmissionLedger) -> None:
     asset = f"ast_{uuid.uuid4().hex}"
-    outcomes = await asyncio.gather(*(ledger.begin(asset, 1, "m") for _ in range(5)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(ledger.begin(asset, 1, "m", in_progress_for=WINDOW) for _ in range(5)), return_exceptions=True
+    )
     assert sum(outcome is None for outcome in outcomes) == 1
-    assert all(isinstance(outcome, FailedPrecondition) for outcome in outcomes if outcome is not None)
+    assert all(isinstance(outcome, SubmissionInProgress) for outcome in outcomes if outcome is not None)
 
 
 async def test_concurrent_duplicate_submits_reach_the_provider_once(
@@ -99,7 +152,8 @@ async def test_concurrent_duplicate_submits_reach_the_provider_once(
         outcomes = await asyncio.gather(*(submit() for _ in range(4)))
         statuses = [o for o in outcomes if isinstance(o, provider_adapter_pb2.TaskStatus)]
         assert statuses and len({status.task_id for status in statuses}) == 1
-        assert all(o == grpc.StatusCode.FAILED_PRECONDITION for o in outcomes if o not in statuses)
+        # The others found the winner's claim still sending: transient, to be retried.
+        assert all(o == grpc.StatusCode.ABORTED for o in outcomes if o not in statuses)
         async with httpx.AsyncClient(timeout=5) as client:
             assert (await client.get(f"{base_url}/_demo/stats")).json()["submits"] == 1
         assert (await stub.SubmitTask(request, timeout=10)).task_id == statuses[0].task_id

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from minio.datatypes import Object
 from storage_testkit import (
     MIB,
     PNG_BYTES,
@@ -28,7 +29,7 @@ from storage_testkit import (
     s3_client,
 )
 
-from assetgen.v1 import storage_pb2
+from assetgen.v1 import common_pb2, storage_pb2
 from assetgen_dev.embedded import S3Server, binary, free_port, wait_for_port
 from assetgen_dev.testing import eventually
 from assetgen_runtime.errors import reason_of
@@ -97,6 +98,36 @@ async def assert_nothing_left(storage: StorageUnderTest) -> None:
     )
 
 
+async def assert_nothing_left_but(storage: StorageUnderTest, keys: list[str]) -> None:
+    """Only ``keys`` in the bucket, and no unfinished multipart upload."""
+    await eventually(
+        lambda: s3_state(storage), lambda state: state == (keys, []), timeout=10, what="only these objects"
+    )
+
+
+def as_stat_describes(stored: common_pb2.StoredObject, *, sha256: bool = True) -> common_pb2.StoredObject:
+    """``stored`` without its read URL (Stat makes none), and without its checksum if stored in parts."""
+    described = common_pb2.StoredObject()
+    described.CopyFrom(stored)
+    described.ClearField("url")
+    if not sha256:
+        described.ClearField("sha256")
+    return described
+
+
+async def s3_info(storage: StorageUnderTest, key: str) -> Object:
+    return await asyncio.to_thread(storage.s3.stat_object, storage.settings.s3_bucket, key)
+
+
+async def s3_digest(storage: StorageUnderTest, key: str) -> str:
+    response = await asyncio.to_thread(storage.s3.get_object, storage.settings.s3_bucket, key)
+    try:
+        return hashlib.sha256(response.read()).hexdigest()
+    finally:
+        response.close()
+        response.release_conn()
+
+
 async def test_health_is_serving_and_bucket_created_at_start(storage: StorageUnderTest) -> None:
     assert await asyncio.to_thread(storage.s3.bucket_exists, storage.settings.s3_bucket)
     health = health_pb2_grpc.HealthStub(storage.channel)
@@ -119,8 +150,9 @@ async def test_mislabelled_upload_gets_its_true_type(storage: StorageUnderTest) 
     assert stored.key.startswith("boxes/box_1/ast_1/") and stored.key.endswith(".png")
     assert stored.size_bytes == len(PNG_BYTES)
     assert stored.sha256 == hashlib.sha256(PNG_BYTES).hexdigest()
-    assert await storage.stub.Stat(storage_pb2.StatRequest(key=stored.key), timeout=10) == stored
-    info = await asyncio.to_thread(storage.s3.stat_object, storage.settings.s3_bucket, stored.key)
+    described = await storage.stub.Stat(storage_pb2.StatRequest(key=stored.key), timeout=10)
+    assert described == as_stat_describes(stored)
+    info = await s3_info(storage, stored.key)
     assert info.content_type == "image/png"
     assert info.metadata["Cache-Control"] == CACHE_CONTROL
     assert info.metadata["x-amz-meta-sha256"] == stored.sha256
@@ -153,12 +185,40 @@ async def test_multipart_upload_round_trips_byte_for_byte(storage: StorageUnderT
     stored = await storage.stub.Upload(upload_messages(chunks, content_type="video/mp4"), timeout=60)
     expected = hashlib.sha256(b"".join(chunks)).hexdigest()
     assert (stored.size_bytes, stored.sha256, stored.content_type) == (size, expected, "video/mp4")
-    response = await asyncio.to_thread(storage.s3.get_object, storage.settings.s3_bucket, stored.key)
-    try:
-        assert hashlib.sha256(response.read()).hexdigest() == expected
-    finally:
-        response.close()
-        response.release_conn()
+    assert await s3_digest(storage, stored.key) == expected
+
+
+@pytest.mark.parametrize(("extra_bytes", "requests"), [(0, "one PUT"), (1, "two parts")])
+async def test_a_file_up_to_one_part_is_stored_in_one_put_with_its_checksum(
+    storage: StorageUnderTest, extra_bytes: int, requests: str
+) -> None:
+    data = b"".join(generated_chunks(storage.settings.part_size_bytes + extra_bytes))
+    stored = await storage.stub.Upload(upload_messages([data[: 3 * MIB], data[3 * MIB :]]), timeout=60)
+    assert (stored.size_bytes, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    info = await s3_info(storage, stored.key)
+    # S3 gives a single PUT's object the MD5 of its bytes as ETag, a multipart one "<hash>-<parts>".
+    if requests == "one PUT":
+        assert info.etag == hashlib.md5(data).hexdigest()
+    else:
+        assert info.etag.endswith("-2")
+    assert (info.content_type, info.metadata["Cache-Control"]) == ("video/mp4", CACHE_CONTROL)
+    # The checksum is in S3's metadata only when the object was stored in one PUT; Stat says so.
+    described = await storage.stub.Stat(storage_pb2.StatRequest(key=stored.key), timeout=10)
+    assert described == as_stat_describes(stored, sha256=requests == "one PUT")
+
+
+async def test_parallel_parts_join_byte_for_byte(start_storage: StartStorage) -> None:
+    storage = await start_storage(s3_parts_in_flight=3)
+    size = 4 * 5 * MIB + 4321  # five parts, the last one short
+    chunks = list(generated_chunks(size, 3 * MIB))  # messages straddling part ends
+    stored = await storage.stub.Upload(upload_messages(chunks), timeout=60)
+    expected = hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert (stored.size_bytes, stored.sha256, stored.content_type) == (size, expected, "video/mp4")
+    assert await s3_digest(storage, stored.key) == expected
+    info = await s3_info(storage, stored.key)
+    assert info.etag.endswith("-5")
+    assert (info.content_type, info.metadata["Cache-Control"]) == ("video/mp4", CACHE_CONTROL)
+    await assert_nothing_left_but(storage, [stored.key])
 
 
 async def test_upload_must_start_with_metadata(storage: StorageUnderTest) -> None:
@@ -173,8 +233,10 @@ async def test_upload_must_start_with_metadata(storage: StorageUnderTest) -> Non
 
 async def test_over_limit_upload_is_refused_and_leaves_nothing(start_storage: StartStorage) -> None:
     storage = await start_storage(max_object_bytes=7 * MIB)
+    # The limit is crossed by the last message: a client still writing when the server ends the call
+    # sees INTERNAL instead of the server's status (grpcio's asyncio client, grpc/grpc#36066).
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await storage.stub.Upload(upload_messages(generated_chunks(12 * MIB)), timeout=60)
+        await storage.stub.Upload(upload_messages(generated_chunks(12 * MIB, 6 * MIB)), timeout=60)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason_of(info.value) == "TOO_LARGE"
     assert "7340032 byte limit" in (info.value.details() or "")
@@ -220,13 +282,8 @@ async def test_ingest_multipart_matches_the_source(storage: StorageUnderTest, or
         timeout=60,
     )
     assert stored.size_bytes == size
-    # generated_chunks is deterministic per call only in shape; compare with what S3 holds instead.
-    response = await asyncio.to_thread(storage.s3.get_object, storage.settings.s3_bucket, stored.key)
-    try:
-        assert hashlib.sha256(response.read()).hexdigest() == stored.sha256
-    finally:
-        response.close()
-        response.release_conn()
+    assert [stored.sha256] == origin.digests
+    assert await s3_digest(storage, stored.key) == stored.sha256
 
 
 async def test_ingest_cut_off_midway_leaves_no_object(storage: StorageUnderTest, origin: Origin) -> None:
@@ -332,11 +389,32 @@ async def test_presigned_url_downloads_the_object(start_storage: StartStorage, s
             assert tampered.status_code == 403
 
 
+async def test_stored_objects_come_with_a_url_that_reads_them(
+    start_storage: StartStorage, s3_server: S3Server, origin: Origin
+) -> None:
+    public = s3_server.url.replace("127.0.0.1", "localhost")
+    storage = await start_storage(s3_public_endpoint=public, presign_expiry_seconds=600)
+    uploaded = await storage.stub.Upload(upload_messages([PNG_BYTES]), timeout=30)
+    ingested = await storage.stub.Ingest(
+        storage_pb2.IngestRequest(url=origin.url("/png-labelled-mp4"), box_id="b", asset_id="a"), timeout=30
+    )
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        for stored in (uploaded, ingested):
+            assert stored.url.startswith(f"{public}/{storage.settings.s3_bucket}/{stored.key}?")
+            assert "X-Amz-Expires=600" in stored.url
+            response = await client.get(stored.url)
+            assert response.status_code == 200
+            assert response.content == PNG_BYTES
+            assert response.headers["content-type"] == "image/png"
+
+
 async def test_public_base_url_mode(start_storage: StartStorage) -> None:
     storage = await start_storage(s3_public_base_url="https://cdn.example.com/assets/")
     keys = ["boxes/b/a/obj_1.png", "boxes/b/a/obj_2.mp4"]
     response = await storage.stub.GetObjectUrls(storage_pb2.GetObjectUrlsRequest(keys=keys), timeout=10)
     assert dict(response.urls) == {key: f"https://cdn.example.com/assets/{key}" for key in keys}
+    stored = await storage.stub.Upload(upload_messages([PNG_BYTES]), timeout=30)
+    assert stored.url == f"https://cdn.example.com/assets/{stored.key}"
 
 
 async def test_delete_then_stat_is_not_found(storage: StorageUnderTest) -> None:

@@ -49,7 +49,7 @@ def test_kie_preset_is_shipped_and_valid() -> None:
     profile = load_presets()["kie-ai"]
     assert profile.base_url == "https://api.kie.ai"
     assert profile.submit["request"]["url"] == "/api/v1/jobs/createTask"
-    timing = profile.poll_timing()
+    timing = profile.poll_timing
     assert (timing.initial_delay_ms, timing.backoff, timing.max_delay_ms) == (3000, 1.5, 30_000)
     assert timing.min_interval_ms == 1000 and timing.deadline_ms == 900_000
 

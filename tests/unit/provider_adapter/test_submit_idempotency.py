@@ -1,14 +1,18 @@
-"""SubmitTask's idempotency per (asset_id, attempt), the catalog cache, and keys never returned."""
+"""SubmitTask's idempotency per (asset_id, attempt), PollTasks' bounds, the catalog cache, and keys
+never returned."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from sqlalchemy import select
@@ -16,9 +20,10 @@ from sqlalchemy import select
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
 from assetgen_provider_adapter.catalog import Catalog
 from assetgen_provider_adapter.credentials import SecretBox
-from assetgen_provider_adapter.db import ProviderRow, SubmissionRow
+from assetgen_provider_adapter.db import ProviderRow, SubmissionRow, utcnow
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
-from assetgen_provider_adapter.ledger import SENDING, SubmissionLedger
+from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
+from assetgen_provider_adapter.ledger import SENDING, UNKNOWN, SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_runtime.database import create_engine, migrate, session_factory
@@ -32,10 +37,12 @@ ACCEPTED = {"code": 200, "msg": "success", "data": {"taskId": "task_1"}}
 class Harness:
     servicer: ProviderAdapterServicer
     catalog: Catalog
+    engine: Any
     sessions: Any
     requests: list[httpx.Request]
     answer: list[Callable[[httpx.Request], httpx.Response]]
     clock: list[float]
+    now: list[datetime]  # the ledger's clock
 
 
 @pytest.fixture
@@ -52,11 +59,12 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         return answer[0](request)
 
     clock = [0.0]
+    now = [utcnow()]
     catalog = Catalog(sessions, SecretBox.from_passphrase("unit"), cache_ttl=5.0, clock=lambda: clock[0])
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     servicer = ProviderAdapterServicer(
         catalog,
-        SubmissionLedger(sessions),
+        SubmissionLedger(engine, clock=lambda: now[0]),
         ProviderEngine(client, retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.002)),
     )
     await servicer.CreateProvider(
@@ -72,7 +80,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         ),
         None,  # type: ignore[arg-type]
     )
-    yield Harness(servicer, catalog, sessions, requests, answer, clock)
+    yield Harness(servicer, catalog, engine, sessions, requests, answer, clock, now)
     await client.aclose()
     await engine.dispose()
 
@@ -109,23 +117,34 @@ async def test_a_refusal_is_recorded_and_repeated_without_calling_again(h: Harne
     assert len(h.requests) == 1
 
 
+async def test_a_submission_another_call_is_sending_is_retried_later_not_failed(h: Harness) -> None:
+    # Another replica claimed it a moment ago and may be waiting for the provider's answer right now.
+    await SubmissionLedger(h.engine, clock=lambda: h.now[0]).begin("ast_3", 1, "mdl_x")
+    h.now[0] += timedelta(seconds=60)  # within kie-ai's 30 s timeout x 2 attempts + 4 s of backoff
+    with pytest.raises(SubmissionInProgress, match="is in progress; retry"):
+        await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
+    assert h.requests == []
+    assert [row.state for row in await _rows(h)] == [SENDING]
+
+
 async def test_an_interrupted_submission_is_never_sent_again(h: Harness) -> None:
-    await SubmissionLedger(h.sessions).begin("ast_3", 1, "mdl_x")  # a call that died mid-flight
-    with pytest.raises(FailedPrecondition, match="outcome was never recorded"):
+    await SubmissionLedger(h.engine, clock=lambda: h.now[0]).begin("ast_3", 1, "mdl_x")
+    h.now[0] += timedelta(seconds=65)  # older than any submit takes: the sender died mid-flight
+    with pytest.raises(SubmitOutcomeUnknown, match="outcome was never recorded"):
         await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
     assert h.requests == []
 
 
-async def test_a_lost_answer_leaves_the_claim_and_later_calls_refuse(h: Harness) -> None:
+async def test_a_lost_answer_is_recorded_and_later_calls_refuse_at_once(h: Harness) -> None:
     def timeout(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)
 
     h.answer[0] = timeout
     with pytest.raises(FailedPrecondition, match="outcome is unknown"):
         await h.servicer.SubmitTask(_submit("ast_4"), None)  # type: ignore[arg-type]
-    assert [row.state for row in await _rows(h)] == [SENDING]
+    assert [row.state for row in await _rows(h)] == [UNKNOWN]
     h.answer[0] = lambda _: httpx.Response(200, json=ACCEPTED)
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(SubmitOutcomeUnknown, match="answer was lost"):
         await h.servicer.SubmitTask(_submit("ast_4"), None)  # type: ignore[arg-type]
     assert len(h.requests) == 1
 
@@ -176,3 +195,60 @@ async def test_the_key_is_stored_encrypted_and_never_returned(h: Harness) -> Non
     assert provider.has_api_key and KEY not in provider.SerializeToString().decode("utf-8", "replace")
     await h.servicer.SubmitTask(_submit(f"ast_{uuid.uuid4().hex}"), None)  # type: ignore[arg-type]
     assert h.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_poll_tasks_polls_at_most_poll_concurrency_tasks_at_once(h: Harness) -> None:
+    in_flight, peak, gate = 0, 0, asyncio.Event()
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == 3:
+            gate.set()  # unbounded, all ten would be in here before anyone is let go
+        await gate.wait()
+        in_flight -= 1
+        return httpx.Response(200, json={"code": 200, "data": {"state": "generating"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as client:
+        servicer = ProviderAdapterServicer(
+            h.catalog, SubmissionLedger(h.engine), ProviderEngine(client), poll_concurrency=3
+        )
+        tasks = [provider_adapter_pb2.PollTaskRequest(model="banana", task_id=f"t{i}") for i in range(10)]
+        answer = await servicer.PollTasks(provider_adapter_pb2.PollTasksRequest(tasks=tasks), None)  # type: ignore[arg-type]
+    assert peak == 3
+    assert [result.status.task_id for result in answer.results] == [f"t{i}" for i in range(10)]
+
+
+async def test_poll_tasks_hides_an_unexpected_error_and_answers_the_other_tasks(h: Harness) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params["taskId"] == "bad":
+            raise RuntimeError("secret internals")
+        return httpx.Response(200, json={"code": 200, "data": {"state": "generating"}})
+
+    h.answer[0] = answer
+    tasks = [provider_adapter_pb2.PollTaskRequest(model="banana", task_id=task) for task in ("bad", "ok")]
+    result = await h.servicer.PollTasks(provider_adapter_pb2.PollTasksRequest(tasks=tasks), None)  # type: ignore[arg-type]
+    assert result.results[0].error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert result.results[0].error.message == "internal error"
+    assert result.results[1].status.state == provider_adapter_pb2.TASK_STATE_PROCESSING
+
+
+async def test_concurrent_lookups_of_an_expired_model_share_one_query(h: Harness) -> None:
+    calls = 0
+    get_model = h.catalog.get_model
+
+    async def counted(ref: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return await get_model(ref)
+
+    h.catalog.get_model = counted  # type: ignore[method-assign]
+    h.clock[0] += 6
+    resolved = await asyncio.gather(*(h.catalog.resolve("banana") for _ in range(20)))
+    assert calls == 1 and len({id(model) for model in resolved}) == 1
+    await h.catalog.resolve("banana")
+    assert calls == 1  # cached again
+    h.catalog.invalidate()
+    await h.catalog.resolve("banana")
+    assert calls == 2
