@@ -356,6 +356,12 @@ class Lifecycle:
 
     async def _on_rpc_error(self, asset: Asset, error: grpc.aio.AioRpcError) -> Outcome | None:
         details = error.details() or error.code().name
+        if error.code() == grpc.StatusCode.ABORTED and asset.step in (Step.QUEUED, Step.SUBMITTING):
+            # The adapter's ledger says another call is still submitting this attempt (a job
+            # redelivered mid-submit). Not a failure: it resolves, SENT or "outcome unknown",
+            # within the adapter's submit timeout, so wait without spending a retry.
+            logger.info("submission in progress elsewhere; checking again", extra={"asset_id": asset.id})
+            return Later(self._config.retry_base_seconds * random.uniform(0.8, 1.2))
         if error.code() in _TRANSIENT:
             return await self._retry_or_fail(asset, details)
         return await self._fail(asset, details)

@@ -179,3 +179,33 @@ async def test_each_model_gets_its_own_batch() -> None:
     await asyncio.gather(*(lifecycle.handle(Job(asset.id, 1)) for asset in assets))
 
     assert sorted(sorted(call) for call in adapter.calls) == [["task_0", "task_2"], ["task_1"]]
+
+
+class _SubmittingElsewhere:
+    """An adapter whose ledger says another call is still submitting the attempt."""
+
+    async def SubmitTask(self, request: object, timeout: float) -> None:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.ABORTED,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="submission of asset ast_1 attempt 1 is in progress; retry",
+        )
+
+
+async def test_a_submission_in_progress_elsewhere_is_awaited_without_spending_a_retry() -> None:
+    asset = Asset.new(
+        id="ast_1",
+        box_id="box_1",
+        status=Status.PENDING,
+        step=Step.QUEUED,
+        source_type="GENERATED",
+        model="img",
+    )
+    store, events = _Store([asset]), _Events()
+    lifecycle = Lifecycle(store, _SubmittingElsewhere(), None, events, CONFIG)  # type: ignore[arg-type]
+
+    outcome = await lifecycle.handle(Job(asset.id, 1))
+
+    assert isinstance(outcome, Later) and 1.5 <= outcome.delay <= 2.5
+    assert store.writes == [] and store.rows[asset.id].status == Status.PENDING
