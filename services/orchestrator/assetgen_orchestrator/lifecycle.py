@@ -26,6 +26,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from google.rpc import status_pb2
@@ -64,7 +65,7 @@ _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
 
-PollBatcher = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
+PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
 
 @dataclass(frozen=True)
