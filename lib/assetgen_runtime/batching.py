@@ -3,7 +3,9 @@
 Coroutines that call :meth:`Batcher.load` in the same event-loop iteration share one call of the
 batch function, made in the next iteration. Work that arrives together — the job messages of one
 JetStream fetch, say — therefore costs one database query or one RPC instead of one each, and a
-lone call waits for nothing but one loop iteration.
+lone call waits for nothing but one loop iteration. With a ``linger``, a batch also gathers the
+calls of the next ``linger`` seconds: work that trickles in (polls due at 170 a second arrive one or
+two per fetch) is batched too, at the price of that much latency.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ class Batcher(Generic[K, V]):
     the batch. A caller cancelled while waiting does not cancel the batch.
     """
 
-    def __init__(self, fetch: BatchFunction[K, V], *, max_batch: int = 100) -> None:
+    def __init__(self, fetch: BatchFunction[K, V], *, max_batch: int = 100, linger: float = 0.0) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         self._fetch = fetch
         self._max_batch = max_batch
+        self._linger = linger
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
@@ -46,7 +51,10 @@ class Batcher(Generic[K, V]):
             self._dispatch()
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._dispatch)
+            if self._linger:
+                loop.call_later(self._linger, self._dispatch)
+            else:
+                loop.call_soon(self._dispatch)
         return await future
 
     def _dispatch(self) -> None:

@@ -64,6 +64,9 @@ _TRANSIENT = frozenset(
 _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
+# Polls due within this long share a PollTasks call: nothing next to a poll interval of seconds,
+# and at a few hundred polls a second it turns one call per poll into one per several.
+_POLL_LINGER = 0.02
 
 PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
@@ -238,7 +241,9 @@ class Lifecycle:
         """One batcher per model, so a slow provider never holds up another provider's polls."""
         batcher = self._poll_batchers.get(model)
         if batcher is None:
-            batcher = self._poll_batchers[model] = Batcher(self._poll_many, max_batch=_POLL_BATCH)
+            batcher = self._poll_batchers[model] = Batcher(
+                self._poll_many, max_batch=_POLL_BATCH, linger=_POLL_LINGER
+            )
         return batcher
 
     async def _poll_many(

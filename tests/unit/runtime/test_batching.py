@@ -92,3 +92,21 @@ async def test_a_wrong_number_of_results_is_an_error_not_a_mixup() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Batcher(_Recorder(), max_batch=0)
+
+
+async def test_a_linger_gathers_calls_from_later_iterations_into_one_batch() -> None:
+    recorder = _Recorder()
+    batcher = Batcher(recorder, linger=0.05)
+
+    async def later(key: int) -> int:
+        await asyncio.sleep(0)  # arrives an iteration after the first call
+        return await batcher.load(key)
+
+    results = await asyncio.gather(batcher.load(1), later(2), later(3))
+    assert results == [2, 4, 6]
+    assert recorder.batches == [[1, 2, 3]]
+
+
+def test_linger_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        Batcher(_Recorder(), linger=-1)
