@@ -53,12 +53,18 @@ class Demo:
             return (await client.get(f"{self.base_url}/_demo/stats")).json()
 
 
-@pytest.fixture
-async def demo() -> AsyncIterator[Demo]:
+async def _demo_provider(delay: float) -> AsyncIterator[Demo]:
+    """A demo provider with its own key whose tasks finish after ``delay`` seconds."""
     api_key = f"key-{uuid.uuid4().hex}"
-    runner, base_url = await start_demo_provider("127.0.0.1", 0, api_key, 0.3)
+    runner, base_url = await start_demo_provider("127.0.0.1", 0, api_key, delay)
     yield Demo(base_url, api_key)
     await runner.cleanup()
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[Demo]:
+    async for provider in _demo_provider(0.3):
+        yield provider
 
 
 @pytest.fixture
@@ -348,10 +354,8 @@ async def test_health_and_reflection(database_url: str, tmp_path: Path) -> None:
 @pytest.fixture
 async def slow_demo() -> AsyncIterator[Demo]:
     """A demo provider whose tasks stay ``waiting`` for the whole test, so every poll answers the same."""
-    api_key = f"key-{uuid.uuid4().hex}"
-    runner, base_url = await start_demo_provider("127.0.0.1", 0, api_key, 600.0)
-    yield Demo(base_url, api_key)
-    await runner.cleanup()
+    async for provider in _demo_provider(600.0):
+        yield provider
 
 
 async def _submitted(stub: Any, model: common_pb2.Model, prompt: str = "x") -> TASK.PollTaskRequest:
