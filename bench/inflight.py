@@ -3,8 +3,8 @@
 1. Ramp: N generations are submitted through the gateway, each held running at the provider.
 2. Once every task has been polled (so each is on its steady poll schedule), a measurement window
    of a few intervals: CPU and RSS of every process, polls the provider saw, and the gap between
-   consecutive polls of each task. Lateness is how far a gap overran the schedule, which allows
-   ±10 % jitter: ``max(0, gap − 1.1 × interval)``.
+   consecutive polls of each task. Lateness is how far a gap overran the interval (the orchestrator's
+   jitter only shortens delays): ``max(0, gap − interval)``.
 3. Release: the provider finishes the held tasks one after another over ``task_seconds`` (5 min):
    N tasks in flight that each run several minutes finish at N / 300 s per second in steady state.
    Completion lag is each asset's COMPLETED event time minus the moment its task finished at the
@@ -106,7 +106,7 @@ def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interva
     return {
         "polls": polls,
         "gap_s": summary(gaps),
-        "lateness_s": summary([max(0.0, gap - 1.1 * interval) for gap in gaps]),
+        "lateness_s": summary([max(0.0, gap - interval) for gap in gaps]),
         "overrun_s": summary([gap - interval for gap in gaps]),
     }
 

@@ -64,9 +64,15 @@ _TRANSIENT = frozenset(
 _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
-# Polls due within this long share a PollTasks call: nothing next to a poll interval of seconds,
-# and at a few hundred polls a second it turns one call per poll into one per several.
-_POLL_LINGER = 0.02
+_LOOKUP_BATCH = 500
+# Job steps that start within this long share one asset query, and polls within this long share
+# one PollTasks call. Due messages trickle out of JetStream one or two per fetch, so without a
+# linger each poll would pay a query and an RPC of its own at a few hundred polls a second.
+_LOOKUP_LINGER = 0.05
+_POLL_LINGER = 0.05
+# A poll's message is due this much before the poll's time, so that waiting for its batches never
+# makes a poll later than its interval promises.
+_BATCHING_WAIT = _LOOKUP_LINGER + _POLL_LINGER
 
 PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
@@ -103,19 +109,23 @@ def build_variables(asset: Asset, parent_url: str = "") -> dict[str, object]:
 
 
 def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms: int = 0) -> float:
-    """Seconds until the next poll of a task submitted ``age`` seconds ago, with ±10 % jitter.
+    """Seconds until the next poll of a task submitted ``age`` seconds ago, jittered up to 10 % sooner.
 
     Delays grow geometrically — initial, initial × backoff, initial × backoff², … — capped at the
     maximum. After polls at those delays a task's age is initial × (backoffⁿ − 1) / (backoff − 1),
     so the n-th delay is initial + age × (backoff − 1): the age alone gives the schedule. A
     provider's hint wins; the profile's minimum interval is a floor.
+
+    The jitter, which keeps tasks submitted together from polling together, only ever shortens a
+    delay: the configured interval is a promise that a finished task is seen within it, and the
+    minimum interval (a provider's rate limit) is never undercut.
     """
     initial = (policy.initial_delay_ms or 2000) / 1000
     backoff = policy.backoff or 1.5
     ceiling = (policy.max_delay_ms or 30_000) / 1000
     delay = hint_ms / 1000 if hint_ms > 0 else min(initial + max(age, 0.0) * (backoff - 1), ceiling)
-    delay = max(delay, policy.min_interval_ms / 1000)
-    return delay * random.uniform(0.9, 1.1)
+    floor = policy.min_interval_ms / 1000
+    return max(max(delay, floor) * random.uniform(0.9, 1.0), floor)
 
 
 class Lifecycle:
@@ -135,6 +145,9 @@ class Lifecycle:
         self._events = events
         self._config = config
         self._running: set[tuple[str, int]] = set()
+        self._lookups: Batcher[str, Asset | None] = Batcher(
+            store.find_assets, max_batch=_LOOKUP_BATCH, linger=_LOOKUP_LINGER
+        )
         self._poll_batchers: dict[str, PollBatcher] = {}
 
     async def handle(self, job: Job) -> Outcome:
@@ -152,7 +165,7 @@ class Lifecycle:
 
     async def _handle(self, job: Job) -> Outcome:
         for _ in range(_MAX_CAS_RETRIES):
-            asset = await self._store.find_asset(job.asset_id)
+            asset = await self._lookups.load(job.asset_id)
             if asset is None or asset.attempt != job.attempt or Status(asset.status).terminal:
                 return Done()
             try:
@@ -325,7 +338,9 @@ class Lifecycle:
             if visible:
                 await self._events.publish(asset)
         age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
-        return Later(next_poll_delay(self._policy(asset), age, status.poll_after_ms))
+        policy = self._policy(asset)
+        delay = next_poll_delay(policy, age, status.poll_after_ms)
+        return Later(max(delay - _BATCHING_WAIT, policy.min_interval_ms / 1000))
 
     async def _ingest(self, asset: Asset) -> Outcome | None:
         stored = await self._storage.Ingest(

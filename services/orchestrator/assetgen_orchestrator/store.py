@@ -121,7 +121,7 @@ class AssetStore:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._history_in_one_statement = engine.dialect.name == "postgresql"
-        self._lookups: Batcher[str, Asset | None] = Batcher(self._find_many, max_batch=_LOOKUP_BATCH)
+        self._lookups: Batcher[str, Asset | None] = Batcher(self.find_assets, max_batch=_LOOKUP_BATCH)
 
     async def _rows(
         self, query: Select[Any], parameters: Mapping[str, Any] | None = None
@@ -195,7 +195,8 @@ class AssetStore:
         """The asset, or None; a copy of its own for every caller."""
         return await self._lookups.load(asset_id)
 
-    async def _find_many(self, asset_ids: list[str]) -> list[Asset | None]:
+    async def find_assets(self, asset_ids: list[str]) -> list[Asset | None]:
+        """The assets (None for a missing one), in the order asked, with one query."""
         rows = await self._rows(_FIND_MANY, {"ids": list(set(asset_ids))})
         by_id = {row["id"]: row for row in rows}
         return [_detached(Asset, by_id[asset_id]) if asset_id in by_id else None for asset_id in asset_ids]

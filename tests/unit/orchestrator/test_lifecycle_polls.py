@@ -33,10 +33,15 @@ class _Store:
     def __init__(self, assets: list[Asset]) -> None:
         self.rows = {asset.id: asset for asset in assets}
         self.writes: list[dict[str, Any]] = []
+        self.queries: list[list[str]] = []
 
     async def find_asset(self, asset_id: str) -> Asset | None:
         row = self.rows.get(asset_id)
         return copy.copy(row) if row is not None else None
+
+    async def find_assets(self, asset_ids: list[str]) -> list[Asset | None]:
+        self.queries.append(asset_ids)
+        return [await self.find_asset(asset_id) for asset_id in asset_ids]
 
     async def update_asset(self, asset: Asset, *, message: str = "", **changes: Any) -> bool:
         if self.rows[asset.id].version != asset.version:
@@ -113,9 +118,41 @@ async def test_due_polls_of_one_model_share_one_call_and_unchanged_ones_write_no
 
     outcomes = await asyncio.gather(*(lifecycle.handle(Job(asset.id, 1)) for asset in assets))
 
+    assert len(store.queries) == 1 and sorted(store.queries[0]) == sorted(a.id for a in assets)
     assert len(adapter.calls) == 1 and sorted(adapter.calls[0]) == sorted(a.external_task_id for a in assets)
     assert store.writes == [] and events.published == []
-    assert all(isinstance(o, Later) and 9.0 <= o.delay <= 11.0 for o in outcomes)
+    # Due a little early, so that the batching waits never make a poll later than its interval.
+    assert all(isinstance(o, Later) and 8.8 <= o.delay <= 9.9 for o in outcomes)
+
+
+async def test_polls_that_trickle_in_within_the_linger_share_one_query_and_one_call() -> None:
+    assets = [_polling_asset(n) for n in range(5)]
+    store, events = _Store(assets), _Events()
+    adapter = _Adapter({asset.external_task_id: _running() for asset in assets})
+    lifecycle = _lifecycle(store, adapter, events)
+
+    async def arriving(asset: Asset, after: float) -> object:
+        await asyncio.sleep(after)  # the jobs of consecutive JetStream fetches, a few ms apart
+        return await lifecycle.handle(Job(asset.id, 1))
+
+    await asyncio.gather(*(arriving(asset, 0.005 * n) for n, asset in enumerate(assets)))
+
+    assert len(store.queries) == 1 and len(adapter.calls) == 1
+
+
+async def test_the_early_due_time_never_undercuts_the_minimum_interval() -> None:
+    policy = provider_adapter_pb2.PollPolicy(
+        initial_delay_ms=1000, backoff=1.0, max_delay_ms=1000, min_interval_ms=1000
+    )
+    asset = _polling_asset(1)
+    asset.poll_policy_json = poll_policy_json(policy)
+    answer = _running()
+    answer.status.poll_policy.CopyFrom(policy)
+    lifecycle = _lifecycle(_Store([asset]), _Adapter({"task_1": answer}), _Events())
+
+    outcome = await lifecycle.handle(Job(asset.id, 1))
+
+    assert isinstance(outcome, Later) and outcome.delay == 1.0
 
 
 async def test_a_poll_that_moves_progress_writes_and_tells_watchers() -> None:

@@ -53,22 +53,30 @@ def test_poll_delay_backs_off_geometrically_by_age_to_the_cap() -> None:
     policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=1000, backoff=2.0, max_delay_ms=5000)
     # Polled at ages 0, 1, 3 (each after the previous delay): delays 1, 2, 4, then the cap.
     delays = [next_poll_delay(policy, age) for age in (0.0, 1.0, 3.0, 7.0, 600.0)]
-    assert 0.9 <= delays[0] <= 1.1
-    assert 1.8 <= delays[1] <= 2.2
-    assert 3.6 <= delays[2] <= 4.4
-    assert all(4.5 <= d <= 5.5 for d in delays[3:])
+    assert 0.9 <= delays[0] <= 1.0
+    assert 1.8 <= delays[1] <= 2.0
+    assert 3.6 <= delays[2] <= 4.0
+    assert all(4.5 <= d <= 5.0 for d in delays[3:])
 
 
 def test_poll_delay_without_backoff_is_the_interval_at_any_age() -> None:
     policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=10_000, backoff=1.0, max_delay_ms=10_000)
-    assert all(9.0 <= next_poll_delay(policy, age) <= 11.0 for age in (0.0, 55.0, 3600.0))
+    assert all(9.0 <= next_poll_delay(policy, age) <= 10.0 for age in (0.0, 55.0, 3600.0))
+
+
+def test_jitter_only_shortens_a_delay_so_the_interval_is_never_overrun() -> None:
+    policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=60_000, backoff=1.0, max_delay_ms=60_000)
+    delays = [next_poll_delay(policy, 120.0) for _ in range(2000)]
+    assert max(delays) <= 60.0
+    assert min(delays) >= 54.0
+    assert max(delays) - min(delays) > 3.0  # jittered, not constant
 
 
 def test_provider_hint_wins_but_not_below_minimum_interval() -> None:
     policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=1000, min_interval_ms=5000)
-    assert 4.5 <= next_poll_delay(policy, 0, hint_ms=500) <= 5.5
-    assert 9.0 <= next_poll_delay(policy, 0, hint_ms=10_000) <= 11.0
+    assert all(next_poll_delay(policy, 0, hint_ms=500) == 5.0 for _ in range(200))
+    assert 9.0 <= next_poll_delay(policy, 0, hint_ms=10_000) <= 10.0
 
 
 def test_defaults_apply_to_an_empty_policy() -> None:
-    assert 1.8 <= next_poll_delay(provider_adapter_pb2.PollPolicy(), 0) <= 2.2
+    assert 1.8 <= next_poll_delay(provider_adapter_pb2.PollPolicy(), 0) <= 2.0
