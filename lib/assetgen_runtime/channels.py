@@ -12,10 +12,14 @@ __all__ = ["open_channel"]
 def open_channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to a peer inside the deployment, with keepalive and message limits.
 
-    Service config retries UNAVAILABLE a few times, which covers a peer restarting under us.
+    Calls are spread round-robin over every address the name resolves to: ``dns:///adapter:50053``
+    naming a headless Service reaches every replica, ``ipv4:10.0.0.1:50053,10.0.0.2:50053`` a fixed
+    list, and a plain ``host:port`` behaves as one address always did. Service config retries
+    UNAVAILABLE a few times, which covers a peer restarting under us.
     """
     service_config = (
-        '{"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.1s",'
+        '{"loadBalancingConfig":[{"round_robin":{}}],'
+        '"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.1s",'
         '"maxBackoff":"2s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}'
     )
     return grpc.aio.insecure_channel(

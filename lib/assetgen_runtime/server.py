@@ -23,6 +23,7 @@ from assetgen_runtime.metrics import MetricsInterceptor, serve_metrics
 
 __all__ = [
     "GRPC_OPTIONS",
+    "SERVER_OPTIONS",
     "GrpcServer",
     "RunningService",
     "build_grpc_server",
@@ -43,6 +44,10 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+# Servers close each connection gently (GOAWAY: no new calls on it, running calls and streams
+# finish) after a few minutes, so clients re-resolve their peer's name and spread calls over
+# replicas that started since they connected.
+SERVER_OPTIONS: list[tuple[str, Any]] = [*GRPC_OPTIONS, ("grpc.max_connection_age_ms", 300_000)]
 
 Registrar = Callable[[Any, grpc.aio.Server], None]
 RunningServiceT = TypeVar("RunningServiceT", bound="RunningService")
@@ -89,7 +94,7 @@ async def build_grpc_server(
     innermost = [MetricsInterceptor(metrics_name)] if metrics_name else []
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorMappingInterceptor(), *innermost],
-        options=GRPC_OPTIONS,
+        options=SERVER_OPTIONS,
     )
     names = []
     for register, servicer, name in services:

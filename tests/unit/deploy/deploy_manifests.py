@@ -245,7 +245,9 @@ def effective(service: str, env: dict[str, EnvValue], var: str) -> str:
 
 
 def local_target(value: str) -> tuple[str, int] | None:
-    """(host, port) when ``value`` (host:port or URL) names a namespace-local host; None if external."""
+    """(host, port) when ``value`` (host:port, a gRPC ``dns:///host:port`` or a URL) names a
+    namespace-local host; None if external."""
+    value = value.removeprefix("dns:///")
     if "://" in value:
         parts = urlsplit(value)
         host, port = parts.hostname, parts.port

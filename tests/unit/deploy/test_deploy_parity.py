@@ -125,6 +125,20 @@ def test_peer_addresses_name_the_peer_service_and_its_grpc_port(overlay: Rendere
         assert target[1] == int(effective(peer, peer_env, "ASSETGEN_GRPC_PORT"))
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_peers_are_reached_on_every_replica(overlay: Rendered, service: str) -> None:
+    """gRPC balances calls only over the addresses it resolves: a headless Service gives it every
+    pod, and ``dns:///`` makes it resolve them (a ClusterIP would pin each caller to one pod)."""
+    env = overlay.env(main_container(overlay.services()[service]))
+    for var in (var for var in settings_defaults(service) if var.endswith("_ADDR")):
+        address = effective(service, env, var)
+        assert address.startswith("dns:///"), f"{overlay.name}: {service} {var} = {address!r}"
+        target = local_target(address)
+        assert target is not None
+        peer_service = overlay.get("Service", target[0])
+        assert peer_service is not None and peer_service["spec"].get("clusterIP") == "None"
+
+
 def _peer_targets(overlay: Rendered, container: dict) -> list[tuple[str, int]]:
     """(Service, port) pairs that the container's settings point at inside the namespace."""
     targets = []
