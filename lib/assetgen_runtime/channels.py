@@ -24,5 +24,14 @@ def open_channel(address: str) -> grpc.aio.Channel:
     )
     return grpc.aio.insecure_channel(
         address,
-        options=[*GRPC_OPTIONS, ("grpc.service_config", service_config), ("grpc.enable_retries", 1)],
+        options=[
+            *GRPC_OPTIONS,
+            ("grpc.service_config", service_config),
+            ("grpc.enable_retries", 1),
+            # Round-robin keeps reconnecting a lost peer on its own schedule (up to two minutes
+            # apart by default); a peer that restarts or starts after its caller is back in use
+            # within a second.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ],
     )

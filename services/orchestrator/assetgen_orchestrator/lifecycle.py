@@ -65,14 +65,13 @@ _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
 _LOOKUP_BATCH = 500
-# Job steps that start within this long share one asset query, and polls within this long share
-# one PollTasks call. Due messages trickle out of JetStream one or two per fetch, so without a
-# linger each poll would pay a query and an RPC of its own at a few hundred polls a second.
+# Job steps that start within this long share one asset query, and polls share one PollTasks call
+# over 1 % of their poll interval (50–500 ms). Due messages trickle out of JetStream one or two per
+# fetch, so without a linger each poll would pay a query and an RPC of its own; the longer the
+# interval, the fewer polls a second and the longer they can wait for each other unnoticed.
 _LOOKUP_LINGER = 0.05
-_POLL_LINGER = 0.05
-# A poll's message is due this much before the poll's time, so that waiting for its batches never
-# makes a poll later than its interval promises.
-_BATCHING_WAIT = _LOOKUP_LINGER + _POLL_LINGER
+_POLL_LINGER_SHARE = 0.01
+_POLL_LINGER_RANGE = (0.05, 0.5)
 
 PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
@@ -128,6 +127,13 @@ def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms
     return max(max(delay, floor) * random.uniform(0.9, 1.0), floor)
 
 
+def _poll_linger(policy: provider_adapter_pb2.PollPolicy) -> float:
+    """How long a poll may wait to share a PollTasks call: 1 % of its steady poll interval."""
+    interval = (policy.max_delay_ms or 30_000) / 1000
+    low, high = _POLL_LINGER_RANGE
+    return min(max(interval * _POLL_LINGER_SHARE, low), high)
+
+
 class Lifecycle:
     """Runs one step of an asset's generation per job delivery."""
 
@@ -148,7 +154,7 @@ class Lifecycle:
         self._lookups: Batcher[str, Asset | None] = Batcher(
             store.find_assets, max_batch=_LOOKUP_BATCH, linger=_LOOKUP_LINGER
         )
-        self._poll_batchers: dict[str, PollBatcher] = {}
+        self._poll_batchers: dict[tuple[str, float], PollBatcher] = {}
 
     async def handle(self, job: Job) -> Outcome:
         """Moves the job's asset on by one step and says when to run the job again, if ever."""
@@ -239,7 +245,7 @@ class Lifecycle:
         if started is not None and _age(started) > deadline:
             return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
         POLLS.labels(asset.model).inc()
-        status = await self._poll_batcher(asset.model).load(
+        status = await self._poll_batcher(asset.model, _poll_linger(policy)).load(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
                 model=asset.model,
@@ -250,12 +256,13 @@ class Lifecycle:
         )
         return await self._apply(asset, status, submitted=False)
 
-    def _poll_batcher(self, model: str) -> PollBatcher:
-        """One batcher per model, so a slow provider never holds up another provider's polls."""
-        batcher = self._poll_batchers.get(model)
+    def _poll_batcher(self, model: str, linger: float) -> PollBatcher:
+        """One batcher per model (and linger), so a slow provider never holds up another's polls."""
+        key = (model, linger)
+        batcher = self._poll_batchers.get(key)
         if batcher is None:
-            batcher = self._poll_batchers[model] = Batcher(
-                self._poll_many, max_batch=_POLL_BATCH, linger=_POLL_LINGER
+            batcher = self._poll_batchers[key] = Batcher(
+                self._poll_many, max_batch=_POLL_BATCH, linger=linger
             )
         return batcher
 
@@ -340,7 +347,10 @@ class Lifecycle:
         age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
         policy = self._policy(asset)
         delay = next_poll_delay(policy, age, status.poll_after_ms)
-        return Later(max(delay - _BATCHING_WAIT, policy.min_interval_ms / 1000))
+        # The message falls due as early as the next poll may wait for its batches, so that the
+        # batching never makes a poll later than its interval promises.
+        early = _LOOKUP_LINGER + _poll_linger(policy)
+        return Later(max(delay - early, policy.min_interval_ms / 1000))
 
     async def _ingest(self, asset: Asset) -> Outcome | None:
         stored = await self._storage.Ingest(

@@ -140,6 +140,33 @@ async def test_polls_that_trickle_in_within_the_linger_share_one_query_and_one_c
     assert len(store.queries) == 1 and len(adapter.calls) == 1
 
 
+async def _calls_for_polls_arriving_apart(interval_ms: int, apart: float) -> int:
+    policy = provider_adapter_pb2.PollPolicy(
+        initial_delay_ms=interval_ms, backoff=1.0, max_delay_ms=interval_ms
+    )
+    assets = [_polling_asset(n) for n in range(4)]
+    for asset in assets:
+        asset.poll_policy_json = poll_policy_json(policy)
+    answer = _running()
+    answer.status.poll_policy.CopyFrom(policy)
+    adapter = _Adapter({asset.external_task_id: answer for asset in assets})
+    lifecycle = _lifecycle(_Store(assets), adapter, _Events())
+
+    async def arriving(asset: Asset, after: float) -> object:
+        await asyncio.sleep(after)
+        return await lifecycle.handle(Job(asset.id, 1))
+
+    outcomes = await asyncio.gather(*(arriving(asset, apart * n) for n, asset in enumerate(assets)))
+    # However long a poll waited for its batch, its message fell due that much earlier.
+    assert all(isinstance(o, Later) and o.delay <= interval_ms / 1000 - 0.1 for o in outcomes)
+    return len(adapter.calls)
+
+
+async def test_polls_on_a_long_interval_wait_longer_for_each_other() -> None:
+    assert await _calls_for_polls_arriving_apart(60_000, apart=0.1) == 1
+    assert await _calls_for_polls_arriving_apart(2_000, apart=0.1) > 1
+
+
 async def test_the_early_due_time_never_undercuts_the_minimum_interval() -> None:
     policy = provider_adapter_pb2.PollPolicy(
         initial_delay_ms=1000, backoff=1.0, max_delay_ms=1000, min_interval_ms=1000
