@@ -19,8 +19,9 @@ Hierarchy::
 A service raises these; :class:`ErrorMappingInterceptor` turns them into statuses (with the reason in
 the ``assetgen-reason`` trailing metadata), and any other exception into INTERNAL without internals.
 A batch RPC that answers each item on its own reports an item's failure as the ``google.rpc.Status``
-of :func:`rpc_status`, the same mapping. The gateway maps a status (and reason) back to HTTP with
-:func:`http_status`.
+of :func:`rpc_status`, the same mapping (the reason as a ``google.rpc.ErrorInfo`` detail), and its
+caller turns it back into the error a single call would have raised with :func:`status_error`.
+The gateway maps a status (and reason) back to HTTP with :func:`http_status`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from assetgen_runtime.handlers import StreamBehavior, UnaryBehavior, rewrap
 
@@ -54,6 +55,7 @@ __all__ = [
     "http_status",
     "reason_of",
     "rpc_status",
+    "status_error",
     "to_rpc_error",
 ]
 
@@ -172,10 +174,28 @@ def _mapped(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     return code, details, reason
 
 
+_ERROR_DOMAIN = "assetgen"
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def rpc_status(exc: BaseException) -> status_pb2.Status:
-    """The ``google.rpc.Status`` a call failing with ``exc`` ends with: the code's number and details."""
-    code, details, _ = _mapped(exc)
-    return status_pb2.Status(code=code.value[0], message=details)
+    """The ``google.rpc.Status`` a call failing with ``exc`` ends with: code, details and reason."""
+    code, details, reason = _mapped(exc)
+    status = status_pb2.Status(code=code.value[0], message=details)
+    if reason:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain=_ERROR_DOMAIN))
+    return status
+
+
+def status_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
+    """The error a single call would have raised for a batch item's :func:`rpc_status`."""
+    code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    trailing = grpc.aio.Metadata()
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details:
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.domain == _ERROR_DOMAIN:
+            trailing.add(REASON_METADATA_KEY, info.reason)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=status.message)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

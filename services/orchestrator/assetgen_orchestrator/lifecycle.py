@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import grpc
-from google.rpc import status_pb2
 
 from assetgen.v1 import (
     common_pb2,
@@ -45,6 +44,7 @@ from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime.batching import Batcher
+from assetgen_runtime.errors import status_error
 
 __all__ = ["Lifecycle", "LifecycleConfig", "build_variables", "next_poll_delay"]
 
@@ -283,7 +283,7 @@ class Lifecycle:
                 return_exceptions=True,
             )
         return [
-            result.status if result.HasField("status") else _rpc_error(result.error)
+            result.status if result.HasField("status") else status_error(result.error)
             for result in response.results
         ]
 
@@ -444,15 +444,6 @@ class Lifecycle:
 def _differs(asset: Asset, changes: dict[str, object]) -> bool:
     """Whether writing ``changes`` would change the stored asset."""
     return any(getattr(asset, key) != value for key, value in changes.items())
-
-
-def _rpc_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
-    """The error PollTask would have raised for one task of a PollTasks batch."""
-    code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=status.message)
-
-
-_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _age(moment: dt.datetime) -> float:
