@@ -121,17 +121,21 @@ def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms
     """
     initial = (policy.initial_delay_ms or 2000) / 1000
     backoff = policy.backoff or 1.5
-    ceiling = (policy.max_delay_ms or 30_000) / 1000
+    ceiling = _steady_interval(policy)
     delay = hint_ms / 1000 if hint_ms > 0 else min(initial + max(age, 0.0) * (backoff - 1), ceiling)
     floor = policy.min_interval_ms / 1000
     return max(max(delay, floor) * random.uniform(0.9, 1.0), floor)
 
 
+def _steady_interval(policy: provider_adapter_pb2.PollPolicy) -> float:
+    """Seconds between polls once the backoff has reached its cap."""
+    return (policy.max_delay_ms or 30_000) / 1000
+
+
 def _poll_linger(policy: provider_adapter_pb2.PollPolicy) -> float:
     """How long a poll may wait to share a PollTasks call: 1 % of its steady poll interval."""
-    interval = (policy.max_delay_ms or 30_000) / 1000
     low, high = _POLL_LINGER_RANGE
-    return min(max(interval * _POLL_LINGER_SHARE, low), high)
+    return min(max(_steady_interval(policy) * _POLL_LINGER_SHARE, low), high)
 
 
 class Lifecycle:
