@@ -46,8 +46,14 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
 ]
 # Servers close each connection gently (GOAWAY: no new calls on it, running calls and streams
 # finish) after a few minutes, so clients re-resolve their peer's name and spread calls over
-# replicas that started since they connected.
-SERVER_OPTIONS: list[tuple[str, Any]] = [*GRPC_OPTIONS, ("grpc.max_connection_age_ms", 300_000)]
+# replicas that started since they connected. They accept the channels' keepalive pings on idle
+# connections: by default a server takes pings more often than every 5 minutes without data as
+# abuse and closes the connection ("too_many_pings").
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    *GRPC_OPTIONS,
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
 
 Registrar = Callable[[Any, grpc.aio.Server], None]
 RunningServiceT = TypeVar("RunningServiceT", bound="RunningService")

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assetgen_runtime.channels import open_channel
-from assetgen_runtime.server import SERVER_OPTIONS, GrpcServer, build_grpc_server
+from assetgen_runtime.server import GRPC_OPTIONS, SERVER_OPTIONS, GrpcServer, build_grpc_server
 
 
 class _CallCounter(grpc.aio.ServerInterceptor):
@@ -70,3 +70,11 @@ async def test_calls_are_spread_over_every_address_of_the_peer(
 
 def test_servers_age_out_connections_so_clients_find_new_replicas() -> None:
     assert dict(SERVER_OPTIONS)["grpc.max_connection_age_ms"] == 300_000
+
+
+def test_servers_accept_the_keepalive_pings_of_idle_channels() -> None:
+    client, server = dict(GRPC_OPTIONS), dict(SERVER_OPTIONS)
+    assert client["grpc.keepalive_permit_without_calls"] == 1  # idle connections ping too
+    # A ping sooner than the server's minimum is a strike, and two strikes close the connection
+    # (GOAWAY "too_many_pings"); the default minimum is 5 minutes.
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] < client["grpc.keepalive_time_ms"]
