@@ -1,12 +1,28 @@
-"""An httpx transport for processes that keep many requests in flight at once."""
+"""httpx pieces for the services' shared clients: many requests in flight, no state between them."""
 
 from __future__ import annotations
 
 import itertools
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
-__all__ = ["ShardedTransport"]
+__all__ = ["ShardedTransport", "cookieless_jar"]
+
+
+class _RefuseAll(DefaultCookiePolicy):
+    def set_ok(self, cookie: object, request: object) -> bool:
+        return False
+
+
+def cookieless_jar() -> CookieJar:
+    """A cookie jar that keeps no cookie, for a client shared by every account and user.
+
+    httpx clients keep the cookies responses set and send them with later requests to the same
+    site; in a client that calls one provider for many accounts, a cookie set for one would go out
+    with another's requests.
+    """
+    return CookieJar(policy=_RefuseAll())
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):

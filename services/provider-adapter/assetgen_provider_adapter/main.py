@@ -20,7 +20,7 @@ from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
-from assetgen_runtime.http import ShardedTransport
+from assetgen_runtime.http import ShardedTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -46,8 +46,10 @@ async def migrate_database(settings: ProviderAdapterSettings) -> None:
 
 
 def new_http_client(settings: ProviderAdapterSettings) -> httpx.AsyncClient:
-    """The process's one client for provider calls; redirects are not followed (keys stay put)."""
+    """The process's one client for provider calls; redirects are not followed (keys stay put), and
+    no cookie is kept from one call to the next."""
     return httpx.AsyncClient(
+        cookies=cookieless_jar(),
         timeout=httpx.Timeout(
             settings.http_timeout_seconds, connect=min(settings.http_timeout_seconds, 10.0)
         ),

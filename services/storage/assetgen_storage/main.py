@@ -10,6 +10,7 @@ import logging
 import httpx
 
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
+from assetgen_runtime.http import cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -40,9 +41,12 @@ async def run_server(
     bucket = Bucket(settings)
     guard = network_guard or NetworkGuard(settings.allowed_fetch_networks)
     # Redirects are followed by the SSRF guard, hop by hop; proxies from the environment would
-    # bypass the address it pins, so none are used.
+    # bypass the address it pins, so none are used; nor are cookies, one download's to the next.
     http = http_client or httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.fetch_timeout_seconds), follow_redirects=False, trust_env=False
+        timeout=httpx.Timeout(settings.fetch_timeout_seconds),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=cookieless_jar(),
     )
     servicer = StorageServicer(settings, bucket, http, guard)
     grpc_server = await build_grpc_server(
