@@ -305,6 +305,9 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C must stop everything even if this process was started with SIGINT ignored (a
+    # background job of a non-interactive shell is), in which case Python installs no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         http_url, grpc_port, token = _start(supervisor, dict(os.environ))
         print(
