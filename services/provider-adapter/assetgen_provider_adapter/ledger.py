@@ -16,12 +16,12 @@ built once and only their parameters change, so their compiled form is cached.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -65,8 +65,7 @@ _LOSE = (
 _FINISH = (
     update(_TABLE)
     .where(
-        _COLUMNS.asset_id == bindparam("key_asset"),
-        _COLUMNS.task_id == bindparam("key_task"),
+        tuple_(_COLUMNS.asset_id, _COLUMNS.task_id).in_(bindparam("keys", expanding=True)),
         _COLUMNS.active.is_(True),
     )
     .values(active=False, updated_at=bindparam("updated_at"))
@@ -208,11 +207,13 @@ class SubmissionLedger:
             _LOSE, {"key_asset": asset_id, "key_attempt": attempt, "updated_at": self._clock()}
         )
 
-    async def finish(self, asset_id: str, task_id: str) -> None:
-        """Marks a task terminal at its provider, freeing its concurrency slot."""
-        await self._execute(
-            _FINISH, {"key_asset": asset_id, "key_task": task_id, "updated_at": self._clock()}
-        )
+    async def finish(self, tasks: Collection[tuple[str, str]]) -> None:
+        """Marks tasks, as (asset_id, task_id), terminal at their provider, freeing their concurrency slots.
+
+        One statement for them all: the tasks a PollTasks call saw finish are marked together.
+        """
+        if tasks:
+            await self._execute(_FINISH, {"keys": list(tasks), "updated_at": self._clock()})
 
     async def hold_back(self, provider_id: str, limits: Limits, *, running_for: float) -> float:
         """Seconds to wait before this provider may get another task, 0 when it may now.

@@ -22,7 +22,6 @@ from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
 from assetgen_provider_adapter.engine import (
-    CANCELED,
     COMPLETED,
     FAILED,
     ProviderEngine,
@@ -452,7 +451,10 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
     async def PollTask(
         self, request: provider_adapter_pb2.PollTaskRequest, context: grpc.aio.ServicerContext
     ) -> provider_adapter_pb2.TaskStatus:
-        return await self._poll(request)
+        status = await self._poll(request)
+        if status.state in _TERMINAL:
+            await self._ledger.finish([(request.asset_id, request.task_id)])
+        return status
 
     async def PollTasks(
         self, request: provider_adapter_pb2.PollTasksRequest, context: grpc.aio.ServicerContext
@@ -461,7 +463,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         if len(tasks) > MAX_POLL_BATCH:
             raise InvalidArgument(f"at most {MAX_POLL_BATCH} tasks per PollTasks call, got {len(tasks)}")
         response = provider_adapter_pb2.PollTasksResponse()
-        pending = iter([(task, response.results.add()) for task in tasks])
+        results = [(task, response.results.add()) for task in tasks]
+        pending = iter(results)
 
         async def worker() -> None:
             # A few workers share the tasks rather than one task each: bounded, and fewer to create.
@@ -472,10 +475,21 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                     result.error.CopyFrom(rpc_status(exc))
 
         await asyncio.gather(*(worker() for _ in range(min(self._poll_concurrency, len(tasks)))))
+        # The tasks seen finished free their concurrency slots together, with one statement.
+        finished = [
+            (task, result)
+            for task, result in results
+            if result.HasField("status") and result.status.state in _TERMINAL
+        ]
+        try:
+            await self._ledger.finish([(task.asset_id, task.task_id) for task, _ in finished])
+        except Exception as exc:  # their polls are not over until the slots are free: asked again
+            for _, result in finished:
+                result.error.CopyFrom(rpc_status(exc))
         return response
 
     async def _poll(self, request: provider_adapter_pb2.PollTaskRequest) -> provider_adapter_pb2.TaskStatus:
-        """One task's status, as PollTask answers it."""
+        """One task's status, as PollTask answers it (the caller frees a finished task's slot)."""
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)
@@ -485,8 +499,6 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         stored = await self._stored_output(
             result, box_id=request.box_id, asset_id=request.asset_id, once=True
         )
-        if result.state in (COMPLETED, FAILED, CANCELED):
-            await self._ledger.finish(request.asset_id, request.task_id)
         return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
 
     async def CancelTask(
@@ -499,7 +511,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             resolved.target, request.task_id, _parse_handle(request.task_handle_json)
         )
         if canceled:
-            await self._ledger.finish(request.asset_id, request.task_id)
+            await self._ledger.finish([(request.asset_id, request.task_id)])
         logger.info(
             "cancel requested at the provider",
             extra={"asset_id": request.asset_id, "task_id": request.task_id, "canceled": canceled},

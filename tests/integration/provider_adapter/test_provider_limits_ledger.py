@@ -30,7 +30,7 @@ async def test_concurrency_counts_running_tasks_until_they_finish(ledger: Submis
     assert await ledger.begin(f"a2-{provider}", 1, "m", provider) is None
     assert await ledger.hold_back(provider, limits, running_for=600) == 3
     await ledger.abandon(f"a2-{provider}", 1)
-    await ledger.finish(f"a0-{provider}", "t0")
+    await ledger.finish([(f"a0-{provider}", "t0")])
     assert await ledger.begin(f"a2-{provider}", 1, "m", provider) is None
     assert await ledger.hold_back(provider, limits, running_for=600) == 0
     # A task whose poll deadline passed no longer holds a slot, even if nobody saw it end.
@@ -71,3 +71,18 @@ async def test_racing_claims_never_exceed_the_limit(ledger: SubmissionLedger) ->
 
     admitted = await asyncio.gather(*(claim(index) for index in range(6)))
     assert sum(admitted) <= 1
+
+
+async def test_tasks_finished_together_free_their_slots_with_one_call(ledger: SubmissionLedger) -> None:
+    provider, limits = f"prv_{uuid.uuid4().hex}", Limits(max_concurrency=3, retry_seconds=3)
+    for index in range(3):
+        assert await ledger.begin(f"a{index}-{provider}", 1, "m", provider) is None
+        await ledger.record(f"a{index}-{provider}", 1, f"t{index}", "{}")
+    # The pair must match: a0 with a1's task id frees nothing.
+    await ledger.finish([(f"a0-{provider}", "t1"), (f"a1-{provider}", "t1"), (f"a2-{provider}", "t2")])
+    await ledger.finish([])
+    assert await ledger.begin(f"a3-{provider}", 1, "m", provider) is None
+    assert await ledger.begin(f"a4-{provider}", 1, "m", provider) is None
+    # Running: a0 (still), a3 and a4 — three of three, so the next one waits.
+    assert await ledger.begin(f"a5-{provider}", 1, "m", provider) is None
+    assert await ledger.hold_back(provider, limits, running_for=600) == 3
