@@ -2,6 +2,12 @@
 
 Subject ``assetgen.events.<box>.<asset>``; the stream keeps events for a bounded age. The gateway
 replays and follows them; the orchestrator never talks to watchers itself.
+
+Events go out as plain NATS publishes, which the stream stores like any other, without waiting for
+JetStream's acknowledgement: an event that could not be stored could not be sent again anyway (the
+state it reports is in SQL, where a watcher's snapshot reads it), and waiting would cost every
+transition a round trip and the parsing of its answer. While NATS is away, events wait in the
+client's reconnect buffer.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from assetgen_orchestrator.models import Asset, utcnow
 
@@ -26,9 +32,8 @@ def event_subject(box_id: str, asset_id: str) -> str:
 class EventPublisher:
     """Publishes asset snapshots after each transition."""
 
-    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
-        self._js = js
-        self._timeout = timeout
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
 
     async def publish(self, asset: Asset, *, file_url: str = "") -> None:
         """Publishes the asset's current state; a failure is logged, never fails the transition."""
@@ -46,8 +51,6 @@ class EventPublisher:
             "at": utcnow().isoformat(),
         }
         try:
-            await self._js.publish(
-                event_subject(asset.box_id, asset.id), json.dumps(body).encode(), timeout=self._timeout
-            )
+            await self._nc.publish(event_subject(asset.box_id, asset.id), json.dumps(body).encode())
         except Exception as exc:
             logger.warning("could not publish asset event: %s", exc, extra={"asset_id": asset.id})

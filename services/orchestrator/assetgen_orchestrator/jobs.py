@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from assetgen_runtime.jetstream import ensure_stream
 
-__all__ = ["Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
+__all__ = ["PULL_PAUSE", "Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ JOBS_SUBJECT = "assetgen.jobs.step"
 EVENTS_STREAM = "ASSETGEN_EVENTS"
 EVENTS_SUBJECTS = "assetgen.events.>"
 CONSUMER = "orchestrator-steps"
+PULL_PAUSE = 0.05
+"""Seconds the runner lets due jobs gather after a pull that emptied the consumer (see ``JobRunner``)."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,14 @@ class JobRunner:
     """Pulls job messages from the shared durable consumer and runs them with bounded concurrency.
 
     Any number of replicas run this against the same consumer; JetStream hands each message to one
-    of them at a time. While a step runs longer than a third of the ack wait, the runner tells
-    JetStream it is still in progress, so no message is held past its ack wait; one heartbeat task
-    serves every running step, as thousands of polls a second cannot each afford a timer task.
+    of them at a time. A pull that found fewer jobs than it asked for is followed by a pause of
+    ``pull_pause`` seconds: jobs falling due at a steady trickle would otherwise leave one or two per
+    pull, each pull a round trip of its own, and the steps of one pull share a database query and
+    an RPC. Job steps fall due that much early (see ``Lifecycle``), so none runs late for it.
+
+    While a step runs longer than a third of the ack wait, the runner tells JetStream it is still in
+    progress, so no message is held past its ack wait; one heartbeat task serves every running step,
+    as thousands of polls a second cannot each afford a timer task.
     """
 
     def __init__(
@@ -118,8 +125,10 @@ class JobRunner:
         concurrency: int,
         ack_wait: float,
         max_ack_pending: int,
+        pull_pause: float = PULL_PAUSE,
     ) -> None:
         self._js = js
+        self._pull_pause = pull_pause
         self._handler = handler
         self._on_poison = on_poison
         self._concurrency = concurrency
@@ -190,6 +199,9 @@ class JobRunner:
                 task = asyncio.create_task(self._run(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._finished)
+            if len(messages) < free and self._pull_pause:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._pull_pause)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

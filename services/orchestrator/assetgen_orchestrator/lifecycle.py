@@ -4,7 +4,7 @@ Steps (under the public status)::
 
     PENDING    waiting_parent ─► queued ───────────────┐ submit
     PROCESSING                     polling ◄───────────┤ (NAK with the next poll delay)
-    PROCESSING                     ingesting ◄─────────┘ provider COMPLETED
+    PROCESSING                     ingesting ◄─────────┘ provider COMPLETED (a copy over 1 s)
     COMPLETED / FAILED / CANCELED  done
 
 Every change is a compare-and-set on the asset's version (see ``AssetStore.update_asset``); a step
@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -39,7 +40,7 @@ from assetgen.v1 import (
 )
 from assetgen_orchestrator.convert import parse_poll_policy, poll_policy_json
 from assetgen_orchestrator.events import EventPublisher
-from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
+from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later, Outcome
 from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
@@ -62,14 +63,13 @@ _TRANSIENT = frozenset(
     }
 )
 _PARENT_CHECK_INTERVAL = 2.0
+# A result copied within this long completes its asset with one write and no INGESTING step.
+_QUIET_INGEST = 1.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
-_LOOKUP_BATCH = 500
-# Job steps that start within this long share one asset query, and polls share one PollTasks call
-# over 1 % of their poll interval (50–500 ms). Due messages trickle out of JetStream one or two per
-# fetch, so without a linger each poll would pay a query and an RPC of its own; the longer the
-# interval, the fewer polls a second and the longer they can wait for each other unnoticed.
-_LOOKUP_LINGER = 0.05
+# Polls share one PollTasks call over 1 % of their poll interval (50–500 ms): due jobs arrive a
+# pull at a time (see JobRunner), and the longer the interval, the fewer polls a second and the
+# longer they can wait for each other unnoticed. The job steps of one pull share one asset query.
 _POLL_LINGER_SHARE = 0.01
 _POLL_LINGER_RANGE = (0.05, 0.5)
 
@@ -155,9 +155,6 @@ class Lifecycle:
         self._events = events
         self._config = config
         self._running: set[tuple[str, int]] = set()
-        self._lookups: Batcher[str, Asset | None] = Batcher(
-            store.find_assets, max_batch=_LOOKUP_BATCH, linger=_LOOKUP_LINGER
-        )
         self._poll_batchers: dict[tuple[str, float], PollBatcher] = {}
 
     async def handle(self, job: Job) -> Outcome:
@@ -175,7 +172,8 @@ class Lifecycle:
 
     async def _handle(self, job: Job) -> Outcome:
         for _ in range(_MAX_CAS_RETRIES):
-            asset = await self._lookups.load(job.asset_id)
+            # The store answers the lookups of one pull's steps with one query.
+            asset = await self._store.find_asset(job.asset_id)
             if asset is None or asset.attempt != job.attempt or Status(asset.status).terminal:
                 return Done()
             try:
@@ -313,18 +311,13 @@ class Lifecycle:
             if status.outputs[0].HasField("stored"):
                 # The adapter already stored an inline or authenticated result itself.
                 return await self._record(asset, status.outputs[0].stored, progress=1.0, **common)
-            if not await self._store.update_asset(
-                asset,
-                step=Step.INGESTING,
-                status=Status.PROCESSING,
-                result_url=status.outputs[0].url,
-                progress=1.0,
-                message="provider finished; copying the result into storage",
-                **common,
-            ):
-                return None
-            await self._events.publish(asset)
-            return await self._ingest(asset)
+            finished = {**common, "result_url": status.outputs[0].url, "progress": 1.0}
+            if submitted:
+                # The task id is not recorded yet: record it, with the step, before the copy.
+                if not await self._start_ingest(asset, finished):
+                    return None
+                return await self._ingest(asset)
+            return await self._copy_result(asset, finished)
         if state == provider_adapter_pb2.TASK_STATE_FAILED:
             reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
             return await self._fail(asset, reason, **common)
@@ -351,17 +344,67 @@ class Lifecycle:
         age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
         policy = self._policy(asset)
         delay = next_poll_delay(policy, age, status.poll_after_ms)
-        # The message falls due as early as the next poll may wait for its batches, so that the
-        # batching never makes a poll later than its interval promises.
-        early = _LOOKUP_LINGER + _poll_linger(policy)
+        # The message falls due as early as the next poll may wait for its pull and its batch, so
+        # that the batching never makes a poll later than its interval promises.
+        early = PULL_PAUSE + _poll_linger(policy)
         return Later(max(delay - early, policy.min_interval_ms / 1000))
 
+    async def _start_ingest(self, asset: Asset, changes: dict[str, object]) -> bool:
+        """Records the step INGESTING (the provider is done, the copy under way) and tells watchers."""
+        if not await self._store.update_asset(
+            asset,
+            step=Step.INGESTING,
+            status=Status.PROCESSING,
+            message="provider finished; copying the result into storage",
+            **changes,
+        ):
+            return False
+        await self._events.publish(asset)
+        return True
+
+    async def _copy_result(self, asset: Asset, changes: dict[str, object]) -> Outcome | None:
+        """Copies a polled task's result into storage and completes the asset with ``changes``.
+
+        A copy over within ``_QUIET_INGEST`` seconds — most images — completes the asset with one
+        write. A longer one is recorded as the step INGESTING meanwhile, so watchers see the provider
+        done and the copy under way, and a job redelivered after a crash resumes the copy; before
+        that write, a redelivered job polls the provider again, which answers the same.
+        """
+        copying: asyncio.Future[common_pb2.StoredObject] = asyncio.ensure_future(
+            self._copy(asset, str(changes["result_url"]))
+        )
+        try:
+            done, _ = await asyncio.wait({copying}, timeout=_QUIET_INGEST)
+            if not done:
+                if not await self._start_ingest(asset, changes):
+                    await self._abandon(copying)  # someone else moved the asset on
+                    return None
+                changes = {}
+            stored = await copying
+        finally:
+            # Cancelling the call makes storage discard what it copied so far.
+            copying.cancel()
+        return await self._record(asset, stored, **changes)
+
+    async def _abandon(self, copying: asyncio.Future[common_pb2.StoredObject]) -> None:
+        """Stops a copy nobody wants any more, and deletes its object if it was stored already."""
+        copying.cancel()
+        await asyncio.wait({copying})
+        if not copying.cancelled() and copying.exception() is None:
+            await self._delete_orphan(copying.result().key)
+
+    async def _delete_orphan(self, key: str) -> None:
+        await self._storage.Delete(storage_pb2.DeleteRequest(key=key), timeout=self._config.rpc_timeout)
+
     async def _ingest(self, asset: Asset) -> Outcome | None:
-        stored = await self._storage.Ingest(
-            storage_pb2.IngestRequest(url=asset.result_url, box_id=asset.box_id, asset_id=asset.id),
+        return await self._record(asset, await self._copy(asset, asset.result_url))
+
+    def _copy(self, asset: Asset, url: str) -> Awaitable[common_pb2.StoredObject]:
+        """The storage call that copies the result at ``url`` into the asset's place."""
+        return self._storage.Ingest(
+            storage_pb2.IngestRequest(url=url, box_id=asset.box_id, asset_id=asset.id),
             timeout=self._config.ingest_timeout,
         )
-        return await self._record(asset, stored)
 
     async def _record(
         self, asset: Asset, stored: common_pb2.StoredObject, **changes: object
@@ -381,9 +424,7 @@ class Lifecycle:
             **changes,
         ):
             # Another worker finished it first; our copy is an orphan nobody references.
-            await self._storage.Delete(
-                storage_pb2.DeleteRequest(key=stored.key), timeout=self._config.rpc_timeout
-            )
+            await self._delete_orphan(stored.key)
             return None
         TRANSITIONS.labels(Status.COMPLETED.value).inc()
         await self._events.publish(asset, file_url=stored.url or await self._file_url(asset.object_key))

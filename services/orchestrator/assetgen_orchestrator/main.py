@@ -47,7 +47,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
     storage_channel = open_channel(settings.storage_addr)
     adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
     storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
-    events = EventPublisher(js)
+    events = EventPublisher(nc)
     lifecycle = Lifecycle(
         store,
         adapter,

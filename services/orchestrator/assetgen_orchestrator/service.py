@@ -100,7 +100,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Asset:
         idempotency_key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
-        await self._store.get_box(request.box_id)
+        await self._store.check_box(request.box_id)
         if idempotency_key:
             existing = await self._store.find_by_idempotency_key(request.box_id, idempotency_key)
             if existing is not None:
@@ -271,7 +271,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> common_pb2.Asset:
         if not request.asset_id or not request.object.key:
             raise InvalidArgument("asset_id and object.key are required")
-        await self._store.get_box(request.box_id)
+        await self._store.check_box(request.box_id)
         stored = request.object
         asset = Asset.new(
             id=request.asset_id,

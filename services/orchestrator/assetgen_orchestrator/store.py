@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -32,6 +33,9 @@ __all__ = ["AssetStore", "Page"]
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 _LOOKUP_BATCH = 500
+# A box seen to exist is taken on trust this long (see ``check_box``), by up to this many boxes.
+_KNOWN_BOX_SECONDS = 10.0
+_KNOWN_BOXES_MAX = 10_000
 
 _ASSETS = cast(Table, Asset.__table__)
 _TRANSITIONS = cast(Table, AssetTransition.__table__)
@@ -122,6 +126,7 @@ class AssetStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._history_in_one_statement = engine.dialect.name == "postgresql"
         self._lookups: Batcher[str, Asset | None] = Batcher(self.find_assets, max_batch=_LOOKUP_BATCH)
+        self._known_boxes: dict[str, float] = {}
 
     async def _rows(
         self, query: Select[Any], parameters: Mapping[str, Any] | None = None
@@ -149,6 +154,21 @@ class AssetStore:
             raise NotFound(f"box {box_id!r} not found")
         return _detached(Box, rows[0])
 
+    async def check_box(self, box_id: str) -> None:
+        """Raises NotFound unless the box exists; a box seen in the last few seconds is not looked up.
+
+        Trust is safe because assets reference their box by a foreign key: an asset inserted into a
+        box deleted meanwhile fails (``insert_asset`` raises NotFound then). What the shortcut saves
+        is a query per generation into a busy box.
+        """
+        now = time.monotonic()
+        if self._known_boxes.get(box_id, 0.0) > now:
+            return
+        await self.get_box(box_id)
+        if len(self._known_boxes) >= _KNOWN_BOXES_MAX:
+            self._known_boxes.clear()
+        self._known_boxes[box_id] = now + _KNOWN_BOX_SECONDS
+
     async def list_boxes(self, page_size: int, cursor: str) -> Page:
         """Boxes newest first; ids sort by creation time, so the cursor is the last id seen."""
         size = _page_size(page_size)
@@ -172,6 +192,7 @@ class AssetStore:
 
     async def delete_box(self, box_id: str) -> None:
         """Deletes a box with its assets and their history."""
+        self._known_boxes.pop(box_id, None)
         asset_ids = select(_ASSETS.c.id).where(_ASSETS.c.box_id == box_id)
         async with self._engine.begin() as connection:
             await connection.execute(delete(_TRANSITIONS).where(_TRANSITIONS.c.asset_id.in_(asset_ids)))
@@ -244,7 +265,7 @@ class AssetStore:
         """Inserts a new asset with its first history entry.
 
         A concurrent generate with the same Idempotency-Key loses the race on the unique constraint
-        and gets the winner's asset.
+        and gets the winner's asset; an asset whose box is gone fails on the foreign key: NotFound.
         """
         now = utcnow()
         asset.created_at = asset.updated_at = now
@@ -260,6 +281,8 @@ class AssetStore:
                 existing = await self.find_by_idempotency_key(asset.box_id, asset.idempotency_key)
                 if existing is not None:
                     return existing
+            self._known_boxes.pop(asset.box_id, None)
+            await self.get_box(asset.box_id)
             raise
         return asset
 

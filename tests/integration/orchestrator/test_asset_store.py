@@ -96,3 +96,21 @@ async def test_missing_rows_are_not_found(store: AssetStore, tmp_path: Path) -> 
         await store.get_box("box_missing")
     with pytest.raises(NotFound):
         await store.get_asset("ast_missing")
+
+
+async def test_a_box_deleted_after_it_was_checked_takes_no_asset(
+    store: AssetStore, database_url: str
+) -> None:
+    box = await store.create_box(new_id("box"), "short-lived")
+    await store.check_box(box.id)  # now trusted for a few seconds, without a query
+    other_engine = create_engine(database_url)
+    try:
+        await AssetStore(other_engine).delete_box(box.id)  # by another replica
+    finally:
+        await other_engine.dispose()
+    await store.check_box(box.id)  # still trusted here
+
+    with pytest.raises(NotFound, match="not found"):
+        await store.insert_asset(_asset(box.id), "accepted")
+    with pytest.raises(NotFound):
+        await store.check_box(box.id)  # the failed insert ended the trust

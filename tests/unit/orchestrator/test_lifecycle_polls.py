@@ -1,4 +1,5 @@
-"""Polling in the state machine: batched per model, silent when nothing changed, errors per task."""
+"""Polling in the state machine: batched per model, silent when nothing changed, errors per task,
+and a finished task's result copied into storage."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import json
 from typing import Any
 
 import grpc
+import pytest
 from google.rpc import status_pb2
 
-from assetgen.v1 import provider_adapter_pb2
+from assetgen.v1 import common_pb2, provider_adapter_pb2
+from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
-from assetgen_orchestrator.jobs import Job, Later
+from assetgen_orchestrator.jobs import Done, Job, Later
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_runtime.batching import Batcher
 
 POLICY = provider_adapter_pb2.PollPolicy(initial_delay_ms=10_000, backoff=1.0, max_delay_ms=10_000)
 CONFIG = LifecycleConfig(
@@ -34,14 +38,15 @@ class _Store:
         self.rows = {asset.id: asset for asset in assets}
         self.writes: list[dict[str, Any]] = []
         self.queries: list[list[str]] = []
+        # Like AssetStore: lookups made together are answered by one query.
+        self._lookups: Batcher[str, Asset | None] = Batcher(self.find_assets)
 
     async def find_asset(self, asset_id: str) -> Asset | None:
-        row = self.rows.get(asset_id)
-        return copy.copy(row) if row is not None else None
+        return await self._lookups.load(asset_id)
 
     async def find_assets(self, asset_ids: list[str]) -> list[Asset | None]:
         self.queries.append(asset_ids)
-        return [await self.find_asset(asset_id) for asset_id in asset_ids]
+        return [copy.copy(self.rows[i]) if i in self.rows else None for i in asset_ids]
 
     async def update_asset(self, asset: Asset, *, message: str = "", **changes: Any) -> bool:
         if self.rows[asset.id].version != asset.version:
@@ -125,7 +130,7 @@ async def test_due_polls_of_one_model_share_one_call_and_unchanged_ones_write_no
     assert all(isinstance(o, Later) and 8.8 <= o.delay <= 9.9 for o in outcomes)
 
 
-async def test_polls_that_trickle_in_within_the_linger_share_one_query_and_one_call() -> None:
+async def test_polls_that_trickle_in_within_the_linger_share_one_call() -> None:
     assets = [_polling_asset(n) for n in range(5)]
     store, events = _Store(assets), _Events()
     adapter = _Adapter({asset.external_task_id: _running() for asset in assets})
@@ -137,7 +142,7 @@ async def test_polls_that_trickle_in_within_the_linger_share_one_query_and_one_c
 
     await asyncio.gather(*(arriving(asset, 0.005 * n) for n, asset in enumerate(assets)))
 
-    assert len(store.queries) == 1 and len(adapter.calls) == 1
+    assert len(adapter.calls) == 1 and len(adapter.calls[0]) == 5
 
 
 async def _calls_for_polls_arriving_apart(interval_ms: int, apart: float) -> int:
@@ -273,3 +278,131 @@ async def test_a_submission_in_progress_elsewhere_is_awaited_without_spending_a_
 
     assert isinstance(outcome, Later) and 1.5 <= outcome.delay <= 2.5
     assert store.writes == [] and store.rows[asset.id].status == Status.PENDING
+
+
+def _finished(url: str = "https://provider.test/result.png") -> provider_adapter_pb2.PollTaskResult:
+    return provider_adapter_pb2.PollTaskResult(
+        status=provider_adapter_pb2.TaskStatus(
+            state=provider_adapter_pb2.TASK_STATE_COMPLETED,
+            raw_state="success",
+            outputs=[provider_adapter_pb2.ResultOutput(url=url)],
+            poll_policy=POLICY,
+        )
+    )
+
+
+class _Storage:
+    """Ingest answering once ``release`` is set (at once by default); records calls and cancellations."""
+
+    def __init__(self, *, held: bool = False) -> None:
+        self.release = asyncio.Event()
+        if not held:
+            self.release.set()
+        self.copied: list[str] = []
+        self.cancelled = 0
+        self.deleted: list[str] = []
+
+    async def Delete(self, request: Any, timeout: float) -> None:
+        self.deleted.append(request.key)
+
+    async def Ingest(self, request: Any, timeout: float) -> common_pb2.StoredObject:
+        self.copied.append(request.url)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return common_pb2.StoredObject(
+            key=f"{request.box_id}/{request.asset_id}.png",
+            content_type="image/png",
+            size_bytes=3,
+            url="https://s3.test/result.png",
+        )
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_quick_copy_completes_the_asset_with_one_write() -> None:
+    asset = _polling_asset(1)
+    store, events, storage = _Store([asset]), _Events(), _Storage()
+    lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, events, CONFIG)  # type: ignore[arg-type]
+
+    assert isinstance(await lifecycle.handle(Job(asset.id, 1)), Done)
+
+    assert storage.copied == ["https://provider.test/result.png"]
+    assert len(store.writes) == 1 and store.writes[0]["status"] == Status.COMPLETED
+    row = store.rows[asset.id]
+    assert row.result_url == "https://provider.test/result.png" and row.raw_status == "success"
+    assert row.object_key == "box_1/ast_1.png" and row.progress == 1.0
+    assert events.published == [asset.id]
+
+
+async def test_a_long_copy_shows_the_step_ingesting_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    asset = _polling_asset(1)
+    store, events, storage = _Store([asset]), _Events(), _Storage(held=True)
+    lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, events, CONFIG)  # type: ignore[arg-type]
+
+    handling = asyncio.create_task(lifecycle.handle(Job(asset.id, 1)))
+    await _until(lambda: store.rows[asset.id].step == Step.INGESTING)
+    assert store.rows[asset.id].status == Status.PROCESSING and events.published == [asset.id]
+    assert store.rows[asset.id].result_url == "https://provider.test/result.png"
+    storage.release.set()
+
+    assert isinstance(await handling, Done)
+    assert store.rows[asset.id].status == Status.COMPLETED and len(store.writes) == 2
+    assert events.published == [asset.id, asset.id]
+
+
+async def test_a_long_copy_of_an_asset_moved_meanwhile_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    asset = _polling_asset(1)
+    store, storage = _Store([asset]), _Storage(held=True)
+    lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, _Events(), CONFIG)  # type: ignore[arg-type]
+
+    handling = asyncio.create_task(lifecycle.handle(Job(asset.id, 1)))
+    await _until(lambda: storage.copied)
+    canceled = copy.copy(store.rows[asset.id])  # cancelled on request while the copy runs
+    canceled.status, canceled.step, canceled.version = Status.CANCELED, Step.DONE, asset.version + 1
+    store.rows[asset.id] = canceled
+
+    assert isinstance(await handling, Done)
+    await _until(lambda: storage.cancelled == 1)
+    assert store.rows[asset.id].status == Status.CANCELED and store.writes == []
+
+
+class _StoreLosingTheIngestingWrite(_Store):
+    """A store where someone else moves the asset on just as the copy completes."""
+
+    def __init__(self, assets: list[Asset], storage: _Storage) -> None:
+        super().__init__(assets)
+        self.storage = storage
+
+    async def update_asset(self, asset: Asset, *, message: str = "", **changes: Any) -> bool:
+        if changes.get("step") == Step.INGESTING:
+            self.storage.release.set()
+            await _until(lambda: self.storage.copied and self.storage.release.is_set())
+            for _ in range(5):
+                await asyncio.sleep(0)  # the copy's answer arrives
+            return False
+        return await super().update_asset(asset, message=message, **changes)
+
+
+async def test_a_copy_completed_for_an_asset_moved_meanwhile_is_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    asset = _polling_asset(1)
+    storage = _Storage(held=True)
+    store = _StoreLosingTheIngestingWrite([asset], storage)
+    lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, _Events(), CONFIG)  # type: ignore[arg-type]
+
+    # The step lost the race: it looks again (and finds the asset's new state) before saying what next.
+    await lifecycle.handle(Job(asset.id, 1))
+
+    assert storage.deleted == ["box_1/ast_1.png"] and storage.cancelled == 0

@@ -1,0 +1,93 @@
+"""The job runner's pull loop: jobs that trickle in are pulled in batches, a full pull is followed at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from assetgen_orchestrator.jobs import Done, Job, JobRunner, Outcome
+
+
+class _Message:
+    def __init__(self, asset_id: str) -> None:
+        self.data = json.dumps({"asset_id": asset_id, "attempt": 1}).encode()
+        self.subject = "assetgen.jobs.step"
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+class _Subscription:
+    """Answers each fetch with the next of ``batches``, then with nothing (a timeout)."""
+
+    def __init__(self, batches: list[list[_Message]]) -> None:
+        self.batches = batches
+        self.fetched_at: list[float] = []
+
+    async def fetch(self, batch: int, timeout: float) -> list[_Message]:
+        self.fetched_at.append(asyncio.get_running_loop().time())
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(timeout)
+        raise NatsTimeoutError
+
+
+async def _done(job: Job) -> Outcome:
+    return Done()
+
+
+async def _poison(data: bytes, reason: str) -> None:
+    raise AssertionError(reason)
+
+
+def _runner(*, concurrency: int, pull_pause: float) -> JobRunner:
+    return JobRunner(
+        None,  # type: ignore[arg-type]  # the pull loop is given its subscription
+        _done,
+        _poison,
+        concurrency=concurrency,
+        ack_wait=30.0,
+        max_ack_pending=1000,
+        pull_pause=pull_pause,
+    )
+
+
+async def _until(condition: Any, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+async def test_a_pull_that_found_less_than_it_asked_is_followed_by_a_pause() -> None:
+    messages = [_Message(f"ast_{n}") for n in range(3)]
+    subscription = _Subscription([[message] for message in messages])
+    runner = _runner(concurrency=10, pull_pause=0.2)
+
+    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
+    try:
+        await _until(lambda: len(subscription.fetched_at) >= 3 and all(m.acked for m in messages), 5.0)
+    finally:
+        loop.cancel()
+    gaps = [b - a for a, b in zip(subscription.fetched_at, subscription.fetched_at[1:], strict=False)]
+    assert all(gap >= 0.2 for gap in gaps[:2])
+
+
+async def test_a_full_pull_is_followed_by_the_next_at_once() -> None:
+    messages = [_Message(f"ast_{n}") for n in range(3)]
+    subscription = _Subscription([messages[:2], messages[2:]])
+    runner = _runner(concurrency=2, pull_pause=30.0)
+
+    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
+    try:
+        # Far sooner than the pause: the consumer may hold more due jobs.
+        await _until(lambda: all(m.acked for m in messages), 5.0)
+    finally:
+        loop.cancel()
+    assert len(subscription.fetched_at) == 2
