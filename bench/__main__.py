@@ -58,6 +58,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         choices=["postgresql", "sqlite"],
         help="database of both services (default: local PostgreSQL if it answers, else SQLite)",
     )
+    parser.add_argument(
+        "--adapter-replicas", type=int, help="provider-adapter processes, calls spread over them (default 1)"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of throughput")
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results/latest.json)")
     args = parser.parse_args(argv)
@@ -91,6 +94,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         options.database = args.database
     elif not asyncio.run(postgres_available()):
         options.database = "sqlite"
+    if args.adapter_replicas:
+        options.adapter_replicas = args.adapter_replicas
     options.profile = not args.no_profile
     if args.output:
         options.output = args.output

@@ -113,7 +113,11 @@ def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interva
 
 async def run(options: Options, interval: float) -> dict[str, Any]:
     """Holds ``options.inflight_n`` generations polled every ``interval`` seconds; returns the figures."""
-    system = await start_system(database=options.database, log_level=options.log_level)
+    system = await start_system(
+        database=options.database,
+        log_level=options.log_level,
+        adapter_replicas=options.adapter_replicas,
+    )
     try:
         model = await system.configure(interval=interval)
         box = await system.create_box(f"in-flight {interval:g}s")
@@ -174,6 +178,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
         figures["cpu_percent"]["others"] = measurement.others_cpu_percent
         figures["cpu_percent_services"] = sum(figures["cpu_percent"][name] for name in SERVICES)
+        figures["adapter_replicas"] = options.adapter_replicas
         figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
         figures["rss_mb_services"] = sum(measurement.rss_max[name] for name in SERVICES) / 1e6
 

@@ -16,6 +16,8 @@ class Options:
     database: str = "postgresql"
     log_level: str = "INFO"
     concurrency: int = 32
+    # Processes of the provider-adapter (more than one: its callers spread calls over them all).
+    adapter_replicas: int = 1
     # 1. throughput
     n: int = 2000
     result_bytes: int = 100 * 1024

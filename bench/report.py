@@ -63,6 +63,11 @@ def _row(
     }
 
 
+def _replicas_note(figures: dict[str, Any]) -> str:
+    replicas = figures.get("adapter_replicas", 1)
+    return f", {replicas} adapter processes" if replicas > 1 else ""
+
+
 def _split_cpu(figures: dict[str, Any]) -> str:
     parts = " / ".join(_fmt(figures["cpu_percent"][name], 0) for name in _SERVICES)
     return f"{_fmt(figures['cpu_percent_services'])} ({parts})"
@@ -180,7 +185,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append(
             _row(
                 label,
-                "CPU % 4 services (gw/orch/adapter/storage)",
+                "CPU % 4 services (gw/orch/adapter/storage)" + _replicas_note(f),
                 _split_cpu(f),
                 "",
                 "165" if interval == 10 else "",

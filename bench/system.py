@@ -116,6 +116,8 @@ class System:
     grpc_address: str
     token: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Further replicas of a service beyond the one in ``processes`` (measured with it, as one group).
+    replicas: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     events: EventLog = field(default_factory=EventLog)
     http: httpx.AsyncClient | None = None
     _nc: Any = None
@@ -127,10 +129,13 @@ class System:
 
     def sampler(self, interval: float = 1.0) -> Sampler:
         """A sampler over the four services, NATS, S3, the database, the fake provider and this process."""
-        fixed = {name: self.processes[name].pid for name in (*SERVICES, "provider")}
-        fixed.update(nats=self.nats.process.pid, s3=self.s3.process.pid, driver=os.getpid())
+        fixed = {
+            name: [self.processes[name].pid, *(replica.pid for replica in self.replicas.get(name, ()))]
+            for name in (*SERVICES, "provider")
+        }
+        fixed.update(nats=[self.nats.process.pid], s3=[self.s3.process.pid], driver=[os.getpid()])
         groups: dict[str, Callable[[], list[int]]] = {
-            name: functools.partial(lambda pid: [pid], pid) for name, pid in fixed.items()
+            name: functools.partial(list, pids) for name, pids in fixed.items()
         }
         groups["database"] = self._database_pids
         return Sampler(groups, interval)
@@ -234,8 +239,9 @@ class System:
         if self.http is not None:
             await self.http.aclose()
         for name in ("gateway", "orchestrator", "provider-adapter", "storage", "provider"):
-            process = self.processes.get(name)
-            if process is not None and process.poll() is None:
+            for process in [self.processes.get(name), *self.replicas.get(name, ())]:
+                if process is None or process.poll() is not None:
+                    continue
                 process.terminate()
                 try:
                     await asyncio.to_thread(process.wait, 30)
@@ -292,8 +298,14 @@ async def _serving(address: str, process: subprocess.Popen[bytes], name: str, ro
         )
 
 
-async def start_system(*, database: str, result_bytes: int = 100 * 1024, log_level: str = "INFO") -> System:
-    """Starts everything and returns once the gateway serves and events are followed."""
+async def start_system(
+    *, database: str, result_bytes: int = 100 * 1024, log_level: str = "INFO", adapter_replicas: int = 1
+) -> System:
+    """Starts everything and returns once the gateway serves and events are followed.
+
+    With ``adapter_replicas`` above one, the provider-adapter runs as that many processes and its
+    callers spread their calls over all of them, as they do over a headless Service's pods.
+    """
     root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
     logs = root / "logs"
     logs.mkdir()
@@ -323,11 +335,12 @@ async def start_system(*, database: str, result_bytes: int = 100 * 1024, log_lev
         env["ASSETGEN_CATALOG_DATABASE_URL"] = f"{base}/{names[1]}"
     token = secrets.token_urlsafe(18)
     ports = {name: free_port() for name in (*SERVICES, "provider", "http")}
+    adapter_ports = [ports["provider-adapter"], *(free_port() for _ in range(adapter_replicas - 1))]
     env.update(
         ASSETGEN_API_TOKENS=token,
         ASSETGEN_HTTP_PORT=str(ports["http"]),
         ASSETGEN_STORAGE_ADDR=f"127.0.0.1:{ports['storage']}",
-        ASSETGEN_PROVIDER_ADAPTER_ADDR=f"127.0.0.1:{ports['provider-adapter']}",
+        ASSETGEN_PROVIDER_ADAPTER_ADDR="ipv4:" + ",".join(f"127.0.0.1:{port}" for port in adapter_ports),
         ASSETGEN_ORCHESTRATOR_ADDR=f"127.0.0.1:{ports['orchestrator']}",
     )
     system = System(
@@ -365,6 +378,15 @@ async def start_system(*, database: str, result_bytes: int = 100 * 1024, log_lev
             )
             system.processes[name] = process
             await _serving(f"127.0.0.1:{ports[name]}", process, name, root)
+            if name == "provider-adapter":
+                for number, port in enumerate(adapter_ports[1:], start=2):
+                    replica = _spawn(
+                        [binary(f"assetgen-{name}")],
+                        {**env, "ASSETGEN_GRPC_PORT": str(port)},
+                        logs / f"{name}-{number}.log",
+                    )
+                    system.replicas.setdefault(name, []).append(replica)
+                    await _serving(f"127.0.0.1:{port}", replica, f"{name}-{number}", root)
         await asyncio.to_thread(wait_for_port, ports["http"], process=system.processes["gateway"])
         system.http = httpx.AsyncClient(
             base_url=system.http_url,
