@@ -27,6 +27,7 @@ import logging
 import random
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from time import monotonic
 from typing import TypeAlias
 
 import grpc
@@ -226,6 +227,7 @@ class Lifecycle:
 
     async def _submit(self, asset: Asset) -> Outcome | None:
         parent_url = await self._parent_url(asset)
+        asked_at = monotonic()
         status = await self._adapter.SubmitTask(
             provider_adapter_pb2.SubmitTaskRequest(
                 asset_id=asset.id,
@@ -238,7 +240,7 @@ class Lifecycle:
             # midway has an unknown outcome and will not be resent.
             timeout=self._config.submit_timeout,
         )
-        return await self._apply(asset, status, submitted=True)
+        return await self._apply(asset, status, submitted=True, asked_at=asked_at)
 
     async def _poll(self, asset: Asset) -> Outcome | None:
         policy = self._policy(asset)
@@ -247,6 +249,7 @@ class Lifecycle:
         if started is not None and _age(started) > deadline:
             return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
         POLLS.labels(asset.model).inc()
+        asked_at = monotonic()
         status = await self._poll_batcher(asset.model, _poll_linger(policy)).load(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
@@ -256,7 +259,7 @@ class Lifecycle:
                 box_id=asset.box_id,
             )
         )
-        return await self._apply(asset, status, submitted=False)
+        return await self._apply(asset, status, submitted=False, asked_at=asked_at)
 
     def _poll_batcher(self, model: str, linger: float) -> PollBatcher:
         """One batcher per model (and linger), so a slow provider never holds up another's polls."""
@@ -290,8 +293,9 @@ class Lifecycle:
         ]
 
     async def _apply(
-        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
+        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool, asked_at: float
     ) -> Outcome | None:
+        """Records what the provider said of a task (asked at monotonic ``asked_at``) and what follows."""
         state = status.state
         common: dict[str, object] = {
             "raw_status": status.raw_state[:200],
@@ -344,9 +348,11 @@ class Lifecycle:
         age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
         policy = self._policy(asset)
         delay = next_poll_delay(policy, age, status.poll_after_ms)
-        # The message falls due as early as the next poll may wait for its pull and its batch, so
-        # that the batching never makes a poll later than its interval promises.
-        early = PULL_PAUSE + _poll_linger(policy)
+        # The interval runs from this poll, not from the end of its step: the time the step took
+        # since asking (batching, the provider's answer, queueing in a busy adapter, the write)
+        # is taken off. And the message falls due as early as the next poll may wait for its pull
+        # and its batch, so that these waits do not make it later than its interval promises.
+        early = PULL_PAUSE + _poll_linger(policy) + (monotonic() - asked_at)
         return Later(max(delay - early, policy.min_interval_ms / 1000))
 
     async def _start_ingest(self, asset: Asset, changes: dict[str, object]) -> bool:

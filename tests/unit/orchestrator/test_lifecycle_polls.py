@@ -15,7 +15,7 @@ from google.rpc import status_pb2
 from assetgen.v1 import common_pb2, provider_adapter_pb2
 from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
-from assetgen_orchestrator.jobs import Done, Job, Later
+from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_runtime.batching import Batcher
@@ -185,6 +185,30 @@ async def test_the_early_due_time_never_undercuts_the_minimum_interval() -> None
     outcome = await lifecycle.handle(Job(asset.id, 1))
 
     assert isinstance(outcome, Later) and outcome.delay == 1.0
+
+
+async def test_the_next_poll_falls_due_one_interval_after_this_one_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(lifecycle_module, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(lifecycle_module.random, "uniform", lambda low, high: high)  # no jitter
+
+    class _SlowAdapter(_Adapter):
+        async def PollTasks(
+            self, request: provider_adapter_pb2.PollTasksRequest, timeout: float
+        ) -> provider_adapter_pb2.PollTasksResponse:
+            clock[0] += 2.0  # a slow provider, or a busy adapter, took two seconds to answer
+            return await super().PollTasks(request, timeout)
+
+    asset = _polling_asset(1)
+    lifecycle = _lifecycle(_Store([asset]), _SlowAdapter({"task_1": _running()}), _Events())
+
+    outcome = await lifecycle.handle(Job(asset.id, 1))
+
+    # The 10 s interval, less the 2 s the poll took and the early due time (pull pause, 1 % linger).
+    assert isinstance(outcome, Later)
+    assert outcome.delay == pytest.approx(10.0 - 2.0 - PULL_PAUSE - 0.1)
 
 
 async def test_a_poll_that_moves_progress_writes_and_tells_watchers() -> None:
