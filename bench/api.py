@@ -67,11 +67,7 @@ async def _load(
 
 async def run(options: Options) -> dict[str, Any]:
     """Runs the API benchmark on a fresh system; returns its figures."""
-    system = await start_system(
-        database=options.database,
-        log_level=options.log_level,
-        adapter_replicas=options.adapter_replicas,
-    )
+    system = await start_system(options)
     try:
         model = await system.configure(interval=1.0)
         box = await system.create_box("api")

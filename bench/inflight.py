@@ -113,11 +113,7 @@ def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interva
 
 async def run(options: Options, interval: float) -> dict[str, Any]:
     """Holds ``options.inflight_n`` generations polled every ``interval`` seconds; returns the figures."""
-    system = await start_system(
-        database=options.database,
-        log_level=options.log_level,
-        adapter_replicas=options.adapter_replicas,
-    )
+    system = await start_system(options)
     try:
         model = await system.configure(interval=interval)
         box = await system.create_box(f"in-flight {interval:g}s")

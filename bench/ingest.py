@@ -28,11 +28,7 @@ logger = logging.getLogger(__name__)
 async def run(options: Options) -> dict[str, Any]:
     """Runs the ingest benchmark on a fresh system; returns its figures."""
     size = options.ingest_bytes
-    system = await start_system(
-        database=options.database,
-        log_level=options.log_level,
-        adapter_replicas=options.adapter_replicas,
-    )
+    system = await start_system(options)
     try:
         model = await system.configure(interval=1.0)
         box = await system.create_box("ingest")

@@ -43,6 +43,7 @@ from assetgen_dev.embedded import (
     wait_for_port,
 )
 from assetgen_dev.testing import eventually
+from bench.options import Options
 from bench.procstat import Sampler
 
 __all__ = ["SERVICES", "EventLog", "System", "start_system"]
@@ -298,14 +299,14 @@ async def _serving(address: str, process: subprocess.Popen[bytes], name: str, ro
         )
 
 
-async def start_system(
-    *, database: str, result_bytes: int = 100 * 1024, log_level: str = "INFO", adapter_replicas: int = 1
-) -> System:
+async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> System:
     """Starts everything and returns once the gateway serves and events are followed.
 
-    With ``adapter_replicas`` above one, the provider-adapter runs as that many processes and its
-    callers spread their calls over all of them, as they do over a headless Service's pods.
+    The database, log level and adapter replicas come from ``options``. With more than one adapter
+    replica, the provider-adapter runs as that many processes and its callers spread their calls
+    over all of them, as they do over a headless Service's pods.
     """
+    database, log_level, adapter_replicas = options.database, options.log_level, options.adapter_replicas
     root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
     logs = root / "logs"
     logs.mkdir()

@@ -84,12 +84,7 @@ async def _batch(system: System, box: str, model: str, n: int, options: Options)
 
 async def run(options: Options) -> dict[str, Any]:
     """Runs the throughput benchmark on a fresh system; returns its figures."""
-    system = await start_system(
-        database=options.database,
-        result_bytes=options.result_bytes,
-        log_level=options.log_level,
-        adapter_replicas=options.adapter_replicas,
-    )
+    system = await start_system(options, result_bytes=options.result_bytes)
     try:
         model = await system.configure(interval=options.throughput_poll_seconds)
         box = await system.create_box("throughput")
