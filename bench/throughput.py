@@ -119,10 +119,9 @@ async def run(options: Options) -> dict[str, Any]:
             str(options.concurrency),
             "--s3",
             system.s3.url,
-            "--access",
-            system.s3.access_key,
-            "--secret",
-            system.s3.secret_key,
+            f"--access={system.s3.access_key}",
+            # "=": a secret may begin with "-", which argparse would take for an option.
+            f"--secret={system.s3.secret_key}",
             "--bucket",
             f"reference-{uuid.uuid4().hex[:8]}",
         )
