@@ -130,8 +130,8 @@ async def test_due_polls_of_one_model_share_one_call_and_unchanged_ones_write_no
     assert len(store.queries) == 1 and sorted(store.queries[0]) == sorted(a.id for a in assets)
     assert len(adapter.calls) == 1 and sorted(adapter.calls[0]) == sorted(a.external_task_id for a in assets)
     assert store.writes == [] and events.published == []
-    # Due a little early, so that the batching waits never make a poll later than its interval.
-    assert all(isinstance(o, Later) and 8.8 <= o.delay <= 9.9 for o in outcomes)
+    # Due a little early (jitter, batching waits, the copy's reserve), never later than its interval.
+    assert all(isinstance(o, Later) and 8.5 <= o.delay <= 9.6 for o in outcomes)
 
 
 async def test_polls_that_trickle_in_within_the_linger_share_one_call() -> None:
@@ -191,6 +191,25 @@ async def test_the_early_due_time_never_undercuts_the_minimum_interval() -> None
     assert isinstance(outcome, Later) and outcome.delay == 1.0
 
 
+async def test_the_time_kept_for_copying_a_result_is_at_most_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle_module, "monotonic", lambda: 1000.0)
+    monkeypatch.setattr(lifecycle_module.random, "uniform", lambda low, high: high)  # no jitter
+    policy = provider_adapter_pb2.PollPolicy(initial_delay_ms=100_000, backoff=1.0, max_delay_ms=100_000)
+    asset = _polling_asset(1)
+    asset.poll_policy_json = poll_policy_json(policy)
+    answer = _running()
+    answer.status.poll_policy.CopyFrom(policy)
+    lifecycle = _lifecycle(_Store([asset]), _Adapter({"task_1": answer}), _Events())
+
+    outcome = await lifecycle.handle(Job(asset.id, 1))
+
+    # 100 s, less the pull pause, the longest linger (0.5 s) and one second (not 3 s) for the copy.
+    assert isinstance(outcome, Later)
+    assert outcome.delay == pytest.approx(100.0 - PULL_PAUSE - 0.5 - 1.0)
+
+
 async def test_the_next_poll_falls_due_one_interval_after_this_one_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -210,9 +229,10 @@ async def test_the_next_poll_falls_due_one_interval_after_this_one_asked(
 
     outcome = await lifecycle.handle(Job(asset.id, 1))
 
-    # The 10 s interval, less the 2 s the poll took and the early due time (pull pause, 1 % linger).
+    # The 10 s interval, less the 2 s the poll took and the early due time (pull pause, 1 % linger,
+    # 3 % kept for copying a result).
     assert isinstance(outcome, Later)
-    assert outcome.delay == pytest.approx(10.0 - 2.0 - PULL_PAUSE - 0.1)
+    assert outcome.delay == pytest.approx(10.0 - 2.0 - PULL_PAUSE - 0.1 - 0.3)
 
 
 async def test_a_poll_that_moves_progress_writes_and_tells_watchers() -> None:
