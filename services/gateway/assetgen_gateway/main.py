@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.settings import GatewaySettings
 from assetgen_gateway.watch import EventWatcher
 from assetgen_runtime.channels import open_channel
+from assetgen_runtime.eventloop import run
 from assetgen_runtime.jetstream import connect
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serves until SIGTERM."""
     settings = load(GatewaySettings)
     configure_logging("gateway", settings.log_level)
-    asyncio.run(_serve(settings))
+    run(_serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

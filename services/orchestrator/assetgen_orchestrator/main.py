@@ -17,6 +17,7 @@ from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime import jetstream
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate
+from assetgen_runtime.eventloop import run
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
 from assetgen_runtime.settings import load
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["migrate"]:
         asyncio.run(migrate_database(settings))
         return
-    asyncio.run(_serve(settings))
+    run(_serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

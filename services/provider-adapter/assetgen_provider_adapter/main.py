@@ -20,6 +20,7 @@ from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.eventloop import run
 from assetgen_runtime.http import ShardedTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args:
         raise SystemExit(f"usage: assetgen-provider-adapter [migrate], got {' '.join(args)}")
-    asyncio.run(_serve(settings))
+    run(_serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -10,6 +9,7 @@ import logging
 import httpx
 
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
+from assetgen_runtime.eventloop import run
 from assetgen_runtime.http import cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
@@ -101,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
     settings = load(StorageSettings)
     configure_logging("storage", settings.log_level)
     _return_part_buffers_to_the_os()
-    asyncio.run(_serve(settings))
+    run(_serve(settings), settings.event_loop)

@@ -72,3 +72,4 @@ class StorageSettings:
         "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
     )
     log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
+    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")
