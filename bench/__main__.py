@@ -61,7 +61,11 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     parser.add_argument(
         "--adapter-replicas", type=int, help="provider-adapter processes, calls spread over them (default 1)"
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of throughput")
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the py-spy profiles (throughput; in-flight, after its window)",
+    )
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results/latest.json)")
     args = parser.parse_args(argv)
     unknown = set(args.benchmarks) - {*BENCHMARKS, "all"}

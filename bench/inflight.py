@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.options import Options
+from bench.profiling import HottestProfilers
 from bench.references import run_reference
 from bench.stats import summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
@@ -111,6 +112,19 @@ def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interva
     }
 
 
+async def _profile_hottest(system: System, cpu: dict[str, float], options: Options) -> dict[str, Any]:
+    """py-spy on the two services that spent the most CPU in the window, for a while after it.
+
+    After the window, not during it, so the profiler's own cost is in no measured figure; the
+    tasks are still held, so the services do the same work.
+    """
+    services = {name: system.pids[name] for name in SERVICES}
+    profilers = HottestProfilers(services, cpu, options.work_dir, "profile-inflight")
+    await profilers.start()
+    await asyncio.sleep(options.inflight_profile_seconds)  # recording lasts this long
+    return await profilers.stop()
+
+
 async def run(options: Options, interval: float) -> dict[str, Any]:
     """Holds ``options.inflight_n`` generations polled every ``interval`` seconds; returns the figures."""
     system = await start_system(options)
@@ -145,6 +159,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         await asyncio.sleep(window)  # the measurement lasts this long; nothing is waited for
         window_end = time.time()
         measurement = await sampler.stop()
+        profiles = await _profile_hottest(system, measurement.cpu, options) if options.profile else {}
 
         await system.provider_post("/_bench/release", {"at": time.time() + 1.0, "over": options.task_seconds})
         ids = set(accepted)
@@ -177,6 +192,8 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         figures["adapter_replicas"] = options.adapter_replicas
         figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
         figures["rss_mb_services"] = sum(measurement.rss_max[name] for name in SERVICES) / 1e6
+        if profiles:
+            figures["profiles"] = profiles
 
         lags: list[float] = []
         seen_lags: list[float] = []

@@ -34,6 +34,8 @@ class Options:
     task_seconds: float = 300.0
     ramp_timeout: float = 600.0
     drain_timeout: float = 600.0
+    # py-spy on the two hottest services after the window (when ``profile``).
+    inflight_profile_seconds: float = 30.0
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

@@ -17,7 +17,7 @@ from typing import Any
 
 from assetgen_dev.embedded import binary
 
-__all__ = ["Profiler", "summarise"]
+__all__ = ["HottestProfilers", "Profiler", "summarise"]
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -125,3 +125,30 @@ class Profiler:
         if not self.output.exists():
             return {"error": f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}"}
         return summarise(self.output.read_text())
+
+
+class HottestProfilers:
+    """py-spy on the ``count`` processes that spent the most CPU, all recording at once.
+
+    ``--nonblocking`` barely slows the processes it samples, so several can be recorded together.
+    """
+
+    def __init__(
+        self, pids: dict[str, int], cpu: dict[str, float], directory: Path, stem: str, count: int = 2
+    ) -> None:
+        hottest = sorted(pids, key=lambda name: cpu[name], reverse=True)[:count]
+        self.profilers = {name: Profiler(pids[name], directory / f"{stem}-{name}.txt") for name in hottest}
+        self._directory = directory
+
+    async def start(self) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        for profiler in self.profilers.values():
+            profiler.output.unlink(missing_ok=True)
+            await profiler.start()
+
+    async def stop(self) -> dict[str, dict[str, Any]]:
+        """Each process's summary, with the file of its raw stacks."""
+        return {
+            name: {"raw_file": str(profiler.output), **await profiler.stop()}
+            for name, profiler in self.profilers.items()
+        }

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from bench.options import Options
-from bench.profiling import Profiler
+from bench.profiling import HottestProfilers
 from bench.references import run_reference
 from bench.stats import percentile, summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
@@ -129,23 +129,14 @@ async def run(options: Options) -> dict[str, Any]:
         logger.info("reference pipeline: %s", reference)
 
         if options.profile:
-            # The two hottest services, recorded at once (py-spy --nonblocking barely slows them).
-            hottest = sorted(SERVICES, key=lambda name: measurement.cpu[name], reverse=True)[:2]
-            options.work_dir.mkdir(parents=True, exist_ok=True)
-            profilers = {}
-            for name in hottest:
-                output = options.work_dir / f"profile-{name}.txt"
-                output.unlink(missing_ok=True)
-                profilers[name] = Profiler(system.pids[name], output)
-                await profilers[name].start()
+            services = {name: system.pids[name] for name in SERVICES}
+            profilers = HottestProfilers(services, measurement.cpu, options.work_dir, "profile")
+            await profilers.start()
             profiled = await _batch(
                 system, box, model, options.profile_n or max(options.n // 2, 200), options
             )
             figures["profiled_generations_per_s"] = profiled["generations_per_s"]
-            figures["profiles"] = {
-                name: {"raw_file": str(profiler.output), **await profiler.stop()}
-                for name, profiler in profilers.items()
-            }
+            figures["profiles"] = await profilers.stop()
         return figures
     finally:
         await system.stop()
