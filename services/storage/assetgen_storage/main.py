@@ -10,7 +10,7 @@ import httpx
 
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
 from assetgen_runtime.eventloop import run
-from assetgen_runtime.http import cookieless_jar
+from assetgen_runtime.http import AsyncioHTTPTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -47,6 +47,7 @@ async def run_server(
         follow_redirects=False,
         trust_env=False,
         cookies=cookieless_jar(),
+        transport=AsyncioHTTPTransport(trust_env=False),
     )
     servicer = StorageServicer(settings, bucket, http, guard)
     grpc_server = await build_grpc_server(

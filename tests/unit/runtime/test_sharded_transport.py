@@ -8,7 +8,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from assetgen_runtime.http import ShardedTransport
+from assetgen_runtime.http import AsyncioStream, ShardedTransport
 
 
 @pytest.fixture
@@ -38,7 +38,9 @@ async def test_requests_take_turns_over_the_pools_and_reuse_their_connections(
     url, ports = server
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
     async with httpx.AsyncClient(transport=ShardedTransport(3, limits), timeout=5) as client:
-        answers = [(await client.get(f"{url}/r{n}")).text for n in range(9)]
+        responses = [await client.get(f"{url}/r{n}") for n in range(9)]
+    answers = [response.text for response in responses]
+    assert all(isinstance(r.extensions["network_stream"], AsyncioStream) for r in responses)
     assert answers == [f"/r{n}" for n in range(9)]
     # One connection per pool, each reused by every third request.
     assert len(set(ports)) == 3
