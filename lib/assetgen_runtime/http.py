@@ -12,7 +12,13 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AsyncioHTTPTransport", "AsyncioNetworkBackend", "ShardedTransport", "cookieless_jar"]
+__all__ = [
+    "AsyncioHTTPTransport",
+    "AsyncioNetworkBackend",
+    "AsyncioStream",
+    "ShardedTransport",
+    "cookieless_jar",
+]
 
 
 class _RefuseAll(DefaultCookiePolicy):

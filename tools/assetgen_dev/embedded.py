@@ -83,7 +83,8 @@ def _start_listening(
     A process that exits first is started again, ``attempts`` times in all, on ports ``start`` picks
     anew; one that is alive but not listening after ``timeout`` is killed and reported.
     """
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         process, port = start()
         try:
             wait_for_port(port, timeout=timeout, process=process)
@@ -93,11 +94,11 @@ def _start_listening(
                 tail = _log_tail(log_path)
                 raise ServerExited(f"{exc} (attempt {attempt} of {attempts}); log:\n{tail}") from None
             logger.warning("%s (attempt %d of %d); starting it again on fresh ports", exc, attempt, attempts)
+            attempt += 1
         except TimeoutError:
             process.kill()
             process.wait()
             raise
-    raise AssertionError("unreachable")
 
 
 def binary(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ _LISTEN = (
 _DIE = "import sys; print('bind: address already in use', flush=True); sys.exit(255)"
 
 
-def _spawner(scripts: list[str], log_path: Path, ports: list[int]):
+def _spawner(
+    scripts: list[str], log_path: Path, ports: list[int]
+) -> Callable[[], tuple[subprocess.Popen[bytes], int]]:
     def spawn() -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         ports.append(port)
