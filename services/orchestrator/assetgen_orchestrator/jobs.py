@@ -31,8 +31,10 @@ JOBS_SUBJECT = "assetgen.jobs.step"
 EVENTS_STREAM = "ASSETGEN_EVENTS"
 EVENTS_SUBJECTS = "assetgen.events.>"
 CONSUMER = "orchestrator-steps"
-PULL_PAUSE = 0.05
+PULL_PAUSE = 0.25
 """Seconds the runner lets due jobs gather after a pull that emptied the consumer (see ``JobRunner``)."""
+NEW_WORK_PAUSE = 0.05
+"""Seconds that pause lasts at most once this process has published new work (see ``JobRunner``)."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,19 @@ async def setup_streams(js: JetStreamContext, *, events_max_age: float) -> None:
 class JobPublisher:
     """Publishes job messages, deduplicated per asset attempt by JetStream's duplicate window."""
 
-    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        timeout: float = 5.0,
+        on_published: Callable[[], None] | None = None,
+    ) -> None:
         self._js = js
         self._timeout = timeout
+        self._on_published = on_published
 
     async def publish(self, job: Job) -> None:
-        """Schedules ``job`` to run as soon as a worker is free."""
+        """Schedules ``job`` to run as soon as a worker is free, and says so to ``on_published``."""
         payload = json.dumps({"asset_id": job.asset_id, "attempt": job.attempt}).encode()
         await self._js.publish(
             JOBS_SUBJECT,
@@ -100,6 +109,8 @@ class JobPublisher:
             timeout=self._timeout,
             headers={"Nats-Msg-Id": f"{job.asset_id}:{job.attempt}"},
         )
+        if self._on_published is not None:
+            self._on_published()
 
 
 class JobRunner:
@@ -108,8 +119,11 @@ class JobRunner:
     Any number of replicas run this against the same consumer; JetStream hands each message to one
     of them at a time. A pull that found fewer jobs than it asked for is followed by a pause of
     ``pull_pause`` seconds: jobs falling due at a steady trickle would otherwise leave one or two per
-    pull, each pull a round trip of its own, and the steps of one pull share a database query and
-    an RPC. Job steps fall due that much early (see ``Lifecycle``), so none runs late for it.
+    pull, and every pull costs a round trip, JetStream's work and one database query for its steps
+    whatever it brings — at a few hundred polls a second that fixed cost was most of the runner's.
+    Polls fall due that much early (see ``Lifecycle``), so none runs late for it. New work must not
+    wait that long: once this process publishes a job (``job_published``), the pause ends within
+    ``new_work_pause`` seconds, which still lets a burst of submissions leave in one pull.
 
     While a step runs longer than a third of the ack wait, the runner tells JetStream it is still in
     progress, so no message is held past its ack wait; one heartbeat task serves every running step,
@@ -126,9 +140,12 @@ class JobRunner:
         ack_wait: float,
         max_ack_pending: int,
         pull_pause: float = PULL_PAUSE,
+        new_work_pause: float = NEW_WORK_PAUSE,
     ) -> None:
         self._js = js
         self._pull_pause = pull_pause
+        self._new_work_pause = new_work_pause
+        self._new_work = asyncio.Event()
         self._handler = handler
         self._on_poison = on_poison
         self._concurrency = concurrency
@@ -187,6 +204,7 @@ class JobRunner:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
             free = min(self._concurrency - len(self._tasks), 256)
+            self._new_work.clear()  # work published from here on may have missed this pull
             try:
                 messages = await subscription.fetch(free, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
@@ -200,8 +218,20 @@ class JobRunner:
                 self._tasks.add(task)
                 task.add_done_callback(self._finished)
             if len(messages) < free and self._pull_pause:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._pull_pause)
+                await self._pause()
+
+    def job_published(self) -> None:
+        """Tells the runner that new work is waiting, so that a pause for polls does not hold it up."""
+        self._new_work.set()
+
+    async def _pause(self) -> None:
+        """Waits ``pull_pause`` seconds, or ``new_work_pause`` after new work is published, if sooner."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self._pull_pause
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._new_work.wait(), self._pull_pause)
+        # A gathering pause, not a wait for state: submissions published together leave together.
+        await asyncio.sleep(max(0.0, min(self._new_work_pause, ends - loop.time())))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -71,8 +71,9 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         ack_wait=settings.ack_wait_seconds,
         max_ack_pending=settings.max_in_flight,
     )
+    jobs = JobPublisher(js, on_published=runner.job_published)
     servicer = OrchestratorServicer(
-        store, adapter, storage, JobPublisher(js), events, rpc_timeout=settings.rpc_timeout_seconds
+        store, adapter, storage, jobs, events, rpc_timeout=settings.rpc_timeout_seconds
     )
     server = await build_grpc_server(
         [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],

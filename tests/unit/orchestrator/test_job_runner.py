@@ -1,4 +1,5 @@
-"""The job runner's pull loop: jobs that trickle in are pulled in batches, a full pull is followed at once."""
+"""The job runner's pull loop: jobs that trickle in are pulled in batches, a full pull is followed at once,
+and new work published meanwhile cuts the pause short."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from assetgen_orchestrator.jobs import Done, Job, JobRunner, Outcome
+from assetgen_orchestrator.jobs import Done, Job, JobPublisher, JobRunner, Outcome
 
 
 class _Message:
@@ -45,7 +46,7 @@ async def _poison(data: bytes, reason: str) -> None:
     raise AssertionError(reason)
 
 
-def _runner(*, concurrency: int, pull_pause: float) -> JobRunner:
+def _runner(*, concurrency: int, pull_pause: float, new_work_pause: float = 0.05) -> JobRunner:
     return JobRunner(
         None,  # type: ignore[arg-type]  # the pull loop is given its subscription
         _done,
@@ -54,6 +55,7 @@ def _runner(*, concurrency: int, pull_pause: float) -> JobRunner:
         ack_wait=30.0,
         max_ack_pending=1000,
         pull_pause=pull_pause,
+        new_work_pause=new_work_pause,
     )
 
 
@@ -91,3 +93,60 @@ async def test_a_full_pull_is_followed_by_the_next_at_once() -> None:
     finally:
         loop.cancel()
     assert len(subscription.fetched_at) == 2
+
+
+async def test_new_work_published_during_a_pause_is_pulled_after_the_short_pause() -> None:
+    first, fresh = _Message("ast_due"), _Message("ast_new")
+    subscription = _Subscription([[first], [fresh]])
+    runner = _runner(concurrency=10, pull_pause=30.0, new_work_pause=0.1)
+
+    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
+    try:
+        await _until(lambda: first.acked, 5.0)
+        published_at = asyncio.get_running_loop().time()
+        runner.job_published()
+        # Far sooner than the 30 s pause meant for polls: a fresh job's first step is waited for.
+        await _until(lambda: fresh.acked, 5.0)
+    finally:
+        loop.cancel()
+    assert subscription.fetched_at[1] - published_at >= 0.1  # it still gathered company briefly
+
+
+async def test_new_work_never_lengthens_a_pause() -> None:
+    messages = [_Message("ast_1"), _Message("ast_2")]
+    subscription = _Subscription([[messages[0]], [messages[1]]])
+    runner = _runner(concurrency=10, pull_pause=0.2, new_work_pause=30.0)
+
+    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
+    try:
+        await _until(lambda: messages[0].acked, 5.0)
+        runner.job_published()
+        await _until(lambda: messages[1].acked, 5.0)
+    finally:
+        loop.cancel()
+    assert 0.2 <= subscription.fetched_at[1] - subscription.fetched_at[0] < 5.0
+
+
+class _JetStream:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, payload: bytes, **_: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.published.append((subject, payload))
+
+
+async def test_the_publisher_announces_a_job_only_once_it_is_published() -> None:
+    announced: list[int] = []
+    js = _JetStream()
+    publisher = JobPublisher(js, on_published=lambda: announced.append(len(js.published)))  # type: ignore[arg-type]
+
+    await publisher.publish(Job("ast_1", 1))
+
+    assert announced == [1]
+    js.error = ConnectionError("no NATS")
+    with pytest.raises(ConnectionError):
+        await publisher.publish(Job("ast_2", 1))
+    assert announced == [1]
