@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,9 +33,13 @@ EVENTS_STREAM = "ASSETGEN_EVENTS"
 EVENTS_SUBJECTS = "assetgen.events.>"
 CONSUMER = "orchestrator-steps"
 PULL_PAUSE = 0.25
-"""Seconds the runner lets due jobs gather after a pull that emptied the consumer (see ``JobRunner``)."""
+"""Longest the runner lets due jobs gather after a pull that emptied the consumer (see ``JobRunner``)."""
+PULL_BATCH = 50
+"""Jobs the runner aims to bring per pull while they trickle in; the pause is as long as that takes."""
+MIN_PULL_PAUSE = 0.02
+"""Shortest pause after a pull that emptied the consumer, however fast jobs fall due."""
 NEW_WORK_PAUSE = 0.05
-"""Seconds that pause lasts at most once this process has published new work (see ``JobRunner``)."""
+"""Seconds the pause lasts at most once this process has published new work (see ``JobRunner``)."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +122,16 @@ class JobRunner:
     """Pulls job messages from the shared durable consumer and runs them with bounded concurrency.
 
     Any number of replicas run this against the same consumer; JetStream hands each message to one
-    of them at a time. A pull that found fewer jobs than it asked for is followed by a pause of
-    ``pull_pause`` seconds: jobs falling due at a steady trickle would otherwise leave one or two per
-    pull, and every pull costs a round trip, JetStream's work and one database query for its steps
-    whatever it brings — at a few hundred polls a second that fixed cost was most of the runner's.
-    Polls fall due that much early (see ``Lifecycle``), so none runs late for it. New work must not
-    wait that long: once this process publishes a job (``job_published``), the pause ends within
+    of them at a time. A pull that found fewer jobs than it asked for is followed by a pause: jobs
+    falling due at a steady trickle would otherwise leave one or two per pull, and every pull costs
+    a round trip, JetStream's work and one database query for its steps whatever it brings — at a
+    few hundred polls a second that fixed cost was most of the runner's. The pause is as long as
+    ``pull_batch`` jobs take to fall due at the rate the last pulls saw, between ``min_pull_pause``
+    and ``pull_pause``: long when jobs trickle, short when they pour, because a pull of hundreds
+    at once arrives at the provider-adapter as one burst (at 1,000 polls a second a fixed 250 ms
+    pause made polls late by up to 1.5 s and cost the adapter a fifth more per poll). Polls fall
+    due ``pull_pause`` early (see ``Lifecycle``), so none runs late for it. New work must not wait
+    for polls' company: once this process publishes a job (``job_published``), the pause ends within
     ``new_work_pause`` seconds, which still lets a burst of submissions leave in one pull.
 
     While a step runs longer than a third of the ack wait, the runner tells JetStream it is still in
@@ -140,11 +149,16 @@ class JobRunner:
         ack_wait: float,
         max_ack_pending: int,
         pull_pause: float = PULL_PAUSE,
+        pull_batch: int = PULL_BATCH,
+        min_pull_pause: float = MIN_PULL_PAUSE,
         new_work_pause: float = NEW_WORK_PAUSE,
     ) -> None:
         self._js = js
         self._pull_pause = pull_pause
+        self._pull_batch = pull_batch
+        self._min_pull_pause = min(min_pull_pause, pull_pause)
         self._new_work_pause = new_work_pause
+        self._rate = _JobRate()
         self._new_work = asyncio.Event()
         self._handler = handler
         self._on_poison = on_poison
@@ -208,11 +222,13 @@ class JobRunner:
             try:
                 messages = await subscription.fetch(free, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
+                self._rate.pulled(0)
                 continue
             except Exception:
                 logger.exception("fetching jobs failed; retrying")
                 await asyncio.sleep(1.0)  # back off from a broken connection, not to wait for state
                 continue
+            self._rate.pulled(len(messages))
             for message in messages:
                 task = asyncio.create_task(self._run(message))
                 self._tasks.add(task)
@@ -224,12 +240,19 @@ class JobRunner:
         """Tells the runner that new work is waiting, so that a pause for polls does not hold it up."""
         self._new_work.set()
 
+    def _pause_seconds(self) -> float:
+        """As long as ``pull_batch`` jobs take to fall due at the recent rate, within the bounds."""
+        rate = self._rate.per_second()
+        wanted = self._pull_batch / rate if rate > 0 else self._pull_pause
+        return min(max(wanted, self._min_pull_pause), self._pull_pause)
+
     async def _pause(self) -> None:
-        """Waits ``pull_pause`` seconds, or ``new_work_pause`` after new work is published, if sooner."""
+        """Waits for company for the next pull, or ``new_work_pause`` after new work is published."""
         loop = asyncio.get_running_loop()
-        ends = loop.time() + self._pull_pause
+        seconds = self._pause_seconds()
+        ends = loop.time() + seconds
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._new_work.wait(), self._pull_pause)
+            await asyncio.wait_for(self._new_work.wait(), seconds)
         # A gathering pause, not a wait for state: submissions published together leave together.
         await asyncio.sleep(max(0.0, min(self._new_work_pause, ends - loop.time())))
 
@@ -268,6 +291,27 @@ class JobRunner:
                 if now - started >= interval:
                     with contextlib.suppress(Exception):
                         await message.in_progress()
+
+
+class _JobRate:
+    """Jobs pulled per second, averaged over the last second or so of pulls (an exponential average)."""
+
+    _HALF_LIFE = 0.5
+
+    def __init__(self) -> None:
+        self._rate = 0.0
+        self._last = time.monotonic()
+
+    def pulled(self, count: int) -> None:
+        """Records one pull's ``count`` jobs."""
+        now = time.monotonic()
+        elapsed, self._last = max(now - self._last, 1e-3), now
+        weight = 0.5 ** (elapsed / self._HALF_LIFE)
+        self._rate = weight * self._rate + (1 - weight) * count / elapsed
+
+    def per_second(self) -> float:
+        """The average rate."""
+        return self._rate
 
 
 def _parse(data: bytes) -> Job | None:

@@ -1,5 +1,5 @@
-"""The job runner's pull loop: jobs that trickle in are pulled in batches, a full pull is followed at once,
-and new work published meanwhile cuts the pause short."""
+"""The job runner's pull loop: jobs that trickle in are pulled in batches (the pause shrinking as they
+pour in), a full pull is followed at once, and new work published meanwhile cuts the pause short."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from assetgen_orchestrator import jobs as jobs_module
 from assetgen_orchestrator.jobs import Done, Job, JobPublisher, JobRunner, Outcome
 
 
@@ -150,3 +151,32 @@ async def test_the_publisher_announces_a_job_only_once_it_is_published() -> None
     with pytest.raises(ConnectionError):
         await publisher.publish(Job("ast_2", 1))
     assert announced == [1]
+
+
+async def test_jobs_that_pour_in_shorten_the_pause() -> None:
+    batches = [[_Message(f"ast_{b}_{n}") for n in range(200)] for b in range(10)]
+    subscription = _Subscription(batches[:])
+    runner = _runner(concurrency=1000, pull_pause=0.5)
+
+    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
+    try:
+        await _until(lambda: all(m.acked for batch in batches for m in batch), 10.0)
+    finally:
+        loop.cancel()
+    gaps = [b - a for a, b in zip(subscription.fetched_at, subscription.fetched_at[1:], strict=False)]
+    # 200 jobs a pull is far more than the 50 a pause waits for: pauses shrink well below the longest.
+    assert len(gaps) >= 9 and all(gap < 0.25 for gap in gaps[-3:])
+
+
+def test_the_job_rate_follows_what_the_pulls_bring(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(jobs_module.time, "monotonic", lambda: clock[0])
+    rate = jobs_module._JobRate()
+    for _ in range(50):  # 100 jobs every 0.1 s for 5 s: 1,000 a second
+        clock[0] += 0.1
+        rate.pulled(100)
+    assert rate.per_second() == pytest.approx(1000, rel=0.01)
+    for _ in range(20):  # then nothing for 2 s (empty pulls, timed out)
+        clock[0] += 0.1
+        rate.pulled(0)
+    assert rate.per_second() < 1000 / 10
