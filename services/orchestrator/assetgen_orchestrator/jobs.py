@@ -129,7 +129,7 @@ class JobRunner:
     ``pull_batch`` jobs take to fall due at the rate the last pulls saw, between ``min_pull_pause``
     and ``pull_pause``: long when jobs trickle, short when they pour, because a pull of hundreds
     at once arrives at the provider-adapter as one burst (at 1,000 polls a second a fixed 250 ms
-    pause made polls late by up to 1.5 s and cost the adapter a fifth more per poll). Polls fall
+    pause made polls late by up to 1.8 s and cost the adapter a fifth more per poll). Polls fall
     due ``pull_pause`` early (see ``Lifecycle``), so none runs late for it. New work must not wait
     for polls' company: once this process publishes a job (``job_published``), the pause ends within
     ``new_work_pause`` seconds, which still lets a burst of submissions leave in one pull.
