@@ -253,8 +253,9 @@ class JobRunner:
         ends = loop.time() + seconds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._new_work.wait(), seconds)
-        # A gathering pause, not a wait for state: submissions published together leave together.
-        await asyncio.sleep(max(0.0, min(self._new_work_pause, ends - loop.time())))
+        if self._new_work.is_set():
+            # A gathering pause, not a wait for state: submissions published together leave together.
+            await asyncio.sleep(max(0.0, min(self._new_work_pause, ends - loop.time())))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
