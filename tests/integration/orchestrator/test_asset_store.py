@@ -38,6 +38,7 @@ def _asset(box_id: str, **values: object) -> Asset:
 
 
 async def test_compare_and_set_lets_exactly_one_writer_win(store: AssetStore) -> None:
+    # On PostgreSQL the five writes are made together: one group commit holding one asset five times.
     box = await store.create_box(new_id("box"), "cas")
     asset = await store.insert_asset(_asset(box.id), "accepted")
     copies = [await store.get_asset(asset.id) for _ in range(5)]
@@ -114,3 +115,73 @@ async def test_a_box_deleted_after_it_was_checked_takes_no_asset(
         await store.insert_asset(_asset(box.id), "accepted")
     with pytest.raises(NotFound):
         await store.check_box(box.id)  # the failed insert ended the trust
+
+
+async def test_concurrent_writes_of_every_shape_each_get_their_own_outcome(
+    store: AssetStore, database_url: str
+) -> None:
+    """On PostgreSQL these are committed as groups; on both, each caller sees only its own write."""
+    box = await store.create_box(new_id("box"), "group")
+    gone = new_id("box")  # never created: its asset is refused, the others are not
+    inserted = await asyncio.gather(
+        *(store.insert_asset(_asset(box.id, prompt=f"p{index}"), "accepted") for index in range(6)),
+        store.insert_asset(_asset(gone), "accepted"),
+        return_exceptions=True,
+    )
+    assert isinstance(inserted[-1], NotFound)
+    assets = [asset for asset in inserted[:-1] if isinstance(asset, Asset)]
+    assert len(assets) == 6
+
+    submitted, completed, failed = await asyncio.gather(
+        asyncio.gather(
+            *(
+                store.update_asset(
+                    asset, status=Status.PROCESSING, step=Step.POLLING, external_task_id=f"t{i}"
+                )
+                for i, asset in enumerate(assets[:3])
+            )
+        ),
+        asyncio.gather(
+            *(
+                store.update_asset(asset, status=Status.COMPLETED, step=Step.DONE, object_key=f"k{i}")
+                for i, asset in enumerate(assets[3:5])
+            )
+        ),
+        store.update_asset(assets[5], status=Status.FAILED, step=Step.DONE, error_message="boom"),
+    )
+
+    assert submitted == [True, True, True] and completed == [True, True] and failed
+    stored = [await store.get_asset(asset.id) for asset in assets]
+    assert [asset.status for asset in stored] == ["PROCESSING"] * 3 + ["COMPLETED"] * 2 + ["FAILED"]
+    assert [asset.external_task_id for asset in stored[:3]] == ["t0", "t1", "t2"]
+    assert [asset.object_key for asset in stored[3:5]] == ["k0", "k1"]
+    assert stored[5].error_message == "boom" and all(asset.version == 2 for asset in stored)
+    assert [asset.prompt for asset in stored] == [f"p{index}" for index in range(6)]
+    for asset in stored:
+        history = await store.history(asset.id)
+        assert [(h.from_status, h.to_status) for h in history] == [("", "PENDING"), ("PENDING", asset.status)]
+
+
+async def test_writes_made_together_share_one_statement_on_postgresql(postgres_url: str) -> None:
+    await migrate(postgres_url, MIGRATIONS, version_table="alembic_version_orchestrator")
+    engine = create_engine(postgres_url)
+    try:
+        store = AssetStore(engine, write_linger=0.05)
+        box = await store.create_box(new_id("box"), "statements")
+        statements: list[str] = []
+        execute = store._execute
+
+        async def counting(statement: object, parameters: object = None) -> object:
+            statements.append(str(statement).split()[0])
+            return await execute(statement, parameters)  # type: ignore[arg-type]
+
+        store._execute = counting  # type: ignore[method-assign]
+        assets = await asyncio.gather(*(store.insert_asset(_asset(box.id), "accepted") for _ in range(20)))
+        moved = await asyncio.gather(
+            *(store.update_asset(asset, status=Status.PROCESSING, step=Step.POLLING) for asset in assets)
+        )
+        assert all(moved)
+        assert len(statements) == 2  # one for the twenty inserts, one for the twenty updates
+        assert {len(await store.history(asset.id)) for asset in assets} == {2}
+    finally:
+        await engine.dispose()
