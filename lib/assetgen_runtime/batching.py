@@ -11,13 +11,14 @@ two per fetch) is batched too, at the price of that much latency.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "GroupCommit"]
 
 K = TypeVar("K")
 V = TypeVar("V")
+W = TypeVar("W")
 
 BatchFunction = Callable[[list[K]], Awaitable[Sequence[V | BaseException]]]
 
@@ -86,3 +87,72 @@ class Batcher(Generic[K, V]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+class GroupCommit(Generic[W, V]):
+    """Commits writes made within ``linger`` seconds of each other together: "group commit".
+
+    ``together(writes)`` writes several of one shape (``shape(write)``) in one statement and
+    returns one result per write, in order; ``alone(write)`` writes one the usual way, which is
+    also how a lone write goes, since a group statement usually costs more for one row. Writes of
+    different shapes go in separate statements at once. A second write of the same ``key(write)``
+    goes in a later statement than the first, so that writes to one row apply in the order made.
+    If a group statement fails, its writes are each made alone, so one write the database refuses
+    fails only its own caller.
+    """
+
+    def __init__(
+        self,
+        *,
+        together: Callable[[list[W]], Awaitable[Sequence[V]]],
+        alone: Callable[[W], Awaitable[V]],
+        key: Callable[[W], Hashable],
+        shape: Callable[[W], Hashable] = lambda _: None,
+        linger: float,
+        max_batch: int = 200,
+    ) -> None:
+        self._together = together
+        self._alone = alone
+        self._key = key
+        self._shape = shape
+        self._batcher: Batcher[W, V] = Batcher(self._commit, max_batch=max_batch, linger=linger)
+
+    async def write(self, write: W) -> V:
+        """``write``'s result, once the statement that carried it has run."""
+        return await self._batcher.load(write)
+
+    async def _commit(self, writes: list[W]) -> list[V | BaseException]:
+        results: list[V | BaseException] = []
+        positions: list[int] = []
+        for round_ in _rounds([self._key(write) for write in writes]):
+            groups: dict[Hashable, list[int]] = {}
+            for index in round_:
+                groups.setdefault(self._shape(writes[index]), []).append(index)
+            outcomes = await asyncio.gather(*(self._group([writes[i] for i in g]) for g in groups.values()))
+            for group, outcome in zip(groups.values(), outcomes, strict=True):
+                positions.extend(group)
+                results.extend(outcome)
+        ordered: list[V | BaseException] = [None] * len(writes)  # type: ignore[list-item]
+        for position, result in zip(positions, results, strict=True):
+            ordered[position] = result
+        return ordered
+
+    async def _group(self, writes: list[W]) -> Sequence[V | BaseException]:
+        if len(writes) > 1:
+            try:
+                return await self._together(writes)
+            except Exception:
+                pass  # each alone, below: only the refused write fails
+        return await asyncio.gather(*(self._alone(write) for write in writes), return_exceptions=True)
+
+
+def _rounds(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Indexes of ``keys`` in rounds where no key repeats: a key's n-th occurrence is in round n."""
+    rounds: list[list[int]] = []
+    seen: dict[Hashable, int] = {}
+    for index, key in enumerate(keys):
+        number = seen[key] = seen.get(key, -1) + 1
+        if number == len(rounds):
+            rounds.append([])
+        rounds[number].append(index)
+    return rounds

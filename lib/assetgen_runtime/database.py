@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, pool
+from sqlalchemy import CTE, bindparam, event, func, pool, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeEngine
 
-__all__ = ["create_engine", "migrate", "run_alembic_env", "session_factory"]
+__all__ = ["array_rows", "create_engine", "migrate", "run_alembic_env", "session_factory"]
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -43,6 +46,18 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=10,
         connect_args={"timeout": 10, "command_timeout": 30},
     )
+
+
+def array_rows(columns: Mapping[str, TypeEngine[Any]], name: str = "rows") -> CTE:
+    """Rows sent as one array per column (PostgreSQL): ``SELECT unnest(:c::type[]) AS c, …``.
+
+    Bind each name to a list, one item per row; the lists run in step. This is how many rows'
+    writes go to PostgreSQL as one statement (group commit) without a statement per group size.
+    """
+    arrays = (
+        func.unnest(bindparam(column, type_=ARRAY(type_))).label(column) for column, type_ in columns.items()
+    )
+    return select(*arrays).cte(name)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

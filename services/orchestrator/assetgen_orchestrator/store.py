@@ -19,7 +19,6 @@ database's together.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import time
@@ -27,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Insert, Select, Table, Update, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import attributes, configure_mappers
 
 from assetgen_orchestrator.models import Asset, AssetTransition, Box, Status, utcnow
-from assetgen_runtime.batching import Batcher
+from assetgen_runtime.batching import Batcher, GroupCommit
+from assetgen_runtime.database import array_rows
 from assetgen_runtime.errors import InvalidArgument, NotFound
 
 __all__ = ["AssetStore", "Page"]
@@ -41,9 +40,8 @@ __all__ = ["AssetStore", "Page"]
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 _LOOKUP_BATCH = 500
-# Writes made within this long of each other are committed as one statement (PostgreSQL only).
+# Writes made within this long of each other are committed together (PostgreSQL only).
 _WRITE_LINGER = 0.003
-_WRITE_BATCH = 200
 # A box seen to exist is taken on trust this long (see ``check_box``), by up to this many boxes.
 _KNOWN_BOX_SECONDS = 10.0
 _KNOWN_BOXES_MAX = 10_000
@@ -111,21 +109,14 @@ def _group_with_history(kind: WriteKind, columns: tuple[str, ...]) -> Insert:
     A group must not name one asset twice (an UPDATE … FROM applies only one row to it).
     """
     history_fields = _TRANSITION_FIELDS[1:]
-
-    def array(name: str, column: Any) -> Any:
-        return func.unnest(bindparam(name, type_=ARRAY(column.type)))
-
-    keys: list[Any] = []
-    if kind == "update":
-        keys = [
-            array("row_id", _ASSETS.c.id).label("row_id"),
-            array("row_version", _ASSETS.c.version).label("row_version"),
-        ]
-    rows = select(
-        *keys,
-        *(array(_set(column), _ASSETS.c[column]).label(_set(column)) for column in columns),
-        *(array(_history(field), _TRANSITIONS.c[field]).label(_history(field)) for field in history_fields),
-    ).cte("rows")
+    keys = {"row_id": _ASSETS.c.id.type, "row_version": _ASSETS.c.version.type} if kind == "update" else {}
+    rows = array_rows(
+        {
+            **keys,
+            **{_set(column): _ASSETS.c[column].type for column in columns},
+            **{_history(field): _TRANSITIONS.c[field].type for field in history_fields},
+        }
+    )
     if kind == "update":
         written: Insert | Update = (
             update(_ASSETS)
@@ -200,9 +191,15 @@ class AssetStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._history_in_one_statement = engine.dialect.name == "postgresql"
         self._lookups: Batcher[str, Asset | None] = Batcher(self.find_assets, max_batch=_LOOKUP_BATCH)
-        self._writes: Batcher[_Write, bool] | None = None
+        self._writes: GroupCommit[_Write, bool] | None = None
         if self._history_in_one_statement and write_linger > 0:
-            self._writes = Batcher(self._write_group, max_batch=_WRITE_BATCH, linger=write_linger)
+            self._writes = GroupCommit(
+                together=self._write_together,
+                alone=self._write_alone,
+                key=lambda write: write.asset_id,
+                shape=lambda write: (write.kind, write.columns),
+                linger=write_linger,
+            )
         self._known_boxes: dict[str, float] = {}
 
     async def _rows(
@@ -401,7 +398,7 @@ class AssetStore:
         """Whether ``write`` touched its row; committed with the writes made meanwhile, if grouping."""
         if self._writes is None:
             return await self._write_alone(write)
-        return await self._writes.load(write)
+        return await self._writes.write(write)
 
     async def _write_alone(self, write: _Write) -> bool:
         """Runs an asset INSERT or UPDATE and, if it touched the row, records its transition with it."""
@@ -415,48 +412,15 @@ class AssetStore:
             await connection.execute(insert(_TRANSITIONS).values(write.transition))
         return True
 
-    async def _write_group(self, writes: list[_Write]) -> list[bool | BaseException]:
-        """Commits ``writes`` in as few statements as their kinds, column sets and assets allow.
-
-        Writes of one shape share a statement; a second write to the same asset goes into a later
-        statement, after the first (of two compare-and-sets on one version, the first one wins).
-        """
-        results: list[bool | BaseException] = [False] * len(writes)
-        rounds: list[dict[tuple[WriteKind, tuple[str, ...]], list[int]]] = []
-        seen: dict[str, int] = {}
-        for index, write in enumerate(writes):
-            round_number = seen.get(write.asset_id, -1) + 1
-            seen[write.asset_id] = round_number
-            if round_number == len(rounds):
-                rounds.append({})
-            rounds[round_number].setdefault((write.kind, write.columns), []).append(index)
-        for shapes in rounds:
-            groups = list(shapes.values())
-            outcomes = await asyncio.gather(*(self._write_together([writes[i] for i in g]) for g in groups))
-            for group, outcome in zip(groups, outcomes, strict=True):
-                for index, result in zip(group, outcome, strict=True):
-                    results[index] = result
-        return results
-
-    async def _write_together(self, writes: list[_Write]) -> list[bool | BaseException]:
-        """Writes of one shape in one statement; if it fails, each alone, so an error is only its own."""
-        if len(writes) == 1:
-            return await self._each_alone(writes)
+    async def _write_together(self, writes: list[_Write]) -> list[bool]:
+        """Writes of one kind and column set in one statement: whether each touched its row."""
         first = writes[0]
         parameters = {name: [write.parameters[name] for write in writes] for name in first.parameters}
         for field in _TRANSITION_FIELDS[1:]:
             parameters[_history(field)] = [write.transition[field] for write in writes]
-        try:
-            result = await self._execute(_group_with_history(first.kind, first.columns), parameters)
-        except Exception:
-            # One row the database refuses (a duplicate Idempotency-Key, a deleted box) must not
-            # fail the rows written with it.
-            return await self._each_alone(writes)
+        result = await self._execute(_group_with_history(first.kind, first.columns), parameters)
         written = {row[0] for row in result.all()}
         return [write.asset_id in written for write in writes]
-
-    async def _each_alone(self, writes: list[_Write]) -> list[bool | BaseException]:
-        return await asyncio.gather(*(self._write_alone(write) for write in writes), return_exceptions=True)
 
     async def status_counts(self) -> dict[str, int]:
         """Number of assets in each status."""

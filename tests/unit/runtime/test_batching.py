@@ -1,4 +1,4 @@
-"""The batcher: calls made together share one batch call; errors reach only their own callers."""
+"""The batcher and group commit: calls made together share one call; errors reach only their own callers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from assetgen_runtime.batching import Batcher
+from assetgen_runtime.batching import Batcher, GroupCommit
 
 
 class _Recorder:
@@ -110,3 +110,76 @@ async def test_a_linger_gathers_calls_from_later_iterations_into_one_batch() -> 
 def test_linger_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="negative"):
         Batcher(_Recorder(), linger=-1)
+
+
+class _Table:
+    """A fake table of key -> value written by GroupCommit; records each statement it was sent."""
+
+    def __init__(self, *, refuse: str | None = None) -> None:
+        self.rows: dict[str, int] = {}
+        self.statements: list[list[tuple[str, int]]] = []
+        self._refuse = refuse
+
+    async def together(self, writes: list[tuple[str, int]]) -> list[int]:
+        self.statements.append(writes)
+        if any(key == self._refuse for key, _ in writes):
+            raise ValueError("the database refused the group")
+        self.rows.update(writes)
+        return [value for _, value in writes]
+
+    async def alone(self, write: tuple[str, int]) -> int:
+        self.statements.append([write])
+        key, value = write
+        if key == self._refuse:
+            raise ValueError(f"refused {key}")
+        self.rows[key] = value
+        return value
+
+
+def _group_commit(table: _Table) -> GroupCommit[tuple[str, int], int]:
+    return GroupCommit(
+        together=table.together,
+        alone=table.alone,
+        key=lambda write: write[0],
+        shape=lambda write: write[1] % 2,  # odd and even values are different statements
+        linger=0.01,
+    )
+
+
+async def test_writes_made_together_share_one_statement_per_shape() -> None:
+    table = _Table()
+    commit = _group_commit(table)
+    results = await asyncio.gather(*(commit.write((f"k{n}", n)) for n in range(6)))
+    assert results == list(range(6))
+    assert sorted(table.statements) == [[("k0", 0), ("k2", 2), ("k4", 4)], [("k1", 1), ("k3", 3), ("k5", 5)]]
+    assert await commit.write(("lone", 7)) == 7
+    assert table.statements[-1] == [("lone", 7)]  # alone, the usual way
+
+
+async def test_a_write_made_after_a_group_went_goes_in_the_next() -> None:
+    table = _Table()
+    commit = _group_commit(table)
+    assert await commit.write(("a", 2)) == 2
+    assert await commit.write(("b", 4)) == 4
+    assert table.statements == [[("a", 2)], [("b", 4)]]
+
+
+async def test_a_second_write_of_one_key_follows_the_first() -> None:
+    table = _Table()
+    commit = _group_commit(table)
+    await asyncio.gather(commit.write(("k", 2)), commit.write(("j", 4)), commit.write(("k", 6)))
+    assert table.statements == [[("k", 2), ("j", 4)], [("k", 6)]]
+    assert table.rows == {"k": 6, "j": 4}
+
+
+async def test_a_refused_write_fails_alone() -> None:
+    table = _Table(refuse="bad")
+    commit = _group_commit(table)
+    results = await asyncio.gather(
+        *(commit.write((key, 2)) for key in ("a", "bad", "c")), return_exceptions=True
+    )
+    assert results[0] == 2 and results[2] == 2
+    assert isinstance(results[1], ValueError) and str(results[1]) == "refused bad"
+    assert table.rows == {"a": 2, "c": 2}
+    assert table.statements[0] == [("a", 2), ("bad", 2), ("c", 2)]  # the group, then each alone
+    assert sorted(table.statements[1:]) == [[("a", 2)], [("bad", 2)], [("c", 2)]]
