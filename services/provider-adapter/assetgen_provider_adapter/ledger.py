@@ -10,7 +10,9 @@ call died mid-flight and the outcome is unknown as well.
 
 Every write is a single statement run in autocommit: one database round trip, durable when it
 returns, so the claim is on disk before the provider request leaves. SQLAlchemy Core statements are
-built once and only their parameters change, so their compiled form is cached.
+built once and only their parameters change, so their compiled form is cached. On PostgreSQL the
+claims, and the outcomes, of submissions made within a few milliseconds of each other (the steps
+of one pull) are committed together, as one statement over arrays of rows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_provider_adapter.db import SubmissionRow, utcnow
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
+from assetgen_runtime.batching import GroupCommit
+from assetgen_runtime.database import array_rows
 
 __all__ = ["SENDING", "SENT", "UNKNOWN", "Limits", "SubmissionLedger"]
 
@@ -38,6 +42,28 @@ UNKNOWN = "UNKNOWN"
 
 _TABLE = cast(Table, SubmissionRow.__table__)
 _COLUMNS = _TABLE.c
+# Writes made within this long of each other are committed together (PostgreSQL only).
+_WRITE_LINGER = 0.003
+_CLAIM_FIELDS = (
+    "asset_id",
+    "attempt",
+    "model_id",
+    "provider_id",
+    "active",
+    "state",
+    "task_id",
+    "status_json",
+    "created_at",
+    "updated_at",
+)
+_RECORD_FIELDS = {
+    "key_asset": _COLUMNS.asset_id.type,
+    "key_attempt": _COLUMNS.attempt.type,
+    "task_id": _COLUMNS.task_id.type,
+    "status_json": _COLUMNS.status_json.type,
+    "active": _COLUMNS.active.type,
+    "updated_at": _COLUMNS.updated_at.type,
+}
 
 _FIND = select(_COLUMNS.state, _COLUMNS.status_json, _COLUMNS.created_at).where(
     _COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt")
@@ -84,6 +110,25 @@ _RUNNING = (
         _COLUMNS.created_at > bindparam("since"),
     )
 )
+_CLAIMS = array_rows({field: _COLUMNS[field].type for field in _CLAIM_FIELDS})
+_CLAIM_MANY = (
+    postgresql.insert(_TABLE)
+    .from_select(list(_CLAIM_FIELDS), select(*_CLAIMS.c))
+    .on_conflict_do_nothing(index_elements=[_COLUMNS.asset_id, _COLUMNS.attempt])
+    .returning(_COLUMNS.asset_id, _COLUMNS.attempt)
+)
+_OUTCOMES = array_rows(_RECORD_FIELDS)
+_RECORD_MANY = (
+    update(_TABLE)
+    .where(_COLUMNS.asset_id == _OUTCOMES.c.key_asset, _COLUMNS.attempt == _OUTCOMES.c.key_attempt)
+    .values(
+        state=SENT,
+        task_id=_OUTCOMES.c.task_id,
+        status_json=_OUTCOMES.c.status_json,
+        active=_OUTCOMES.c.active,
+        updated_at=_OUTCOMES.c.updated_at,
+    )
+)
 _SENT_SINCE = select(func.count(), func.min(_COLUMNS.created_at)).where(
     _COLUMNS.provider_id == bindparam("provider"), _COLUMNS.created_at > bindparam("since")
 )
@@ -107,7 +152,13 @@ class Limits:
 class SubmissionLedger:
     """Records submissions in the catalog database (PostgreSQL or SQLite); ``clock`` gives now in UTC."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        write_linger: float = _WRITE_LINGER,
+    ) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
         # ON CONFLICT DO NOTHING is spelled alike on both, but each dialect has its own construct.
@@ -117,12 +168,42 @@ class SubmissionLedger:
             .on_conflict_do_nothing(index_elements=[_COLUMNS.asset_id, _COLUMNS.attempt])
             .returning(_COLUMNS.asset_id)
         )
+        self._claims: GroupCommit[dict[str, Any], bool] | None = None
+        self._outcomes: GroupCommit[dict[str, Any], None] | None = None
+        if engine.dialect.name == "postgresql" and write_linger > 0:
+            self._claims = GroupCommit(
+                together=self._claim_together,
+                alone=self._claim_alone,
+                key=lambda claim: (claim["asset_id"], claim["attempt"]),
+                linger=write_linger,
+            )
+            self._outcomes = GroupCommit(
+                together=self._record_together,
+                alone=self._record_alone,
+                key=lambda outcome: (outcome["key_asset"], outcome["key_attempt"]),
+                linger=write_linger,
+            )
 
     async def _execute(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
         """Runs one statement on its own (autocommit); the rows it returns, if any."""
         async with self._engine.connect() as connection:
             result = await connection.execute(statement, parameters)
             return list(result.all()) if result.returns_rows else []
+
+    async def _claim_alone(self, claim: dict[str, Any]) -> bool:
+        return bool(await self._execute(self._claim, claim))
+
+    async def _claim_together(self, claims: list[dict[str, Any]]) -> list[bool]:
+        rows = await self._execute(_CLAIM_MANY, _arrays(claims, _CLAIM_FIELDS))
+        claimed = {(asset_id, attempt) for asset_id, attempt in rows}
+        return [(claim["asset_id"], claim["attempt"]) in claimed for claim in claims]
+
+    async def _record_alone(self, outcome: dict[str, Any]) -> None:
+        await self._execute(_RECORD, outcome)
+
+    async def _record_together(self, outcomes: list[dict[str, Any]]) -> list[None]:
+        await self._execute(_RECORD_MANY, _arrays(outcomes, _RECORD_FIELDS))
+        return [None] * len(outcomes)
 
     async def begin(
         self,
@@ -141,21 +222,19 @@ class SubmissionLedger:
         # Two rounds: a claim can vanish between our refused insert and our read (abandon()).
         for _ in range(2):
             now = self._clock()
-            claimed = await self._execute(
-                self._claim,
-                {
-                    "asset_id": asset_id,
-                    "attempt": attempt,
-                    "model_id": model_id,
-                    "provider_id": provider_id,
-                    "active": True,
-                    "state": SENDING,
-                    "task_id": "",
-                    "status_json": "",
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
+            claim = {
+                "asset_id": asset_id,
+                "attempt": attempt,
+                "model_id": model_id,
+                "provider_id": provider_id,
+                "active": True,
+                "state": SENDING,
+                "task_id": "",
+                "status_json": "",
+                "created_at": now,
+                "updated_at": now,
+            }
+            claimed = await (self._claims.write(claim) if self._claims else self._claim_alone(claim))
             if claimed:
                 return None
             rows = await self._execute(_FIND, {"key_asset": asset_id, "key_attempt": attempt})
@@ -186,17 +265,15 @@ class SubmissionLedger:
         self, asset_id: str, attempt: int, task_id: str, status_json: str, *, running: bool = True
     ) -> None:
         """Marks the submission SENT with the provider's answer; ``running`` while not terminal."""
-        await self._execute(
-            _RECORD,
-            {
-                "key_asset": asset_id,
-                "key_attempt": attempt,
-                "task_id": task_id,
-                "status_json": status_json,
-                "active": running,
-                "updated_at": self._clock(),
-            },
-        )
+        outcome = {
+            "key_asset": asset_id,
+            "key_attempt": attempt,
+            "task_id": task_id,
+            "status_json": status_json,
+            "active": running,
+            "updated_at": self._clock(),
+        }
+        await (self._outcomes.write(outcome) if self._outcomes else self._record_alone(outcome))
 
     async def record_unknown(self, asset_id: str, attempt: int) -> None:
         """Marks a claim whose request was sent but whose answer never came: repeats fail at once.
@@ -242,3 +319,8 @@ class SubmissionLedger:
     async def abandon(self, asset_id: str, attempt: int) -> None:
         """Drops a SENDING claim whose request never reached the provider, so a later call may send it."""
         await self._execute(_ABANDON, {"key_asset": asset_id, "key_attempt": attempt})
+
+
+def _arrays(rows: list[dict[str, Any]], fields: Collection[str]) -> dict[str, list[Any]]:
+    """The rows' values as one list per field, the parameters of a statement over ``array_rows``."""
+    return {field: [row[field] for row in rows] for field in fields}

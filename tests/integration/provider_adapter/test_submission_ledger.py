@@ -63,6 +63,43 @@ async def test_claim_record_and_repeat(ledger: SubmissionLedger) -> None:
     assert await ledger.begin(asset, 2, "mdl_1", in_progress_for=WINDOW) is None
 
 
+async def test_concurrent_claims_and_outcomes_each_get_their_own_answer(ledger: SubmissionLedger) -> None:
+    """On PostgreSQL these are committed as groups; a repeated claim in one group still loses."""
+    assets = [f"ast_{uuid.uuid4().hex}" for _ in range(5)]
+    claims = await asyncio.gather(
+        *(ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) for asset in assets),
+        ledger.begin(assets[0], 1, "mdl_1", in_progress_for=WINDOW),
+        return_exceptions=True,
+    )
+    assert claims[:5] == [None] * 5
+    assert isinstance(claims[5], SubmissionInProgress)
+    await asyncio.gather(*(ledger.record(asset, 1, f"task_{asset}", f'"{asset}"') for asset in assets))
+    repeats = await asyncio.gather(*(ledger.begin(asset, 1, "mdl_1") for asset in assets))
+    assert repeats == [f'"{asset}"' for asset in assets]
+
+
+async def test_claims_made_together_share_one_statement_on_postgresql(postgres_url: str) -> None:
+    await migrate(postgres_url, MIGRATIONS, version_table="alembic_version_catalog")
+    engine = create_engine(postgres_url)
+    try:
+        ledger = SubmissionLedger(engine, write_linger=0.05)
+        statements: list[str] = []
+        execute = ledger._execute
+
+        async def counting(statement: Any, parameters: dict[str, Any]) -> list[Any]:
+            statements.append(str(statement).split()[0])
+            return await execute(statement, parameters)
+
+        ledger._execute = counting  # type: ignore[method-assign]
+        assets = [f"ast_{uuid.uuid4().hex}" for _ in range(20)]
+        assert await asyncio.gather(*(ledger.begin(asset, 1, "mdl_1") for asset in assets)) == [None] * 20
+        await asyncio.gather(*(ledger.record(asset, 1, "t", "{}") for asset in assets))
+        assert statements == ["WITH", "WITH"]  # twenty claims in one, twenty outcomes in another
+        assert await asyncio.gather(*(ledger.begin(asset, 1, "mdl_1") for asset in assets)) == ["{}"] * 20
+    finally:
+        await engine.dispose()
+
+
 async def test_a_young_claim_is_in_progress_and_an_old_one_unknown(
     ledger: SubmissionLedger, clock: Clock
 ) -> None:
