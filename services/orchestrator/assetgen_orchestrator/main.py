@@ -40,7 +40,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
     """Starts the orchestrator: database, NATS streams, job runner and gRPC server."""
     await migrate_database(settings)
     engine = create_engine(settings.resolved_database_url)
-    store = AssetStore(engine)
+    store = AssetStore(engine, write_linger=settings.db_write_linger_ms / 1000)
     nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
     js = nc.jetstream(timeout=10)
     await setup_streams(js, events_max_age=settings.events_max_age_seconds)

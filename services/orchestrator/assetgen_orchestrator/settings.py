@@ -33,6 +33,12 @@ class OrchestratorSettings:
     max_in_flight: int = env(
         "ASSETGEN_MAX_IN_FLIGHT", "Jobs the consumer may hold unacknowledged (max_ack_pending).", 50_000
     )
+    db_write_linger_ms: float = env(
+        "ASSETGEN_DB_WRITE_LINGER_MS",
+        "PostgreSQL: writes made within this many ms of each other are committed as one statement "
+        "(group commit; 0: each alone).",
+        10.0,
+    )
     submit_retries: int = env(
         "ASSETGEN_SUBMIT_RETRIES", "Tries of a step that fails talking to a provider before FAILED.", 5
     )

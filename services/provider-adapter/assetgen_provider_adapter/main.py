@@ -90,7 +90,7 @@ async def run_server(
             cache_ttl=cache_ttl,
             references=KeyReferences(os.environ, settings.provider_secrets_dir),
         ),
-        SubmissionLedger(engine),
+        SubmissionLedger(engine, write_linger=settings.db_write_linger_ms / 1000),
         ProviderEngine(
             client,
             default_timeout=settings.http_timeout_seconds,

@@ -42,6 +42,12 @@ class ProviderAdapterSettings:
     http_timeout_seconds: float = env(
         "ASSETGEN_PROVIDER_HTTP_TIMEOUT_SECONDS", "Default timeout of one provider HTTP call.", 30.0
     )
+    db_write_linger_ms: float = env(
+        "ASSETGEN_DB_WRITE_LINGER_MS",
+        "PostgreSQL: writes made within this many ms of each other are committed as one statement "
+        "(group commit; 0: each alone).",
+        10.0,
+    )
     poll_concurrency: int = env(
         "ASSETGEN_POLL_CONCURRENCY",
         "Most tasks of one PollTasks call polled at once (each is one provider request). Small on "
