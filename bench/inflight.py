@@ -161,11 +161,13 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         measurement = await sampler.stop()
         profiles = await _profile_hottest(system, measurement.cpu, options) if options.profile else {}
 
-        await system.provider_post("/_bench/release", {"at": time.time() + 1.0, "over": options.task_seconds})
+        release_start = time.time() + 1.0
+        await system.provider_post("/_bench/release", {"at": release_start, "over": options.task_seconds})
         ids = set(accepted)
         drained = await system.events.wait_finished(
             ids, timeout=options.task_seconds + 3 * interval + options.drain_timeout
         )
+        release_end = time.time()
         tasks = [t for t in await system.provider_get("/_bench/tasks") if t["task_id"] != reference_task]
         by_task = {t["task_id"]: t for t in tasks}
 
@@ -197,6 +199,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
 
         lags: list[float] = []
         seen_lags: list[float] = []
+        to_seen: list[float] = []
         for asset, completed_at in system.events.completed.items():
             task = by_task.get(system.events.task_of.get(asset, ""))
             if asset not in ids or task is None or task["finish_at"] is None:
@@ -204,6 +207,12 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
             lags.append(completed_at - task["finish_at"])
             if task["first_success_poll"] is not None:
                 seen_lags.append(completed_at - task["first_success_poll"])
+                to_seen.append(task["first_success_poll"] - task["finish_at"])
+        # The lag's two parts, and how late polls were while the tasks finished (the window above
+        # measures them before, while every task is still held).
+        figures["finish_to_success_poll_s"] = summary(to_seen)
+        release = _poll_figures(tasks, release_start, release_end, interval)
+        figures["release"] = {"seconds": release_end - release_start, **release}
         figures["drained"] = drained
         figures["completions_expected"] = len(ids)
         figures["completed"] = sum(1 for i in ids if i in system.events.completed)

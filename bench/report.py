@@ -251,6 +251,21 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                     lag["p99"] <= interval + 1,
                 )
             )
+            seen, copied = f.get("finish_to_success_poll_s", {}), f.get("success_seen_to_completed_s", {})
+            release_late = f.get("release", {}).get("lateness_s", {})
+            if seen.get("count") and copied.get("count"):
+                out.append(
+                    _row(
+                        label,
+                        "  lag p99: finish→seen / seen→COMPLETED; poll lateness p99 meanwhile",
+                        f"{_fmt(seen['p99'], 2)} / {_fmt(copied['p99'], 2)}; "
+                        f"{_fmt(release_late.get('p99'), 2)}",
+                        "",
+                        "",
+                        "",
+                        None,
+                    )
+                )
             out.append(
                 _row(
                     label,
