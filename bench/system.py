@@ -43,6 +43,7 @@ from assetgen_dev.embedded import (
     wait_for_port,
 )
 from assetgen_dev.testing import eventually
+from assetgen_runtime.http import ShardedTransport
 from bench.options import Options
 from bench.procstat import Sampler
 
@@ -399,11 +400,14 @@ async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> S
                     system.replicas.setdefault(name, []).append(replica)
                     await _serving(f"127.0.0.1:{port}", replica, f"{name}-{number}", root)
         await asyncio.to_thread(wait_for_port, ports["http"], process=system.processes["gateway"])
+        # The driver shares the cores with the system it measures: one httpx pool of 32+ busy
+        # connections spent half the driver's CPU examining them (encode/httpcore#1035), so it
+        # uses the services' own client transport — eight small pools over asyncio's streams.
         system.http = httpx.AsyncClient(
             base_url=system.http_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            transport=ShardedTransport(8, httpx.Limits(max_connections=8, max_keepalive_connections=8)),
         )
         system._nc = await nats.connect(nats_server.url, name="assetgen-bench")
         await system._nc.subscribe(
