@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from alembic import command
@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeEngine
 
-__all__ = ["array_rows", "create_engine", "migrate", "run_alembic_env", "session_factory"]
+__all__ = ["array_parameters", "array_rows", "create_engine", "migrate", "run_alembic_env", "session_factory"]
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -58,6 +58,11 @@ def array_rows(columns: Mapping[str, TypeEngine[Any]], name: str = "rows") -> CT
         func.unnest(bindparam(column, type_=ARRAY(type_))).label(column) for column, type_ in columns.items()
     )
     return select(*arrays).cte(name)
+
+
+def array_parameters(rows: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """The rows' values as one list per name: the parameters of a statement over ``array_rows``."""
+    return {name: [row[name] for row in rows] for name in names}
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import attributes, configure_mappers
 
 from assetgen_orchestrator.models import Asset, AssetTransition, Box, Status, utcnow
-from assetgen_runtime.batching import Batcher, GroupCommit
-from assetgen_runtime.database import array_rows
+from assetgen_runtime.batching import GROUP_COMMIT_LINGER, Batcher, GroupCommit
+from assetgen_runtime.database import array_parameters, array_rows
 from assetgen_runtime.errors import InvalidArgument, NotFound
 
 __all__ = ["AssetStore", "Page"]
@@ -40,9 +40,6 @@ __all__ = ["AssetStore", "Page"]
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 _LOOKUP_BATCH = 500
-# Writes made within this long of each other are committed together (PostgreSQL only): 10 ms
-# gave ~5 % more generations/s than 3 ms (``make bench`` throughput); a write waits at most that.
-_WRITE_LINGER = 0.010
 # A box seen to exist is taken on trust this long (see ``check_box``), by up to this many boxes.
 _KNOWN_BOX_SECONDS = 10.0
 _KNOWN_BOXES_MAX = 10_000
@@ -153,6 +150,11 @@ class _Write:
     def statement(self) -> Insert | Update:
         return _insert_asset() if self.kind == "insert" else _compare_and_set(self.columns)
 
+    @property
+    def bound(self) -> dict[str, Any]:
+        """The parameters of ``_with_history(statement)``: the row's and its history row's."""
+        return {**self.parameters, **{_history(f): self.transition[f] for f in _TRANSITION_FIELDS[1:]}}
+
 
 @dataclasses.dataclass
 class Page:
@@ -186,7 +188,7 @@ def _columns(instance: Asset | Box) -> dict[str, Any]:
 class AssetStore:
     """Reads and writes the orchestrator's tables in short, single-purpose statements."""
 
-    def __init__(self, engine: AsyncEngine, *, write_linger: float = _WRITE_LINGER) -> None:
+    def __init__(self, engine: AsyncEngine, *, write_linger: float = GROUP_COMMIT_LINGER) -> None:
         configure_mappers()  # _detached needs the mapped attributes set up
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -404,8 +406,7 @@ class AssetStore:
     async def _write_alone(self, write: _Write) -> bool:
         """Runs an asset INSERT or UPDATE and, if it touched the row, records its transition with it."""
         if self._history_in_one_statement:
-            history = {_history(field): write.transition[field] for field in _TRANSITION_FIELDS[1:]}
-            result = await self._execute(_with_history(write.statement), {**write.parameters, **history})
+            result = await self._execute(_with_history(write.statement), write.bound)
             return len(result.all()) == 1
         async with self._engine.begin() as connection:
             if (await connection.execute(write.statement, write.parameters)).rowcount != 1:
@@ -415,10 +416,8 @@ class AssetStore:
 
     async def _write_together(self, writes: list[_Write]) -> list[bool]:
         """Writes of one kind and column set in one statement: whether each touched its row."""
-        first = writes[0]
-        parameters = {name: [write.parameters[name] for write in writes] for name in first.parameters}
-        for field in _TRANSITION_FIELDS[1:]:
-            parameters[_history(field)] = [write.transition[field] for write in writes]
+        first, rows = writes[0], [write.bound for write in writes]
+        parameters = array_parameters(rows, rows[0])
         result = await self._execute(_group_with_history(first.kind, first.columns), parameters)
         written = {row[0] for row in result.all()}
         return [write.asset_id in written for write in writes]

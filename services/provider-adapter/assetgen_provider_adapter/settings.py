@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from assetgen_runtime.batching import GROUP_COMMIT_LINGER
 from assetgen_runtime.settings import env
 
 __all__ = ["ProviderAdapterSettings"]
@@ -46,7 +47,7 @@ class ProviderAdapterSettings:
         "ASSETGEN_DB_WRITE_LINGER_MS",
         "PostgreSQL: writes made within this many ms of each other are committed as one statement "
         "(group commit; 0: each alone).",
-        10.0,
+        GROUP_COMMIT_LINGER * 1000,
     )
     poll_concurrency: int = env(
         "ASSETGEN_POLL_CONCURRENCY",
