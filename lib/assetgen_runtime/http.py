@@ -16,6 +16,7 @@ __all__ = [
     "AsyncioHTTPTransport",
     "AsyncioNetworkBackend",
     "AsyncioStream",
+    "DirectClient",
     "ShardedTransport",
     "cookieless_jar",
 ]
@@ -201,3 +202,33 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         """Closes every pool."""
         for pool in self._pools:
             await pool.aclose()
+
+
+class DirectClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that can also hand a request straight to its transport.
+
+    ``send`` takes every request through the client's layers: the auth flow, the redirect loop and
+    event hooks, an elapsed-time wrapper around the body, and cookie extraction, which builds a
+    ``urllib`` request (parsing the URL again) for every response even when the jar keeps nothing.
+    For a caller that uses none of them (no auth object, no redirects, no hooks, no cookies) that is
+    a fifth of a keep-alive GET's CPU. :meth:`send_direct` skips them; requests are still built by
+    :meth:`build_request`, so the client's headers and timeouts apply, and the transport raises
+    httpx's own errors.
+
+    Takes ``httpx.AsyncClient``'s arguments; ``transport`` is required (``mounts`` would be
+    bypassed by :meth:`send_direct`, so it is refused).
+    """
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **options: Any) -> None:
+        if "mounts" in options:
+            raise TypeError("DirectClient sends through its one transport; mounts are not supported")
+        super().__init__(transport=transport, **options)
+        self._direct_transport = transport
+
+    async def send_direct(self, request: httpx.Request) -> httpx.Response:
+        """The response to ``request``, its body not yet read (like ``send(request, stream=True)``)."""
+        if self.is_closed:
+            raise RuntimeError("cannot send a request: the client has been closed")
+        response = await self._direct_transport.handle_async_request(request)
+        response.request = request
+        return response

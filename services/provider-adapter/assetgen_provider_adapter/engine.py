@@ -36,6 +36,7 @@ from assetgen_provider_adapter.paths import search, truthy
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.templates import render, render_text
 from assetgen_runtime.errors import InvalidArgument
+from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import FetchFailed, NetworkGuard, guarded_stream
 
 __all__ = [
@@ -210,7 +211,10 @@ def _retry_after_seconds(headers: httpx.Headers, name: str | None) -> float | No
 
 
 class ProviderEngine:
-    """Talks to providers over one shared ``httpx.AsyncClient`` as their profiles describe.
+    """Talks to providers over one shared HTTP client as their profiles describe.
+
+    API calls go straight to the client's transport (:meth:`DirectClient.send_direct`): they need
+    none of the client's cookie, auth or redirect handling, and polls are the adapter's main work.
 
     ``guard`` checks every URL the provider supplied (captured status/result URLs, input files)
     before it is fetched; ``max_inline_bytes`` caps a response body held in memory (an inline
@@ -219,7 +223,7 @@ class ProviderEngine:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: DirectClient,
         *,
         default_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
@@ -367,7 +371,7 @@ class ProviderEngine:
     ) -> _Response:
         profile = target.profile
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._client.send_direct(request)
             try:
                 content, too_large = await self._read_capped(response)
             finally:

@@ -21,7 +21,7 @@ from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.eventloop import run
-from assetgen_runtime.http import ShardedTransport, cookieless_jar
+from assetgen_runtime.http import DirectClient, ShardedTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
@@ -46,10 +46,10 @@ async def migrate_database(settings: ProviderAdapterSettings) -> None:
     await migrate(url, MIGRATIONS, version_table="alembic_version_catalog")
 
 
-def new_http_client(settings: ProviderAdapterSettings) -> httpx.AsyncClient:
+def new_http_client(settings: ProviderAdapterSettings) -> DirectClient:
     """The process's one client for provider calls; redirects are not followed (keys stay put), and
     no cookie is kept from one call to the next."""
-    return httpx.AsyncClient(
+    return DirectClient(
         cookies=cookieless_jar(),
         timeout=httpx.Timeout(
             settings.http_timeout_seconds, connect=min(settings.http_timeout_seconds, 10.0)
@@ -64,7 +64,7 @@ async def run_server(
     settings: ProviderAdapterSettings,
     *,
     port: int | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: DirectClient | None = None,
     retry_policy: RetryPolicy | None = None,
     cache_ttl: float = 5.0,
 ) -> RunningService:

@@ -12,6 +12,7 @@ import pytest
 from assetgen_provider_adapter.engine import ProviderEngine, ProviderTarget, ProviderUnreachable, RetryPolicy
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_runtime.errors import InvalidArgument
+from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import FetchRefused, NetworkGuard
 
 KEY = "sk-unit-key"
@@ -40,7 +41,7 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 def _engine(routes: Routes, max_inline: int = 1024**2) -> ProviderEngine:
     return ProviderEngine(
-        httpx.AsyncClient(transport=httpx.MockTransport(routes)),
+        DirectClient(transport=httpx.MockTransport(routes)),
         retry=FAST,
         guard=NetworkGuard(resolver=_resolve),
         max_inline_bytes=max_inline,

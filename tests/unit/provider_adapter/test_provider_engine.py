@@ -17,6 +17,7 @@ from assetgen_provider_adapter.engine import (
     SubmitOutcomeUnknown,
 )
 from assetgen_provider_adapter.profiles import Profile, load_presets
+from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import NetworkGuard
 
 KEY = "sk-very-secret"
@@ -47,7 +48,7 @@ async def _public_resolver(host: str, port: int) -> list[str]:
 
 def _engine(handler: Handler, retry: RetryPolicy = FAST) -> ProviderEngine:
     return ProviderEngine(
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        DirectClient(transport=httpx.MockTransport(handler)),
         retry=retry,
         guard=NetworkGuard(resolver=_public_resolver),
     )

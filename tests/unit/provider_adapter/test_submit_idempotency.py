@@ -28,6 +28,7 @@ from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from assetgen_runtime.http import DirectClient
 
 KEY = "sk-unit-secret"
 ACCEPTED = {"code": 200, "msg": "success", "data": {"taskId": "task_1"}}
@@ -61,7 +62,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     clock = [0.0]
     now = [utcnow()]
     catalog = Catalog(sessions, SecretBox.from_passphrase("unit"), cache_ttl=5.0, clock=lambda: clock[0])
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = DirectClient(transport=httpx.MockTransport(handler))
     servicer = ProviderAdapterServicer(
         catalog,
         SubmissionLedger(engine, clock=lambda: now[0]),
@@ -210,7 +211,7 @@ async def test_poll_tasks_polls_at_most_poll_concurrency_tasks_at_once(h: Harnes
         in_flight -= 1
         return httpx.Response(200, json={"code": 200, "data": {"state": "generating"}})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as client:
+    async with DirectClient(transport=httpx.MockTransport(provider)) as client:
         servicer = ProviderAdapterServicer(
             h.catalog, SubmissionLedger(h.engine), ProviderEngine(client), poll_concurrency=3
         )
