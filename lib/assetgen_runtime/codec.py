@@ -1,6 +1,8 @@
-"""The HTTP/JSON form of the API's messages, derived from their descriptors.
+"""The JSON form of the API's messages, derived from their descriptors.
 
-Three rules on top of protobuf's JSON mapping make the JSON read like the seed's REST API:
+The gateway's HTTP API speaks it and the ``assetgen`` CLI prints it, so it lives here, where a
+client tool may depend on it without depending on a server package. Three rules on top of
+protobuf's JSON mapping keep the JSON of the Django REST API that AssetGen replaced:
 
 - enum values drop their type prefix: ``ASSET_STATUS_PENDING`` is ``"PENDING"``; unset is ``null``;
 - 64-bit integers are JSON numbers (``size_bytes``), not strings;
