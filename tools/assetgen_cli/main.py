@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from assetgen_gateway.codec import message_to_json
+from assetgen_runtime.codec import message_to_json
 
 __all__ = [
     "EXIT_FAILED",

@@ -28,7 +28,7 @@ from prometheus_client import Counter, Histogram
 from assetgen.v1 import gateway_pb2
 from assetgen_gateway.api import GatewayApi, MetadataContext
 from assetgen_gateway.auth import TokenSet
-from assetgen_gateway.codec import message_from_json, message_to_json
+from assetgen_runtime.codec import message_from_json, message_to_json
 from assetgen_runtime.errors import AssetGenError, InvalidArgument, TooLarge, http_status, reason_of
 
 __all__ = [

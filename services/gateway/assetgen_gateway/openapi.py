@@ -19,7 +19,6 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from assetgen.v1 import common_pb2, gateway_pb2
-from assetgen_gateway.codec import enum_json_name
 from assetgen_gateway.http_api import (
     ASSET_EVENTS_PATH,
     BOX_EVENTS_PATH,
@@ -30,6 +29,7 @@ from assetgen_gateway.http_api import (
     HttpRoute,
     http_routes,
 )
+from assetgen_runtime.codec import enum_json_name
 
 __all__ = ["Operation", "build_openapi", "operations", "routes_markdown"]
 

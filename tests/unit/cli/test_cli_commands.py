@@ -14,7 +14,7 @@ import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from assetgen_cli.main import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, build_parser, run_cli
-from assetgen_gateway.codec import message_to_json
+from assetgen_runtime.codec import message_to_json
 
 TOKEN = "unit-token"
 

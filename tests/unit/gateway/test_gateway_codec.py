@@ -7,7 +7,7 @@ import json
 import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2
-from assetgen_gateway.codec import message_from_json, message_to_json
+from assetgen_runtime.codec import message_from_json, message_to_json
 from assetgen_runtime.errors import InvalidArgument
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from assetgen.v1 import common_pb2
-from assetgen_gateway.codec import message_to_json
 from assetgen_gateway.watch import asset_subject, box_subject, event_from_json, is_terminal, snapshot_event
+from assetgen_runtime.codec import message_to_json
 from assetgen_runtime.errors import InvalidArgument
 
 
