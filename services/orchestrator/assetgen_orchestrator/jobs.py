@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from assetgen_runtime.jetstream import ensure_stream
+from assetgen_runtime.jsontext import parse_json_object
 
 __all__ = ["PULL_PAUSE", "Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
 
@@ -124,13 +125,13 @@ class JobRunner:
     Any number of replicas run this against the same consumer; JetStream hands each message to one
     of them at a time. A pull that found fewer jobs than it asked for is followed by a pause: jobs
     falling due at a steady trickle would otherwise leave one or two per pull, and every pull costs
-    a round trip, JetStream's work and one database query for its steps whatever it brings — at a
-    few hundred polls a second that fixed cost was most of the runner's. The pause is as long as
-    ``pull_batch`` jobs take to fall due at the rate the last pulls saw, between ``min_pull_pause``
-    and ``pull_pause``: long when jobs trickle, short when they pour, because a pull of hundreds
-    at once arrives at the provider-adapter as one burst (at 1,000 polls a second a fixed 250 ms
-    pause made polls late by up to 1.8 s and cost the adapter a fifth more per poll). Polls fall
-    due ``pull_pause`` early (see ``Lifecycle``), so none runs late for it. New work must not wait
+    a round trip, JetStream's work and one database query for its steps whatever it brings, a fixed
+    cost that dominates the runner's when polls trickle. The pause is as long as ``pull_batch``
+    jobs take to fall due at the rate the last pulls saw, between ``min_pull_pause`` and
+    ``pull_pause``: long when jobs trickle, short when they pour, because a pull of hundreds at
+    once arrives at the provider-adapter as one burst, which makes polls late and costs the adapter
+    more per poll (figures: bench/README.md). Polls fall due ``pull_pause`` early (the lifecycle is
+    given the same ``ASSETGEN_MAX_PULL_PAUSE_MS``), so none runs late for it. New work must not wait
     for polls' company: once this process publishes a job (``job_published``), the pause ends within
     ``new_work_pause`` seconds, which still lets a burst of submissions leave in one pull.
 
@@ -317,7 +318,7 @@ class _JobRate:
 
 def _parse(data: bytes) -> Job | None:
     try:
-        body = json.loads(data)
+        body = parse_json_object(data, "job message")
         return Job(asset_id=str(body["asset_id"]), attempt=int(body["attempt"]))
     except (ValueError, KeyError, TypeError):
         return None

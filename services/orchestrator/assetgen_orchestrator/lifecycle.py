@@ -12,43 +12,41 @@ that loses the race re-reads the asset and decides again, so a late or duplicate
 move an asset backwards or finish it twice. Submitting is safe to repeat: the provider-adapter
 records its intent before it sends and answers a repeated (asset, attempt) from that record.
 
-Polls are cheap on purpose, as 10,000 tasks in flight at a 10 s interval are 1,000 polls a second:
-the polls that come due together go to the adapter in one ``PollTasks`` call per model, a poll that
-changes nothing visible writes nothing, and the next delay follows from the task's age, so no poll
-counter has to be stored.
+What the provider says of a task is handled one state per ``_on_<state>`` method; *when* the next
+poll falls due is the arithmetic of :mod:`.schedule`, and copying a result is :mod:`.ingest`'s.
+
+Polls are cheap on purpose, as thousands of tasks are in flight at once: the polls that come due
+together go to the adapter in one ``PollTasks`` call per model, a poll that changes nothing visible
+writes nothing, and the next delay follows from the task's age, so no poll counter has to be stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import random
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import monotonic
 from typing import TypeAlias
 
 import grpc
 
-from assetgen.v1 import (
-    common_pb2,
-    provider_adapter_pb2,
-    provider_adapter_pb2_grpc,
-    storage_pb2,
-    storage_pb2_grpc,
-)
+from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_orchestrator import schedule
 from assetgen_orchestrator.convert import parse_poll_policy, poll_policy_json
 from assetgen_orchestrator.events import EventPublisher
-from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later, Outcome
+from assetgen_orchestrator.ingest import ResultIngest
+from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
 from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
+from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.batching import Batcher
 from assetgen_runtime.errors import status_error
+from assetgen_runtime.jsontext import parse_json_object
 
-__all__ = ["Lifecycle", "LifecycleConfig", "build_variables", "next_poll_delay"]
+__all__ = ["Lifecycle", "LifecycleConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +62,8 @@ _TRANSIENT = frozenset(
     }
 )
 _PARENT_CHECK_INTERVAL = 2.0
-# A result copied within this long completes its asset with one write and no INGESTING step.
-_QUIET_INGEST = 1.0
 _MAX_CAS_RETRIES = 5
 _POLL_BATCH = 100
-# Polls share one PollTasks call over 1 % of their poll interval (50–500 ms): due jobs arrive a
-# pull at a time (see JobRunner), and the longer the interval, the fewer polls a second and the
-# longer they can wait for each other unnoticed. The job steps of one pull share one asset query.
-_POLL_LINGER_SHARE = 0.01
-_POLL_LINGER_RANGE = (0.05, 0.5)
-# The interval promises a finished task *completed* within it, not only seen: the end of each
-# interval (3 %, at most 1 s) is kept for copying the result the next poll may find, which takes
-# 0.07 s on median and 0.36 s at p99 with 10,000 in flight (`make bench`).
-_COPY_RESERVE_SHARE = 0.03
-_COPY_RESERVE_MAX = 1.0
 
 PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
@@ -92,61 +78,8 @@ class LifecycleConfig:
     submit_timeout: float
     ingest_timeout: float
     default_deadline: float
-
-
-def build_variables(asset: Asset, parent_url: str = "") -> dict[str, object]:
-    """The template variables of a generation: every config key, then prompt and image URLs.
-
-    ``image_urls`` defaults to ``[image_url]``; with a parent asset, ``image_url`` is its stored file.
-    """
-    variables: dict[str, object] = dict(json.loads(asset.config_json or "{}"))
-    if asset.prompt:
-        variables["prompt"] = asset.prompt
-    image_url = parent_url or asset.image_url
-    image_urls = json.loads(asset.image_urls_json or "[]")
-    if image_url:
-        variables["image_url"] = image_url
-    if image_urls:
-        variables["image_urls"] = image_urls
-    elif image_url:
-        variables["image_urls"] = [image_url]
-    return variables
-
-
-def next_poll_delay(policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms: int = 0) -> float:
-    """Seconds until the next poll of a task submitted ``age`` seconds ago, jittered up to 10 % sooner.
-
-    Delays grow geometrically — initial, initial × backoff, initial × backoff², … — capped at the
-    maximum. After polls at those delays a task's age is initial × (backoffⁿ − 1) / (backoff − 1),
-    so the n-th delay is initial + age × (backoff − 1): the age alone gives the schedule. A
-    provider's hint wins; the profile's minimum interval is a floor.
-
-    The jitter, which keeps tasks submitted together from polling together, only ever shortens a
-    delay: the configured interval is a promise that a finished task is seen within it, and the
-    minimum interval (a provider's rate limit) is never undercut.
-    """
-    initial = (policy.initial_delay_ms or 2000) / 1000
-    backoff = policy.backoff or 1.5
-    ceiling = _steady_interval(policy)
-    delay = hint_ms / 1000 if hint_ms > 0 else min(initial + max(age, 0.0) * (backoff - 1), ceiling)
-    floor = policy.min_interval_ms / 1000
-    return max(max(delay, floor) * random.uniform(0.9, 1.0), floor)
-
-
-def _steady_interval(policy: provider_adapter_pb2.PollPolicy) -> float:
-    """Seconds between polls once the backoff has reached its cap."""
-    return (policy.max_delay_ms or 30_000) / 1000
-
-
-def _copy_reserve(delay: float) -> float:
-    """How much sooner than ``delay`` a poll falls due, to leave time for copying what it finds."""
-    return min(delay * _COPY_RESERVE_SHARE, _COPY_RESERVE_MAX)
-
-
-def _poll_linger(policy: provider_adapter_pb2.PollPolicy) -> float:
-    """How long a poll may wait to share a PollTasks call: 1 % of its steady poll interval."""
-    low, high = _POLL_LINGER_RANGE
-    return min(max(_steady_interval(policy) * _POLL_LINGER_SHARE, low), high)
+    max_pull_pause: float
+    """The job runner's longest pause before a pull: polls fall due this much early for it."""
 
 
 class Lifecycle:
@@ -162,9 +95,11 @@ class Lifecycle:
     ) -> None:
         self._store = store
         self._adapter = adapter
-        self._storage = storage
         self._events = events
         self._config = config
+        self._ingest = ResultIngest(
+            store, storage, events, rpc_timeout=config.rpc_timeout, ingest_timeout=config.ingest_timeout
+        )
         self._running: set[tuple[str, int]] = set()
         self._poll_batchers: dict[tuple[str, float], PollBatcher] = {}
 
@@ -202,7 +137,7 @@ class Lifecycle:
     async def on_poison(self, data: bytes, reason: str) -> None:
         """A job message nobody can run: fail its asset with the reason if the message names one."""
         try:
-            body = json.loads(data)
+            body = parse_json_object(data, "job message")
             asset = await self._store.find_asset(str(body["asset_id"]))
         except Exception:
             logger.error("dropping unreadable job message: %s", reason)
@@ -219,7 +154,7 @@ class Lifecycle:
         if step is Step.POLLING:
             return await self._poll(asset)
         if step is Step.INGESTING:
-            return await self._ingest(asset)
+            return await self._ingest.resume(asset)
         return Done()
 
     async def _wait_for_parent(self, asset: Asset) -> Outcome | None:
@@ -254,13 +189,14 @@ class Lifecycle:
 
     async def _poll(self, asset: Asset) -> Outcome | None:
         policy = self._policy(asset)
-        deadline = (policy.deadline_ms / 1000) or self._config.default_deadline
+        deadline = schedule.deadline_seconds(policy, self._config.default_deadline)
         started = asset.submitted_at or asset.created_at
-        if started is not None and _age(started) > deadline:
-            return await self._fail(asset, f"timed out after {_duration(deadline)} waiting for the provider")
+        if started is not None and schedule.age_seconds(started, utcnow()) > deadline:
+            waited = schedule.duration_text(deadline)
+            return await self._fail(asset, f"timed out after {waited} waiting for the provider")
         POLLS.labels(asset.model).inc()
         asked_at = monotonic()
-        status = await self._poll_batcher(asset.model, _poll_linger(policy)).load(
+        status = await self._poll_batcher(asset.model, schedule.poll_linger(policy)).load(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
                 model=asset.model,
@@ -302,150 +238,93 @@ class Lifecycle:
             for result in response.results
         ]
 
+    # -- what the provider said: one state per method ------------------------------------------
+
     async def _apply(
         self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool, asked_at: float
     ) -> Outcome | None:
         """Records what the provider said of a task (asked at monotonic ``asked_at``) and what follows."""
+        reported = _reported_changes(asset, status, submitted=submitted)
         state = status.state
-        common: dict[str, object] = {
-            "raw_status": status.raw_state[:200],
-            "error_count": 0,
-            "external_task_id": status.task_id or asset.external_task_id,
-            "task_handle_json": status.task_handle_json or asset.task_handle_json,
-        }
-        if status.HasField("poll_policy"):
-            common["poll_policy_json"] = poll_policy_json(status.poll_policy)
-        if submitted:
-            common["submitted_at"] = utcnow()
         if state == provider_adapter_pb2.TASK_STATE_COMPLETED:
-            if not status.outputs:
-                return await self._fail(
-                    asset, "the provider reported success but returned no result", **common
-                )
-            if status.outputs[0].HasField("stored"):
-                # The adapter already stored an inline or authenticated result itself.
-                return await self._record(asset, status.outputs[0].stored, progress=1.0, **common)
-            finished = {**common, "result_url": status.outputs[0].url, "progress": 1.0}
-            if submitted:
-                # The task id is not recorded yet: record it, with the step, before the copy.
-                if not await self._start_ingest(asset, finished):
-                    return None
-                return await self._ingest(asset)
-            return await self._copy_result(asset, finished)
+            return await self._on_completed(asset, status, reported, submitted=submitted)
         if state == provider_adapter_pb2.TASK_STATE_FAILED:
-            reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
-            return await self._fail(asset, reason, **common)
+            return await self._on_failed(asset, status, reported)
         if state == provider_adapter_pb2.TASK_STATE_CANCELED:
-            return await self._end(asset, Status.CANCELED, "canceled at the provider", **common)
+            return await self._on_canceled(asset, reported)
         if submitted and not status.task_id and state == provider_adapter_pb2.TASK_STATE_PENDING:
-            # The adapter held the submission back at a provider limit; nothing was sent: ask again.
-            return Later(max(status.poll_after_ms, 500) / 1000 * random.uniform(1.0, 1.2))
+            return self._on_held_back(status)
         # PENDING, PROCESSING, or anything unknown: still running.
+        return await self._on_running(asset, status, reported, submitted=submitted, asked_at=asked_at)
+
+    async def _on_completed(
+        self,
+        asset: Asset,
+        status: provider_adapter_pb2.TaskStatus,
+        reported: dict[str, object],
+        *,
+        submitted: bool,
+    ) -> Outcome | None:
+        """The provider is done: store its result (unless the adapter did) and complete the asset."""
+        if not status.outputs:
+            return await self._fail(asset, "the provider reported success but returned no result", **reported)
+        if status.outputs[0].HasField("stored"):
+            # The adapter already stored an inline or authenticated result itself.
+            return await self._ingest.record(asset, status.outputs[0].stored, progress=1.0, **reported)
+        finished = {**reported, "result_url": status.outputs[0].url, "progress": 1.0}
+        if submitted:
+            # The task id is not recorded yet: record it, with the step, before the copy.
+            if not await self._ingest.start(asset, finished):
+                return None
+            return await self._ingest.resume(asset)
+        return await self._ingest.copy_and_record(asset, finished)
+
+    async def _on_failed(
+        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, reported: dict[str, object]
+    ) -> Outcome | None:
+        """The provider gave up on the task: the asset fails with its reason."""
+        reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
+        return await self._fail(asset, reason, **reported)
+
+    async def _on_canceled(self, asset: Asset, reported: dict[str, object]) -> Outcome | None:
+        """The task was canceled at the provider: so is the asset."""
+        return await self._end(asset, Status.CANCELED, "canceled at the provider", **reported)
+
+    def _on_held_back(self, status: provider_adapter_pb2.TaskStatus) -> Outcome:
+        """The adapter held the submission back at a provider limit; nothing was sent: ask again."""
+        return Later(schedule.held_back_delay(status.poll_after_ms, uniform=random.uniform))
+
+    async def _on_running(
+        self,
+        asset: Asset,
+        status: provider_adapter_pb2.TaskStatus,
+        reported: dict[str, object],
+        *,
+        submitted: bool,
+        asked_at: float,
+    ) -> Outcome | None:
+        """The task is still running: write what watchers would see changed, and poll again later."""
         progress = min(max(status.progress, 0.0), 1.0)
         visible = asset.status != Status.PROCESSING or abs(progress - asset.progress) > 1e-6
-        if submitted or visible or _differs(asset, common):
+        if submitted or visible or _differs(asset, reported):
             if not await self._store.update_asset(
                 asset,
                 status=Status.PROCESSING,
                 step=Step.POLLING,
                 progress=progress,
                 message=f"submitted; provider task {status.task_id}" if submitted else "",
-                **common,
+                **reported,
             ):
                 return None
             if visible:
                 await self._events.publish(asset)
-        age = _age(asset.submitted_at) if asset.submitted_at is not None else 0.0
+        age = schedule.age_seconds(asset.submitted_at, utcnow()) if asset.submitted_at is not None else 0.0
         policy = self._policy(asset)
-        delay = next_poll_delay(policy, age, status.poll_after_ms)
-        # The interval runs from this poll, not from the end of its step: the time the step took
-        # since asking (batching, the provider's answer, queueing in a busy adapter, the write)
-        # is taken off. And the message falls due as early as the next poll may wait for its pull
-        # and its batch, plus the time a result's copy takes, so that none of these makes a
-        # completion later than its interval promises.
-        early = PULL_PAUSE + _poll_linger(policy) + _copy_reserve(delay) + (monotonic() - asked_at)
-        return Later(max(delay - early, policy.min_interval_ms / 1000))
+        delay = schedule.next_poll_delay(policy, age, status.poll_after_ms, uniform=random.uniform)
+        elapsed = monotonic() - asked_at
+        return Later(schedule.due_in(policy, delay, pull_pause=self._config.max_pull_pause, elapsed=elapsed))
 
-    async def _start_ingest(self, asset: Asset, changes: dict[str, object]) -> bool:
-        """Records the step INGESTING (the provider is done, the copy under way) and tells watchers."""
-        if not await self._store.update_asset(
-            asset,
-            step=Step.INGESTING,
-            status=Status.PROCESSING,
-            message="provider finished; copying the result into storage",
-            **changes,
-        ):
-            return False
-        await self._events.publish(asset)
-        return True
-
-    async def _copy_result(self, asset: Asset, changes: dict[str, object]) -> Outcome | None:
-        """Copies a polled task's result into storage and completes the asset with ``changes``.
-
-        A copy over within ``_QUIET_INGEST`` seconds — most images — completes the asset with one
-        write. A longer one is recorded as the step INGESTING meanwhile, so watchers see the provider
-        done and the copy under way, and a job redelivered after a crash resumes the copy; before
-        that write, a redelivered job polls the provider again, which answers the same.
-        """
-        copying: asyncio.Future[common_pb2.StoredObject] = asyncio.ensure_future(
-            self._copy(asset, str(changes["result_url"]))
-        )
-        try:
-            done, _ = await asyncio.wait({copying}, timeout=_QUIET_INGEST)
-            if not done:
-                if not await self._start_ingest(asset, changes):
-                    await self._abandon(copying)  # someone else moved the asset on
-                    return None
-                changes = {}
-            stored = await copying
-        finally:
-            # Cancelling the call makes storage discard what it copied so far.
-            copying.cancel()
-        return await self._record(asset, stored, **changes)
-
-    async def _abandon(self, copying: asyncio.Future[common_pb2.StoredObject]) -> None:
-        """Stops a copy nobody wants any more, and deletes its object if it was stored already."""
-        copying.cancel()
-        await asyncio.wait({copying})
-        if not copying.cancelled() and copying.exception() is None:
-            await self._delete_orphan(copying.result().key)
-
-    async def _delete_orphan(self, key: str) -> None:
-        await self._storage.Delete(storage_pb2.DeleteRequest(key=key), timeout=self._config.rpc_timeout)
-
-    async def _ingest(self, asset: Asset) -> Outcome | None:
-        return await self._record(asset, await self._copy(asset, asset.result_url))
-
-    def _copy(self, asset: Asset, url: str) -> Awaitable[common_pb2.StoredObject]:
-        """The storage call that copies the result at ``url`` into the asset's place."""
-        return self._storage.Ingest(
-            storage_pb2.IngestRequest(url=url, box_id=asset.box_id, asset_id=asset.id),
-            timeout=self._config.ingest_timeout,
-        )
-
-    async def _record(
-        self, asset: Asset, stored: common_pb2.StoredObject, **changes: object
-    ) -> Outcome | None:
-        """Completes the asset with its stored file (ingested, or uploaded by the adapter)."""
-        if not await self._store.update_asset(
-            asset,
-            status=Status.COMPLETED,
-            step=Step.DONE,
-            object_key=stored.key,
-            content_type=stored.content_type,
-            size_bytes=stored.size_bytes,
-            sha256=stored.sha256,
-            error_message="",
-            finished_at=utcnow(),
-            message="result stored",
-            **changes,
-        ):
-            # Another worker finished it first; our copy is an orphan nobody references.
-            await self._delete_orphan(stored.key)
-            return None
-        TRANSITIONS.labels(Status.COMPLETED.value).inc()
-        await self._events.publish(asset, file_url=stored.url or await self._file_url(asset.object_key))
-        return Done()
+    # -- errors and endings --------------------------------------------------------------------
 
     async def _on_rpc_error(self, asset: Asset, error: grpc.aio.AioRpcError) -> Outcome | None:
         details = error.details() or error.code().name
@@ -454,7 +333,7 @@ class Lifecycle:
             # redelivered mid-submit). Not a failure: it resolves, SENT or "outcome unknown",
             # within the adapter's submit timeout, so wait without spending a retry.
             logger.info("submission in progress elsewhere; checking again", extra={"asset_id": asset.id})
-            return Later(self._config.retry_base_seconds * random.uniform(0.8, 1.2))
+            return Later(schedule.retry_delay(self._config.retry_base_seconds, 1, uniform=random.uniform))
         if error.code() in _TRANSIENT:
             return await self._retry_or_fail(asset, details)
         return await self._fail(asset, details)
@@ -465,7 +344,7 @@ class Lifecycle:
             return await self._fail(asset, f"{reason} (gave up after {tries} tries)")
         if not await self._store.update_asset(asset, error_count=tries):
             return None
-        delay = self._config.retry_base_seconds * 2 ** (tries - 1) * random.uniform(0.8, 1.2)
+        delay = schedule.retry_delay(self._config.retry_base_seconds, tries, uniform=random.uniform)
         logger.warning(
             "step failed, retrying in %.1fs: %s", delay, reason, extra={"asset_id": asset.id, "try": tries}
         )
@@ -490,32 +369,30 @@ class Lifecycle:
         parent = await self._store.find_asset(asset.parent_asset_id)
         if parent is None or not parent.object_key:
             return ""
-        return await self._file_url(parent.object_key)
-
-    async def _file_url(self, key: str) -> str:
-        response = await self._storage.GetObjectUrls(
-            storage_pb2.GetObjectUrlsRequest(keys=[key]), timeout=self._config.rpc_timeout
-        )
-        return response.urls.get(key, "")
+        return await self._ingest.file_url(parent.object_key)
 
     @staticmethod
     def _policy(asset: Asset) -> provider_adapter_pb2.PollPolicy:
         return parse_poll_policy(asset.poll_policy_json)
 
 
+def _reported_changes(
+    asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
+) -> dict[str, object]:
+    """The columns any answer of the provider writes, whatever the task's state."""
+    reported: dict[str, object] = {
+        "raw_status": status.raw_state[:200],
+        "error_count": 0,
+        "external_task_id": status.task_id or asset.external_task_id,
+        "task_handle_json": status.task_handle_json or asset.task_handle_json,
+    }
+    if status.HasField("poll_policy"):
+        reported["poll_policy_json"] = poll_policy_json(status.poll_policy)
+    if submitted:
+        reported["submitted_at"] = utcnow()
+    return reported
+
+
 def _differs(asset: Asset, changes: dict[str, object]) -> bool:
     """Whether writing ``changes`` would change the stored asset."""
     return any(getattr(asset, key) != value for key, value in changes.items())
-
-
-def _age(moment: dt.datetime) -> float:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return (utcnow() - aware).total_seconds()
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"

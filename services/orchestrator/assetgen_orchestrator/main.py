@@ -61,6 +61,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
             submit_timeout=settings.submit_timeout_seconds,
             ingest_timeout=settings.ingest_timeout_seconds,
             default_deadline=settings.default_deadline_seconds,
+            max_pull_pause=settings.max_pull_pause_ms / 1000,
         ),
     )
     runner = JobRunner(
@@ -70,6 +71,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         concurrency=settings.worker_concurrency,
         ack_wait=settings.ack_wait_seconds,
         max_ack_pending=settings.max_in_flight,
+        pull_pause=settings.max_pull_pause_ms / 1000,
     )
     jobs = JobPublisher(js, on_published=runner.job_published)
     servicer = OrchestratorServicer(

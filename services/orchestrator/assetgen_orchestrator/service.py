@@ -28,11 +28,12 @@ from assetgen_orchestrator.convert import (
 )
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
-from assetgen_orchestrator.lifecycle import build_variables
 from assetgen_orchestrator.models import Asset, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
+from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 from assetgen_runtime.ids import new_id
+from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
 __all__ = ["IDEMPOTENCY_KEY_METADATA", "OrchestratorServicer"]
 
@@ -315,14 +316,10 @@ def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str
     for url in [request.image_url, *request.image_urls]:
         if url and urlsplit(url).scheme not in ("http", "https"):
             raise InvalidArgument(f"image URL must be http(s): {url[:200]!r}")
-    config: object = {}
-    if request.config_json.strip():
-        try:
-            config = json.loads(request.config_json)
-        except ValueError as exc:
-            raise InvalidArgument(f"config is not valid JSON: {exc}") from None
-        if not isinstance(config, dict):
-            raise InvalidArgument("config must be a JSON object")
+    try:
+        config = parse_json_object(request.config_json, "config", blank={})
+    except NotAJsonObject as exc:
+        raise InvalidArgument(str(exc)) from None
     return Asset.new(
         id=new_id("ast"),
         box_id=request.box_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from assetgen_orchestrator.jobs import PULL_PAUSE
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER
 from assetgen_runtime.settings import env
 
@@ -39,6 +40,12 @@ class OrchestratorSettings:
         "PostgreSQL: writes made within this many ms of each other are committed as one statement "
         "(group commit; 0: each alone).",
         GROUP_COMMIT_LINGER * 1000,
+    )
+    max_pull_pause_ms: float = env(
+        "ASSETGEN_MAX_PULL_PAUSE_MS",
+        "Longest the job runner lets due jobs gather after a pull that emptied the consumer; polls "
+        "fall due this much early, so none runs late for it.",
+        PULL_PAUSE * 1000,
     )
     submit_retries: int = env(
         "ASSETGEN_SUBMIT_RETRIES", "Tries of a step that fails talking to a provider before FAILED.", 5

@@ -13,6 +13,7 @@ import pytest
 from google.rpc import status_pb2
 
 from assetgen.v1 import common_pb2, provider_adapter_pb2
+from assetgen_orchestrator import ingest as ingest_module
 from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
 from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later
@@ -28,6 +29,7 @@ CONFIG = LifecycleConfig(
     submit_timeout=10.0,
     ingest_timeout=10.0,
     default_deadline=3600.0,
+    max_pull_pause=PULL_PAUSE,
 )
 
 
@@ -393,7 +395,7 @@ async def test_a_quick_copy_completes_the_asset_with_one_write() -> None:
 
 
 async def test_a_long_copy_shows_the_step_ingesting_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    monkeypatch.setattr(ingest_module, "QUIET_INGEST", 0.01)
     asset = _polling_asset(1)
     store, events, storage = _Store([asset]), _Events(), _Storage(held=True)
     lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, events, CONFIG)  # type: ignore[arg-type]
@@ -410,7 +412,7 @@ async def test_a_long_copy_shows_the_step_ingesting_while_it_runs(monkeypatch: p
 
 
 async def test_a_long_copy_of_an_asset_moved_meanwhile_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    monkeypatch.setattr(ingest_module, "QUIET_INGEST", 0.01)
     asset = _polling_asset(1)
     store, storage = _Store([asset]), _Storage(held=True)
     lifecycle = Lifecycle(store, _Adapter({"task_1": _finished()}), storage, _Events(), CONFIG)  # type: ignore[arg-type]
@@ -446,7 +448,7 @@ class _StoreLosingTheIngestingWrite(_Store):
 async def test_a_copy_completed_for_an_asset_moved_meanwhile_is_deleted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(lifecycle_module, "_QUIET_INGEST", 0.01)
+    monkeypatch.setattr(ingest_module, "QUIET_INGEST", 0.01)
     asset = _polling_asset(1)
     storage = _Storage(held=True)
     store = _StoreLosingTheIngestingWrite([asset], storage)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from assetgen.v1 import provider_adapter_pb2
-from assetgen_orchestrator.lifecycle import build_variables, next_poll_delay
 from assetgen_orchestrator.models import Asset
+from assetgen_orchestrator.schedule import next_poll_delay
+from assetgen_orchestrator.variables import build_variables
 
 
 def _asset(**values: object) -> Asset:
