@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -114,11 +114,29 @@ def binary(name: str) -> str:
 
 @dataclass
 class EmbeddedProcess:
-    """A child server process and how to reach it."""
+    """A child server process, how to reach it, and how to start it again at the same address."""
 
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    # Spawns the server again on the address in ``url`` over the same data folder, once it listens.
+    respawn: Callable[[], subprocess.Popen[bytes]] | None = field(default=None, kw_only=True, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The server's name for messages (its log file's stem: ``nats``, ``seaweedfs``)."""
+        return self.log_path.stem
+
+    def restart(self) -> None:
+        """Stops what is left of the server and starts it again on the same address, its data kept.
+
+        Clients keep their URL: NATS clients reconnect by themselves and S3 calls are retried by
+        their callers, so a supervisor can bring a dead server back without touching the services.
+        """
+        if self.respawn is None:
+            raise RuntimeError(f"{self.name} cannot be restarted: it was not started by this module")
+        self.stop()
+        self.process = self.respawn()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
@@ -145,8 +163,8 @@ def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "nats.log"
 
-    def spawn() -> tuple[subprocess.Popen[bytes], int]:
-        chosen = port or free_port()
+    def spawn(on_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+        chosen = on_port or port or free_port()
         process = subprocess.Popen(
             [
                 binary("nats-server"),
@@ -170,7 +188,13 @@ def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
 
     # A port the caller chose is not changed by a retry: the same failure would follow.
     process, chosen = _start_listening(spawn, log_path, timeout=30.0, attempts=1 if port else _START_ATTEMPTS)
-    return EmbeddedProcess(process=process, url=f"nats://127.0.0.1:{chosen}", log_path=log_path)
+
+    def respawn() -> subprocess.Popen[bytes]:
+        return _start_listening(lambda: spawn(chosen), log_path, timeout=30.0, attempts=1)[0]
+
+    return EmbeddedProcess(
+        process=process, url=f"nats://127.0.0.1:{chosen}", log_path=log_path, respawn=respawn
+    )
 
 
 def start_seaweedfs(
@@ -196,7 +220,7 @@ def start_seaweedfs(
     os.chmod(config_path, 0o600)
     log_path = data_dir / "seaweedfs.log"
 
-    def spawn() -> tuple[subprocess.Popen[bytes], int]:
+    def spawn(on_s3_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
         ports = {
             name: free_port()
             for name in (
@@ -210,7 +234,7 @@ def start_seaweedfs(
                 "metrics",
             )
         }
-        ports["s3"] = s3_port or free_port()
+        ports["s3"] = on_s3_port or s3_port or free_port()
         args = [
             binary("weed"),
             "server",
@@ -242,10 +266,16 @@ def start_seaweedfs(
         return process, ports["s3"]
 
     process, port = _start_listening(spawn, log_path, timeout=60.0)
+
+    def respawn() -> subprocess.Popen[bytes]:
+        # The S3 port is the address clients know; SeaweedFS's inner ports may be picked anew.
+        return _start_listening(lambda: spawn(port), log_path, timeout=60.0)[0]
+
     return S3Server(
         process=process,
         url=f"http://127.0.0.1:{port}",
         log_path=log_path,
         access_key=access_key,
         secret_key=secret_key,
+        respawn=respawn,
     )

@@ -3,9 +3,9 @@
 Starts NATS (JetStream) and SeaweedFS (S3) unless ASSETGEN_NATS_URL / ASSETGEN_S3_ENDPOINT point
 elsewhere, the demo provider (the Kie.ai jobs API, producing real PNGs and MP4s), and the four
 services on SQLite (unless database URLs are given); configures the `demo` provider with the models
-`demo-image` and `demo-video`; prints one "ready" line; restarts any process that dies; and on Ctrl-C
-or SIGTERM stops everything, services first, leaving nothing running. Data lives in ASSETGEN_DATA_DIR
-(default .assetgen).
+`demo-image` and `demo-video`; prints one "ready" line; restarts any process that dies (NATS and
+SeaweedFS too, on the same address over their data); and on Ctrl-C or SIGTERM stops everything,
+services first, leaving nothing running. Data lives in ASSETGEN_DATA_DIR (default .assetgen).
 """
 
 from __future__ import annotations
@@ -118,22 +118,39 @@ class Supervisor:
             process.stop()
 
     def watch(self) -> None:
-        """Restarts any child that exits, with a growing pause if it keeps dying."""
+        """Restarts any process that exits, with a growing pause if it keeps dying."""
         while not self.stopping:
-            for child in self.children:
-                if child.process is not None and child.process.poll() is not None and not self.stopping:
-                    code = child.process.returncode
-                    logger.warning("%s exited with %s; restarting (see %s)", child.name, code, child.log_path)
-                    if time.monotonic() - child.started_at < 10:
-                        child.restarts += 1
-                    else:
-                        child.restarts = 0
-                    time.sleep(min(2**child.restarts, 30) * 0.25)
-                    child.start()
-            for process in self.infra:
-                if process.process.poll() is not None and not self.stopping:
-                    raise SystemExit(f"{process.log_path.stem} stopped unexpectedly; see {process.log_path}")
+            self.restart_exited()
             time.sleep(0.5)
+
+    def restart_exited(self) -> None:
+        """One round of supervision: NATS and the S3 server first (the services need them), then the
+        services and the demo provider. Infrastructure comes back on its own address over its data, so
+        the services' clients reconnect and nothing in flight is lost.
+        """
+        for server in self.infra:
+            if server.process.poll() is not None and not self.stopping:
+                logger.warning(
+                    "%s exited with %s; restarting it on %s (see %s)",
+                    server.name,
+                    server.process.returncode,
+                    server.url,
+                    server.log_path,
+                )
+                try:
+                    server.restart()
+                except (RuntimeError, TimeoutError) as exc:
+                    logger.error("%s did not come back (%s); trying again", server.name, exc)
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None and not self.stopping:
+                code = child.process.returncode
+                logger.warning("%s exited with %s; restarting (see %s)", child.name, code, child.log_path)
+                if time.monotonic() - child.started_at < 10:
+                    child.restarts += 1
+                else:
+                    child.restarts = 0
+                time.sleep(min(2**child.restarts, 30) * 0.25)
+                child.start()
 
 
 def _secret_file(path: Path, make: str) -> str:
