@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document and the route table of the HTTP API, generated — never kept by hand.
 
-Both come from what the gateway itself serves: ``http_routes()`` (the protos' ``google.api.http``
-annotations), the request/response message descriptors under ``codec``'s JSON rules, and the
-hand-routed upload, event-stream and WebSocket routes of ``http_api``.
+Both come from the route table the gateway itself serves (``routes``: the protos' ``google.api.http``
+annotations and the hand-routed upload, event-stream and WebSocket paths) and the request/response
+message descriptors under ``assetgen_runtime.codec``'s JSON rules.
 
 ``python -m assetgen_gateway.openapi routes > services/gateway/ROUTES.md`` regenerates the route
 table; ``python -m assetgen_gateway.openapi json`` prints the document.
@@ -16,43 +16,26 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 
 from assetgen.v1 import common_pb2, gateway_pb2
-from assetgen_gateway.http_api import (
+from assetgen_gateway.message_schemas import MessageSchemas
+from assetgen_gateway.routes import (
     ASSET_EVENTS_PATH,
     BOX_EVENTS_PATH,
     BOX_WEBSOCKET_PATH,
+    HEALTHZ_PATH,
     OPEN_PATHS,
     OPENAPI_PATH,
+    READYZ_PATH,
     UPLOAD_PATH,
     HttpRoute,
     http_routes,
 )
-from assetgen_runtime.codec import enum_json_name
 
 __all__ = ["Operation", "build_openapi", "operations", "routes_markdown"]
 
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
-_JSON_SUFFIX = "_json"
-_SCALARS: dict[int, dict[str, Any]] = {
-    FieldDescriptor.TYPE_STRING: {"type": "string"},
-    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
-    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
-    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
-    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
-    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_UINT32: {"type": "integer", "minimum": 0},
-    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "minimum": 0},
-    # codec writes 64-bit integers as JSON numbers, not strings.
-    FieldDescriptor.TYPE_INT64: {"type": "integer", "format": "int64"},
-    FieldDescriptor.TYPE_SINT64: {"type": "integer", "format": "int64"},
-    FieldDescriptor.TYPE_SFIXED64: {"type": "integer", "format": "int64"},
-    FieldDescriptor.TYPE_UINT64: {"type": "integer", "minimum": 0},
-    FieldDescriptor.TYPE_FIXED64: {"type": "integer", "minimum": 0},
-}
 _ERROR_RESPONSES = {
     "400": "Invalid argument (bad JSON, unknown field, failed validation).",
     "401": "Missing or wrong bearer token.",
@@ -81,68 +64,6 @@ def _words(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", name).capitalize()
 
 
-class _Schemas:
-    """Collects component schemas for the messages and enums the operations reach."""
-
-    def __init__(self) -> None:
-        self.components: dict[str, Any] = {
-            "Error": {
-                "type": "object",
-                "description": "Every error response: the message is meant for the caller.",
-                "properties": {"error": {"type": "string"}},
-                "required": ["error"],
-            }
-        }
-
-    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
-        if descriptor.full_name == "google.protobuf.Timestamp":
-            return {"type": "string", "format": "date-time"}
-        if descriptor.name not in self.components:
-            self.components[descriptor.name] = {}  # placeholder first: messages may nest themselves
-            self.components[descriptor.name] = self.message(descriptor)
-        return {"$ref": f"#/components/schemas/{descriptor.name}"}
-
-    def enum(self, enum: EnumDescriptor) -> dict[str, Any]:
-        if enum.name not in self.components:
-            names = [enum_json_name(enum, value.number) for value in enum.values if value.number != 0]
-            self.components[enum.name] = {
-                "type": ["string", "null"],
-                "enum": [*names, None],
-                "description": "null when unset; the prefixed proto name is accepted on input too.",
-            }
-        return {"$ref": f"#/components/schemas/{enum.name}"}
-
-    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
-        if field.type == FieldDescriptor.TYPE_ENUM:
-            assert field.enum_type is not None
-            return self.enum(field.enum_type)
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            assert field.message_type is not None
-            return self.ref(field.message_type)
-        return dict(_SCALARS[field.type])
-
-    def field(self, field: FieldDescriptor) -> tuple[str, dict[str, Any]]:
-        """The JSON name and schema of a field under codec's rules."""
-        message_type = field.message_type
-        if message_type is not None and message_type.GetOptions().map_entry:
-            value = self._single(message_type.fields_by_name["value"])
-            return field.name, {"type": "object", "additionalProperties": value}
-        if field.is_repeated:
-            return field.name, {"type": "array", "items": self._single(field)}
-        if field.type == FieldDescriptor.TYPE_STRING and field.name.endswith(_JSON_SUFFIX):
-            return field.name[: -len(_JSON_SUFFIX)], {
-                "type": ["object", "null"],
-                "description": "A JSON object (stored as JSON text); null when unset.",
-            }
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            return field.name, {"anyOf": [self._single(field), {"type": "null"}]}
-        return field.name, self._single(field)
-
-    def message(self, descriptor: Descriptor, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-        properties = dict(self.field(field) for field in descriptor.fields if field.name not in skip)
-        return {"type": "object", "properties": properties, "additionalProperties": False}
-
-
 def _path_parameter(name: str, description: str = "") -> dict[str, Any]:
     return {
         "name": name,
@@ -160,7 +81,7 @@ def _responses(success: str, body: dict[str, Any], *codes: str) -> dict[str, Any
     return responses
 
 
-def _rpc_operation(route: HttpRoute, schemas: _Schemas) -> Operation:
+def _rpc_operation(route: HttpRoute, schemas: MessageSchemas) -> Operation:
     request = route.rpc.input_type
     path_names = _PATH_PARAM.findall(route.path)
     parameters = [_path_parameter(name) for name in path_names]
@@ -197,7 +118,7 @@ def _rpc_operation(route: HttpRoute, schemas: _Schemas) -> Operation:
     return Operation(route.method, route.path, spec["summary"], spec, f"rpc {route.rpc.name}")
 
 
-def _hand_operations(schemas: _Schemas) -> list[Operation]:
+def _hand_operations(schemas: MessageSchemas) -> list[Operation]:
     stream_parameters = [
         {
             "name": "Last-Event-ID",
@@ -318,8 +239,12 @@ def _hand_operations(schemas: _Schemas) -> list[Operation]:
             "The asset's current state first, then each change; the stream ends after a terminal status.",
         ),
         Operation("GET", BOX_WEBSOCKET_PATH, websocket["summary"], websocket, "rpc WatchBox (WebSocket)"),
-        Operation("GET", "/healthz", "Liveness", {"operationId": "Healthz", "summary": "Liveness", **health}),
-        Operation("GET", "/readyz", "Readiness", {"operationId": "Readyz", "summary": "Readiness", **ready}),
+        Operation(
+            "GET", HEALTHZ_PATH, "Liveness", {"operationId": "Healthz", "summary": "Liveness", **health}
+        ),
+        Operation(
+            "GET", READYZ_PATH, "Readiness", {"operationId": "Readyz", "summary": "Readiness", **ready}
+        ),
         Operation(
             "GET",
             OPENAPI_PATH,
@@ -329,15 +254,15 @@ def _hand_operations(schemas: _Schemas) -> list[Operation]:
     ]
 
 
-def operations(schemas: _Schemas | None = None) -> list[Operation]:
+def operations(schemas: MessageSchemas | None = None) -> list[Operation]:
     """Every HTTP operation the gateway serves, the RPC routes first, in declaration order."""
-    schemas = schemas or _Schemas()
+    schemas = schemas or MessageSchemas()
     return [_rpc_operation(route, schemas) for route in http_routes()] + _hand_operations(schemas)
 
 
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the HTTP API."""
-    schemas = _Schemas()
+    schemas = MessageSchemas()
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations(schemas):
         paths.setdefault(operation.path, {})[operation.method.lower()] = operation.spec

@@ -14,8 +14,9 @@ from openapi_spec_validator import validate
 from assetgen.v1 import common_pb2, gateway_pb2
 from assetgen_gateway.api import GatewayApi
 from assetgen_gateway.auth import TokenSet
-from assetgen_gateway.http_api import OPENAPI_PATH, build_http_app, http_routes
+from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.openapi import build_openapi, routes_markdown
+from assetgen_gateway.routes import OPENAPI_PATH, http_routes
 from assetgen_runtime.codec import message_to_json
 
 ROUTES_MD = Path(__file__).resolve().parents[3] / "services" / "gateway" / "ROUTES.md"
