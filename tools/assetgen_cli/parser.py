@@ -1,0 +1,165 @@
+"""The argument parser of the ``assetgen`` CLI: every command, its arguments and its help."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from assetgen_cli import commands
+from assetgen_cli.context import DEFAULT_URL, Cli
+
+__all__ = ["build_parser"]
+
+Command = Callable[[Cli, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilogs' line breaks (examples, exit codes)."""
+
+
+_EPILOG = """\
+environment:
+  ASSETGEN_URL    host:port of the gateway's gRPC API (default 127.0.0.1:50051)
+  ASSETGEN_TOKEN  bearer API token
+
+exit codes:
+  0  done (generate --wait: the asset COMPLETED)
+  1  the asset FAILED or was CANCELED, or the server failed the call
+  2  usage error, or a request the API refused as invalid
+  3  cannot reach the gateway, or the token was refused
+
+from a new deployment to a generated image and video:
+  assetgen presets list
+  export KIE_API_KEY=...
+  assetgen providers add kie --preset kie-ai --base-url https://api.kie.ai --api-key-env KIE_API_KEY
+  assetgen models add nano-banana --provider kie --type IMAGE --schema @nano-banana.json
+  assetgen models list
+  assetgen boxes create campaign
+  assetgen generate BOX --model nano-banana --prompt "a red fox" --wait
+  assetgen generate BOX --model veo --prompt "the fox runs" --parent ASSET --set duration=8 --wait
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command; each leaf sets ``func`` to its coroutine."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the same JSON as the HTTP API instead of text",
+    )
+    parser = argparse.ArgumentParser(
+        prog="assetgen",
+        description="Manage an AssetGen deployment: providers, models, boxes, uploads and generations.",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        parents=[common],
+    )
+    parser.add_argument("--url", help=f"gateway gRPC host:port (default: $ASSETGEN_URL or {DEFAULT_URL})")
+    parser.add_argument("--token", help="API token (default: $ASSETGEN_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds each call may take (default 30)")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        sub = subcommands.add_parser(name, help=help_text, description=help_text)
+        return sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def leaf(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str, func: Command
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(func=func)
+        return sub
+
+    presets = group("presets", "provider presets shipped with AssetGen")
+    leaf(presets, "list", "list the presets providers can be created from", commands.presets_list)
+
+    providers = group("providers", "AI provider accounts")
+    add = leaf(providers, "add", "add a provider account from a preset", commands.providers_add)
+    add.add_argument("name", help="unique provider name")
+    add.add_argument("--preset", required=True, help="preset name, e.g. kie-ai (see: assetgen presets list)")
+    add.add_argument("--base-url", help="the provider's API base URL (default: the preset's)")
+    add.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the API key; read here and sent, never put on the command line",
+    )
+    leaf(providers, "list", "list providers (the API key is never shown)", commands.providers_list)
+
+    models = group("models", "models offered by providers")
+    listing = leaf(models, "list", "list models, their type and template variables", commands.models_list)
+    listing.add_argument("--provider", help="only this provider's models")
+    add = leaf(models, "add", "add a model with its request template", commands.models_add)
+    add.add_argument("name", help="unique model name")
+    add.add_argument("--provider", required=True, help="provider id or name")
+    add.add_argument(
+        "--type", required=True, choices=["IMAGE", "VIDEO"], type=str.upper, help="what the model makes"
+    )
+    add.add_argument(
+        "--schema",
+        required=True,
+        metavar="JSON|@FILE",
+        help="submit body template, JSON text or @file, with {{prompt}}, {{image_urls}}, {{optional?}}",
+    )
+    add.add_argument("--endpoint", metavar="PATH", help="submit path overriding the provider profile's")
+
+    boxes = group("boxes", "boxes that group the assets of one piece of work")
+    create = leaf(boxes, "create", "create a box and print its id", commands.boxes_create)
+    create.add_argument("name", help="human name of the box")
+    listing = leaf(boxes, "list", "list boxes, newest first", commands.boxes_list)
+    listing.add_argument("--limit", type=int, default=50, help="how many boxes (default 50)")
+
+    upload = subcommands.add_parser(
+        "upload",
+        help="upload an image or video into a box",
+        description="Upload an image or video into a box and print the new asset.",
+        parents=[common],
+    )
+    upload.set_defaults(func=commands.upload)
+    upload.add_argument("box", help="box id")
+    upload.add_argument("file", help="path of the file")
+
+    generate = subcommands.add_parser(
+        "generate",
+        help="generate an image or video in a box, optionally waiting for the file",
+        description="Start a generation in a box. Without --wait it prints the PENDING asset and returns; "
+        "with --wait it shows live progress and prints the file URL at the end (exit 1 if it fails).",
+        parents=[common],
+    )
+    generate.set_defaults(func=commands.generate)
+    generate.add_argument("box", help="box id")
+    generate.add_argument("--model", required=True, help="model id or name")
+    generate.add_argument("--prompt", required=True, help="the prompt ({{prompt}})")
+    generate.add_argument("--image", metavar="FILE|URL", help="input image: a URL, or a file uploaded first")
+    generate.add_argument(
+        "--parent", metavar="ASSET", help="asset whose file is the input image (image to video)"
+    )
+    generate.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra template variable (repeatable); KEY:=JSON for a non-string value",
+    )
+    generate.add_argument("--wait", action="store_true", help="follow the asset until it finishes")
+
+    watch = subcommands.add_parser(
+        "watch",
+        help="follow a box's assets live",
+        description="Print the current state of a box's assets, then every change as it happens "
+        "(Ctrl-C stops). Each line starts with the event sequence; --after SEQ resumes after it.",
+        parents=[common],
+    )
+    watch.set_defaults(func=commands.watch)
+    watch.add_argument("box", help="box id")
+    watch.add_argument("--after", type=int, default=0, metavar="SEQ", help="resume after this event sequence")
+
+    asset = group("asset", "one asset")
+    show = leaf(asset, "show", "show an asset with a fresh file URL", commands.asset_show)
+    show.add_argument("id", help="asset id")
+    cancel = leaf(asset, "cancel", "cancel an in-flight generation", commands.asset_cancel)
+    cancel.add_argument("id", help="asset id")
+    retry = leaf(asset, "retry", "retry a FAILED or CANCELED generation", commands.asset_retry)
+    retry.add_argument("id", help="asset id")
+    return parser
