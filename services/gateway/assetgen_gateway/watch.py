@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,6 +24,7 @@ from nats.js.errors import NotFoundError
 
 from assetgen.v1 import common_pb2, gateway_pb2
 from assetgen_runtime.errors import InvalidArgument, Unavailable
+from assetgen_runtime.jsontext import parse_json_object
 
 __all__ = [
     "EVENTS_STREAM",
@@ -76,7 +76,7 @@ def is_terminal(event: gateway_pb2.AssetEvent) -> bool:
 
 def event_from_json(body: bytes, sequence: int) -> gateway_pb2.AssetEvent:
     """The AssetEvent of one orchestrator event body (see assetgen_orchestrator.events)."""
-    data = json.loads(body)
+    data = parse_json_object(body, "event body")
     event = gateway_pb2.AssetEvent(
         asset_id=str(data.get("asset_id", "")),
         box_id=str(data.get("box_id", "")),

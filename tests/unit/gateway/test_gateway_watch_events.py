@@ -68,3 +68,10 @@ def test_ids_that_would_widen_the_filter_are_refused(bad: str) -> None:
         box_subject(bad)
     with pytest.raises(InvalidArgument):
         asset_subject(bad)
+
+
+@pytest.mark.parametrize("body", [b"{oops", b"[1, 2]", b'"text"'])
+def test_an_event_body_that_is_no_json_object_is_a_value_error(body: bytes) -> None:
+    # The watch skips (and logs) events that raise ValueError instead of ending the stream.
+    with pytest.raises(ValueError, match=r"^event body "):
+        event_from_json(body, 1)
