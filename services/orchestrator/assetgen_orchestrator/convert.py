@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
-from assetgen_orchestrator.models import Asset, AssetTransition, Box
+from assetgen_orchestrator.models import AssetRow, BoxRow, TransitionRow
 
 __all__ = [
     "asset_to_proto",
@@ -46,14 +46,14 @@ def _timestamp(value: dt.datetime | None) -> Timestamp:
     return stamp
 
 
-def box_to_proto(box: Box) -> common_pb2.Box:
+def box_to_proto(box: BoxRow) -> common_pb2.Box:
     """The API's view of a box."""
     return common_pb2.Box(
         id=box.id, name=box.name, created_at=_timestamp(box.created_at), updated_at=_timestamp(box.updated_at)
     )
 
 
-def asset_to_proto(asset: Asset) -> common_pb2.Asset:
+def asset_to_proto(asset: AssetRow) -> common_pb2.Asset:
     """The API's view of an asset (file_url is filled in by whoever presents it)."""
     return common_pb2.Asset(
         id=asset.id,
@@ -90,7 +90,7 @@ def source_type_name(value: int) -> str:
     return "" if value == 0 else common_pb2.SourceType.Name(value).removeprefix("SOURCE_TYPE_")
 
 
-def transition_to_proto(transition: AssetTransition) -> gateway_pb2.AssetTransition:
+def transition_to_proto(transition: TransitionRow) -> gateway_pb2.AssetTransition:
     """The API's view of one history entry."""
     return gateway_pb2.AssetTransition(
         attempt=transition.attempt,

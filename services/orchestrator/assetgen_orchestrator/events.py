@@ -17,7 +17,7 @@ import logging
 
 from nats.aio.client import Client
 
-from assetgen_orchestrator.models import Asset, utcnow
+from assetgen_orchestrator.models import AssetRow, utcnow
 
 __all__ = ["EventPublisher", "event_subject"]
 
@@ -35,7 +35,7 @@ class EventPublisher:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
 
-    async def publish(self, asset: Asset, *, file_url: str = "") -> None:
+    async def publish(self, asset: AssetRow, *, file_url: str = "") -> None:
         """Publishes the asset's current state; a failure is logged, never fails the transition."""
         body = {
             "asset_id": asset.id,

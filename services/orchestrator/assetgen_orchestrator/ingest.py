@@ -15,7 +15,7 @@ from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Done, Outcome
 from assetgen_orchestrator.metrics import TRANSITIONS
-from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 
 __all__ = ["QUIET_INGEST", "ResultIngest"]
@@ -42,7 +42,7 @@ class ResultIngest:
         self._rpc_timeout = rpc_timeout
         self._ingest_timeout = ingest_timeout
 
-    async def start(self, asset: Asset, changes: dict[str, object]) -> bool:
+    async def start(self, asset: AssetRow, changes: dict[str, object]) -> bool:
         """Records the step INGESTING (the provider is done, the copy under way) and tells watchers."""
         if not await self._store.update_asset(
             asset,
@@ -55,7 +55,7 @@ class ResultIngest:
         await self._events.publish(asset)
         return True
 
-    async def copy_and_record(self, asset: Asset, changes: dict[str, object]) -> Outcome | None:
+    async def copy_and_record(self, asset: AssetRow, changes: dict[str, object]) -> Outcome | None:
         """Copies a polled task's result (``changes["result_url"]``) and completes the asset with ``changes``.
 
         Before the INGESTING write a redelivered job polls the provider again, which answers the same.
@@ -76,12 +76,12 @@ class ResultIngest:
             copying.cancel()
         return await self.record(asset, stored, **changes)
 
-    async def resume(self, asset: Asset) -> Outcome | None:
+    async def resume(self, asset: AssetRow) -> Outcome | None:
         """Copies the result of an asset in the step INGESTING (its ``result_url``) and completes it."""
         return await self.record(asset, await self._copy(asset, asset.result_url))
 
     async def record(
-        self, asset: Asset, stored: common_pb2.StoredObject, **changes: object
+        self, asset: AssetRow, stored: common_pb2.StoredObject, **changes: object
     ) -> Outcome | None:
         """Completes the asset with its stored file (ingested, or uploaded by the adapter)."""
         if not await self._store.update_asset(
@@ -121,7 +121,7 @@ class ResultIngest:
     async def _delete_orphan(self, key: str) -> None:
         await self._storage.Delete(storage_pb2.DeleteRequest(key=key), timeout=self._rpc_timeout)
 
-    def _copy(self, asset: Asset, url: str) -> Awaitable[common_pb2.StoredObject]:
+    def _copy(self, asset: AssetRow, url: str) -> Awaitable[common_pb2.StoredObject]:
         """The storage call that copies the result at ``url`` into the asset's place."""
         return self._storage.Ingest(
             storage_pb2.IngestRequest(url=url, box_id=asset.box_id, asset_id=asset.id),

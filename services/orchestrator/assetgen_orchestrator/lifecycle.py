@@ -39,7 +39,7 @@ from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.ingest import ResultIngest
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
 from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
-from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.batching import Batcher
@@ -145,7 +145,7 @@ class Lifecycle:
         if asset is not None and not Status(asset.status).terminal:
             await self._fail(asset, f"generation job could not be processed: {reason}")
 
-    async def _step(self, asset: Asset) -> Outcome | None:
+    async def _step(self, asset: AssetRow) -> Outcome | None:
         step = Step(asset.step)
         if step is Step.WAITING_PARENT:
             return await self._wait_for_parent(asset)
@@ -157,7 +157,7 @@ class Lifecycle:
             return await self._ingest.resume(asset)
         return Done()
 
-    async def _wait_for_parent(self, asset: Asset) -> Outcome | None:
+    async def _wait_for_parent(self, asset: AssetRow) -> Outcome | None:
         parent = await self._store.find_asset(asset.parent_asset_id or "")
         if parent is None:
             return await self._fail(asset, f"parent asset {asset.parent_asset_id} no longer exists")
@@ -170,7 +170,7 @@ class Lifecycle:
             return None
         return await self._submit(asset)
 
-    async def _submit(self, asset: Asset) -> Outcome | None:
+    async def _submit(self, asset: AssetRow) -> Outcome | None:
         parent_url = await self._parent_url(asset)
         asked_at = monotonic()
         status = await self._adapter.SubmitTask(
@@ -187,7 +187,7 @@ class Lifecycle:
         )
         return await self._apply(asset, status, submitted=True, asked_at=asked_at)
 
-    async def _poll(self, asset: Asset) -> Outcome | None:
+    async def _poll(self, asset: AssetRow) -> Outcome | None:
         policy = self._policy(asset)
         deadline = schedule.deadline_seconds(policy, self._config.default_deadline)
         started = asset.submitted_at or asset.created_at
@@ -241,7 +241,7 @@ class Lifecycle:
     # -- what the provider said: one state per method ------------------------------------------
 
     async def _apply(
-        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool, asked_at: float
+        self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus, *, submitted: bool, asked_at: float
     ) -> Outcome | None:
         """Records what the provider said of a task (asked at monotonic ``asked_at``) and what follows."""
         reported = _reported_changes(asset, status, submitted=submitted)
@@ -259,7 +259,7 @@ class Lifecycle:
 
     async def _on_completed(
         self,
-        asset: Asset,
+        asset: AssetRow,
         status: provider_adapter_pb2.TaskStatus,
         reported: dict[str, object],
         *,
@@ -280,13 +280,13 @@ class Lifecycle:
         return await self._ingest.copy_and_record(asset, finished)
 
     async def _on_failed(
-        self, asset: Asset, status: provider_adapter_pb2.TaskStatus, reported: dict[str, object]
+        self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus, reported: dict[str, object]
     ) -> Outcome | None:
         """The provider gave up on the task: the asset fails with its reason."""
         reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
         return await self._fail(asset, reason, **reported)
 
-    async def _on_canceled(self, asset: Asset, reported: dict[str, object]) -> Outcome | None:
+    async def _on_canceled(self, asset: AssetRow, reported: dict[str, object]) -> Outcome | None:
         """The task was canceled at the provider: so is the asset."""
         return await self._end(asset, Status.CANCELED, "canceled at the provider", **reported)
 
@@ -296,7 +296,7 @@ class Lifecycle:
 
     async def _on_running(
         self,
-        asset: Asset,
+        asset: AssetRow,
         status: provider_adapter_pb2.TaskStatus,
         reported: dict[str, object],
         *,
@@ -326,7 +326,7 @@ class Lifecycle:
 
     # -- errors and endings --------------------------------------------------------------------
 
-    async def _on_rpc_error(self, asset: Asset, error: grpc.aio.AioRpcError) -> Outcome | None:
+    async def _on_rpc_error(self, asset: AssetRow, error: grpc.aio.AioRpcError) -> Outcome | None:
         details = error.details() or error.code().name
         if error.code() == grpc.StatusCode.ABORTED and asset.step in (Step.QUEUED, Step.SUBMITTING):
             # The adapter's ledger says another call is still submitting this attempt (a job
@@ -338,7 +338,7 @@ class Lifecycle:
             return await self._retry_or_fail(asset, details)
         return await self._fail(asset, details)
 
-    async def _retry_or_fail(self, asset: Asset, reason: str) -> Outcome | None:
+    async def _retry_or_fail(self, asset: AssetRow, reason: str) -> Outcome | None:
         tries = asset.error_count + 1
         if tries > self._config.step_retries:
             return await self._fail(asset, f"{reason} (gave up after {tries} tries)")
@@ -350,10 +350,10 @@ class Lifecycle:
         )
         return Later(delay)
 
-    async def _fail(self, asset: Asset, reason: str, **changes: object) -> Outcome | None:
+    async def _fail(self, asset: AssetRow, reason: str, **changes: object) -> Outcome | None:
         return await self._end(asset, Status.FAILED, reason, error_message=reason, **changes)
 
-    async def _end(self, asset: Asset, status: Status, message: str, **changes: object) -> Outcome | None:
+    async def _end(self, asset: AssetRow, status: Status, message: str, **changes: object) -> Outcome | None:
         if not await self._store.update_asset(
             asset, status=status, step=Step.DONE, finished_at=utcnow(), message=message, **changes
         ):
@@ -363,7 +363,7 @@ class Lifecycle:
         await self._events.publish(asset)
         return Done()
 
-    async def _parent_url(self, asset: Asset) -> str:
+    async def _parent_url(self, asset: AssetRow) -> str:
         if not asset.parent_asset_id:
             return ""
         parent = await self._store.find_asset(asset.parent_asset_id)
@@ -372,12 +372,12 @@ class Lifecycle:
         return await self._ingest.file_url(parent.object_key)
 
     @staticmethod
-    def _policy(asset: Asset) -> provider_adapter_pb2.PollPolicy:
+    def _policy(asset: AssetRow) -> provider_adapter_pb2.PollPolicy:
         return parse_poll_policy(asset.poll_policy_json)
 
 
 def _reported_changes(
-    asset: Asset, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
+    asset: AssetRow, status: provider_adapter_pb2.TaskStatus, *, submitted: bool
 ) -> dict[str, object]:
     """The columns any answer of the provider writes, whatever the task's state."""
     reported: dict[str, object] = {
@@ -393,6 +393,6 @@ def _reported_changes(
     return reported
 
 
-def _differs(asset: Asset, changes: dict[str, object]) -> bool:
+def _differs(asset: AssetRow, changes: dict[str, object]) -> bool:
     """Whether writing ``changes`` would change the stored asset."""
     return any(getattr(asset, key) != value for key, value in changes.items())

@@ -1,14 +1,44 @@
-"""The orchestrator's tables: boxes, assets and each asset's history of transitions."""
+"""The orchestrator's tables — boxes, assets and each asset's history — and their plain row types.
+
+The tables are SQLAlchemy Core ``Table`` objects (the migrations' target and the store's
+statements); a row read or about to be written is a plain dataclass (``BoxRow``, ``AssetRow``,
+``TransitionRow``) whose fields are the table's columns, with the same defaults.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
-__all__ = ["Asset", "AssetTransition", "Base", "Box", "Status", "Step", "utcnow"]
+__all__ = [
+    "ASSET_COLUMNS",
+    "AssetRow",
+    "BoxRow",
+    "Status",
+    "Step",
+    "TransitionRow",
+    "assets_table",
+    "boxes_table",
+    "metadata",
+    "transitions_table",
+    "utcnow",
+]
 
 
 def utcnow() -> dt.datetime:
@@ -17,7 +47,7 @@ def utcnow() -> dt.datetime:
 
 
 class Status(enum.StrEnum):
-    """Public status of an asset (the seed's four plus CANCELED)."""
+    """Public status of an asset."""
 
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
@@ -42,88 +72,147 @@ class Step(enum.StrEnum):
     DONE = "done"
 
 
-class Base(DeclarativeBase):
-    """Declarative base of the orchestrator's schema."""
+metadata = MetaData()
+"""The orchestrator's schema (the migrations' target)."""
 
 
-class Box(Base):
-    """A box groups the assets of one piece of work."""
-
-    __tablename__ = "boxes"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+def _moment(name: str, *, nullable: bool = False) -> Column[dt.datetime]:
+    default = None if nullable else utcnow
+    return Column(name, DateTime(timezone=True), nullable=nullable, default=default)
 
 
-class Asset(Base):
+boxes_table = Table(
+    "boxes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    _moment("created_at"),
+    _moment("updated_at"),
+)
+
+assets_table = Table(
+    "assets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("box_id", String(40), ForeignKey("boxes.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("status", String(16), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("source_type", String(16), nullable=False),
+    Column("model", String(200), nullable=False, default=""),
+    Column("prompt", Text, nullable=False, default=""),
+    Column("image_url", Text, nullable=False, default=""),
+    Column("image_urls_json", Text, nullable=False, default="[]"),
+    Column("config_json", Text, nullable=False, default="{}"),
+    Column("parent_asset_id", String(40), nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("external_task_id", Text, nullable=False, default=""),
+    Column("task_handle_json", Text, nullable=False, default=""),
+    Column("result_url", Text, nullable=False, default=""),
+    Column("poll_policy_json", Text, nullable=False, default="{}"),
+    Column("raw_status", String(200), nullable=False, default=""),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("filename", String(300), nullable=False, default=""),
+    Column("object_key", Text, nullable=False, default=""),
+    Column("content_type", String(100), nullable=False, default=""),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+    Column("sha256", String(64), nullable=False, default=""),
+    _moment("created_at"),
+    _moment("updated_at"),
+    _moment("submitted_at", nullable=True),
+    _moment("finished_at", nullable=True),
+    UniqueConstraint("box_id", "idempotency_key", name="uq_assets_box_idempotency_key"),
+    Index("ix_assets_box_id_id", "box_id", "id"),
+    Index("ix_assets_parent_asset_id", "parent_asset_id"),
+)
+
+transitions_table = Table(
+    "asset_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("asset_id", String(40), ForeignKey("assets.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("from_status", String(16), nullable=False, default=""),
+    Column("to_status", String(16), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    _moment("at"),
+    Index("ix_asset_transitions_asset_id", "asset_id", "id"),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoxRow:
+    """A box: it groups the assets of one piece of work."""
+
+    id: str
+    name: str
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    updated_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+
+
+@dataclasses.dataclass(slots=True)
+class AssetRow:
     """An uploaded or generated file and the state of its generation.
 
     ``version`` increases with every change; every update is a compare-and-set on it, so two workers
-    or a late message can never move an asset backwards or finish it twice.
+    or a late message can never move an asset backwards or finish it twice. Mutable: the store
+    applies a successful update to the caller's row in place.
     """
 
-    __tablename__ = "assets"
-    __table_args__ = (
-        UniqueConstraint("box_id", "idempotency_key", name="uq_assets_box_idempotency_key"),
-        Index("ix_assets_box_id_id", "box_id", "id"),
-        Index("ix_assets_parent_asset_id", "parent_asset_id"),
-    )
+    id: str
+    box_id: str
+    status: str
+    step: str
+    source_type: str
+    version: int = 1
+    model: str = ""
+    prompt: str = ""
+    image_url: str = ""
+    image_urls_json: str = "[]"
+    config_json: str = "{}"
+    parent_asset_id: str | None = None
+    idempotency_key: str | None = None
+    attempt: int = 1
+    external_task_id: str = ""
+    task_handle_json: str = ""
+    result_url: str = ""
+    poll_policy_json: str = "{}"
+    raw_status: str = ""
+    progress: float = 0.0
+    error_count: int = 0
+    error_message: str = ""
+    filename: str = ""
+    object_key: str = ""
+    content_type: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    updated_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    submitted_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    box_id: Mapped[str] = mapped_column(String(40), ForeignKey("boxes.id", ondelete="CASCADE"))
-    version: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16))
-    step: Mapped[str] = mapped_column(String(16))
-    source_type: Mapped[str] = mapped_column(String(16))
-    model: Mapped[str] = mapped_column(String(200), default="")
-    prompt: Mapped[str] = mapped_column(Text, default="")
-    image_url: Mapped[str] = mapped_column(Text, default="")
-    image_urls_json: Mapped[str] = mapped_column(Text, default="[]")
-    config_json: Mapped[str] = mapped_column(Text, default="{}")
-    parent_asset_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    attempt: Mapped[int] = mapped_column(Integer, default=1)
-    external_task_id: Mapped[str] = mapped_column(Text, default="")
-    task_handle_json: Mapped[str] = mapped_column(Text, default="")
-    result_url: Mapped[str] = mapped_column(Text, default="")
-    poll_policy_json: Mapped[str] = mapped_column(Text, default="{}")
-    raw_status: Mapped[str] = mapped_column(String(200), default="")
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
-    error_count: Mapped[int] = mapped_column(Integer, default=0)
-    error_message: Mapped[str] = mapped_column(Text, default="")
-    filename: Mapped[str] = mapped_column(String(300), default="")
-    object_key: Mapped[str] = mapped_column(Text, default="")
-    content_type: Mapped[str] = mapped_column(String(100), default="")
-    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    sha256: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-    @classmethod
-    def new(cls, **values: object) -> Asset:
-        """A new asset whose unspecified columns hold their defaults already (before any insert)."""
-        for column in cls.__table__.columns:
-            default = column.default
-            if column.key not in values and default is not None and getattr(default, "is_scalar", False):
-                values[column.key] = default.arg  # type: ignore[attr-defined]
-        return cls(**values)
+    def values(self) -> dict[str, object]:
+        """Every column's value, by column name."""
+        return {name: getattr(self, name) for name in ASSET_COLUMNS}
 
 
-class AssetTransition(Base):
+@dataclasses.dataclass(frozen=True, slots=True)
+class TransitionRow:
     """One step of an asset's history: what it moved from and to, when, and why."""
 
-    __tablename__ = "asset_transitions"
-    __table_args__ = (Index("ix_asset_transitions_asset_id", "asset_id", "id"),)
+    id: int
+    asset_id: str
+    attempt: int
+    to_status: str
+    step: str
+    from_status: str = ""
+    message: str = ""
+    at: dt.datetime = dataclasses.field(default_factory=utcnow)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    asset_id: Mapped[str] = mapped_column(String(40), ForeignKey("assets.id", ondelete="CASCADE"))
-    attempt: Mapped[int] = mapped_column(Integer)
-    from_status: Mapped[str] = mapped_column(String(16), default="")
-    to_status: Mapped[str] = mapped_column(String(16))
-    step: Mapped[str] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+ASSET_COLUMNS = tuple(field.name for field in dataclasses.fields(AssetRow))
+"""The asset table's column names, which are ``AssetRow``'s fields."""

@@ -28,7 +28,7 @@ from assetgen_orchestrator.convert import (
 )
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
-from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -231,7 +231,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         history = await self._store.history(request.id)
         return gateway_pb2.ListAssetHistoryResponse(items=[transition_to_proto(item) for item in history])
 
-    async def _cancel(self, asset: Asset, reason: str) -> bool:
+    async def _cancel(self, asset: AssetRow, reason: str) -> bool:
         """Ends an in-flight asset CANCELED, then asks the provider to stop (best effort)."""
         if not await self._store.update_asset(
             asset,
@@ -258,7 +258,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 logger.warning("provider cancel failed: %s", error.details(), extra={"asset_id": asset.id})
         return True
 
-    async def _discard(self, asset: Asset) -> None:
+    async def _discard(self, asset: AssetRow) -> None:
         """Cancels an in-flight asset and removes its file, before its row is deleted."""
         if not Status(asset.status).terminal:
             await self._cancel(asset, "deleted")
@@ -274,7 +274,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("asset_id and object.key are required")
         await self._store.check_box(request.box_id)
         stored = request.object
-        asset = Asset.new(
+        asset = AssetRow(
             id=request.asset_id,
             box_id=request.box_id,
             status=Status.COMPLETED,
@@ -307,7 +307,7 @@ def _box_name(raw: str) -> str:
     return name
 
 
-def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str) -> Asset:
+def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str) -> AssetRow:
     """A new, not yet stored, asset for a generate request; refuses malformed input."""
     if not request.model.strip():
         raise InvalidArgument("model is required")
@@ -320,7 +320,7 @@ def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str
         config = parse_json_object(request.config_json, "config", blank={})
     except NotAJsonObject as exc:
         raise InvalidArgument(str(exc)) from None
-    return Asset.new(
+    return AssetRow(
         id=new_id("ast"),
         box_id=request.box_id,
         status=Status.PENDING,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from assetgen_orchestrator.models import Asset
+from assetgen_orchestrator.models import AssetRow
 from assetgen_runtime.jsontext import parse_json_object
 
 __all__ = ["build_variables"]
 
 
-def build_variables(asset: Asset, parent_url: str = "") -> dict[str, object]:
+def build_variables(asset: AssetRow, parent_url: str = "") -> dict[str, object]:
     """The template variables of a generation: every config key, then prompt and image URLs.
 
     ``image_urls`` defaults to ``[image_url]``; with a parent asset, ``image_url`` is its stored file.

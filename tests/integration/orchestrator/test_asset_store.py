@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from assetgen_orchestrator.main import MIGRATIONS
-from assetgen_orchestrator.models import Asset, Status, Step
+from assetgen_orchestrator.models import AssetRow, Status, Step
 from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime.database import create_engine, migrate
 from assetgen_runtime.errors import InvalidArgument, NotFound
@@ -26,8 +27,8 @@ async def store(database_url: str) -> AsyncIterator[AssetStore]:
     await engine.dispose()
 
 
-def _asset(box_id: str, **values: object) -> Asset:
-    return Asset.new(
+def _asset(box_id: str, **values: Any) -> AssetRow:
+    return AssetRow(
         id=new_id("ast"),
         box_id=box_id,
         status=Status.PENDING,
@@ -129,7 +130,7 @@ async def test_concurrent_writes_of_every_shape_each_get_their_own_outcome(
         return_exceptions=True,
     )
     assert isinstance(inserted[-1], NotFound)
-    assets = [asset for asset in inserted[:-1] if isinstance(asset, Asset)]
+    assets = [asset for asset in inserted[:-1] if isinstance(asset, AssetRow)]
     assert len(assets) == 6
 
     submitted, completed, failed = await asyncio.gather(

@@ -18,7 +18,7 @@ from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
 from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
-from assetgen_orchestrator.models import Asset, Status, Step, utcnow
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_runtime.batching import Batcher
 
 POLICY = provider_adapter_pb2.PollPolicy(initial_delay_ms=10_000, backoff=1.0, max_delay_ms=10_000)
@@ -36,21 +36,21 @@ CONFIG = LifecycleConfig(
 class _Store:
     """The two calls the lifecycle's poll path makes, over a dict, counting the writes."""
 
-    def __init__(self, assets: list[Asset]) -> None:
+    def __init__(self, assets: list[AssetRow]) -> None:
         self.rows = {asset.id: asset for asset in assets}
         self.writes: list[dict[str, Any]] = []
         self.queries: list[list[str]] = []
         # Like AssetStore: lookups made together are answered by one query.
-        self._lookups: Batcher[str, Asset | None] = Batcher(self.find_assets)
+        self._lookups: Batcher[str, AssetRow | None] = Batcher(self.find_assets)
 
-    async def find_asset(self, asset_id: str) -> Asset | None:
+    async def find_asset(self, asset_id: str) -> AssetRow | None:
         return await self._lookups.load(asset_id)
 
-    async def find_assets(self, asset_ids: list[str]) -> list[Asset | None]:
+    async def find_assets(self, asset_ids: list[str]) -> list[AssetRow | None]:
         self.queries.append(asset_ids)
         return [copy.copy(self.rows[i]) if i in self.rows else None for i in asset_ids]
 
-    async def update_asset(self, asset: Asset, *, message: str = "", **changes: Any) -> bool:
+    async def update_asset(self, asset: AssetRow, *, message: str = "", **changes: Any) -> bool:
         if self.rows[asset.id].version != asset.version:
             return False
         changes["version"] = asset.version + 1
@@ -65,7 +65,7 @@ class _Events:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    async def publish(self, asset: Asset, *, file_url: str = "") -> None:
+    async def publish(self, asset: AssetRow, *, file_url: str = "") -> None:
         self.published.append(asset.id)
 
 
@@ -96,8 +96,8 @@ def _running(progress: float = 0.0, raw: str = "generating") -> provider_adapter
     )
 
 
-def _polling_asset(number: int, model: str = "img") -> Asset:
-    return Asset.new(
+def _polling_asset(number: int, model: str = "img") -> AssetRow:
+    return AssetRow(
         id=f"ast_{number}",
         box_id="box_1",
         status=Status.PROCESSING,
@@ -144,7 +144,7 @@ async def test_polls_that_trickle_in_within_the_linger_share_one_call() -> None:
     adapter = _Adapter({asset.external_task_id: _running() for asset in assets})
     lifecycle = _lifecycle(store, adapter, events)
 
-    async def arriving(asset: Asset, after: float) -> object:
+    async def arriving(asset: AssetRow, after: float) -> object:
         await asyncio.sleep(after)  # the jobs of consecutive JetStream fetches, a few ms apart
         return await lifecycle.handle(Job(asset.id, 1))
 
@@ -165,7 +165,7 @@ async def _calls_for_polls_arriving_apart(interval_ms: int, apart: float) -> int
     adapter = _Adapter({asset.external_task_id: answer for asset in assets})
     lifecycle = _lifecycle(_Store(assets), adapter, _Events())
 
-    async def arriving(asset: Asset, after: float) -> object:
+    async def arriving(asset: AssetRow, after: float) -> object:
         await asyncio.sleep(after)
         return await lifecycle.handle(Job(asset.id, 1))
 
@@ -315,7 +315,7 @@ class _SubmittingElsewhere:
 
 
 async def test_a_submission_in_progress_elsewhere_is_awaited_without_spending_a_retry() -> None:
-    asset = Asset.new(
+    asset = AssetRow(
         id="ast_1",
         box_id="box_1",
         status=Status.PENDING,
@@ -431,11 +431,11 @@ async def test_a_long_copy_of_an_asset_moved_meanwhile_is_cancelled(monkeypatch:
 class _StoreLosingTheIngestingWrite(_Store):
     """A store where someone else moves the asset on just as the copy completes."""
 
-    def __init__(self, assets: list[Asset], storage: _Storage) -> None:
+    def __init__(self, assets: list[AssetRow], storage: _Storage) -> None:
         super().__init__(assets)
         self.storage = storage
 
-    async def update_asset(self, asset: Asset, *, message: str = "", **changes: Any) -> bool:
+    async def update_asset(self, asset: AssetRow, *, message: str = "", **changes: Any) -> bool:
         if changes.get("step") == Step.INGESTING:
             self.storage.release.set()
             await _until(lambda: self.storage.copied and self.storage.release.is_set())

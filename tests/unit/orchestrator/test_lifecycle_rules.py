@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from assetgen.v1 import provider_adapter_pb2
-from assetgen_orchestrator.models import Asset
+from assetgen_orchestrator.models import AssetRow
 from assetgen_orchestrator.schedule import next_poll_delay
 from assetgen_orchestrator.variables import build_variables
 
 
-def _asset(**values: object) -> Asset:
-    return Asset.new(
+def _asset(**values: Any) -> AssetRow:
+    return AssetRow(
         id="ast_1", box_id="box_1", status="PENDING", step="queued", source_type="GENERATED", **values
     )
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from assetgen_orchestrator.models import Base
+from assetgen_orchestrator.models import metadata
 from assetgen_runtime.database import run_alembic_env
 
-run_alembic_env(context, Base.metadata)
+run_alembic_env(context, metadata)
