@@ -60,7 +60,7 @@ async def _ramp(system: System, box: str, model: str, options: Options) -> tuple
 
     async def follow() -> None:
         while True:
-            stats = await system.provider_get("/_bench/stats")
+            stats = await system.provider_get("/_demo/stats")
             # The reference task is not a generation.
             async with refreshed:
                 seen.update(tasks=stats["tasks"] - 1, polled=stats["polled_tasks"] - 1)
@@ -90,7 +90,7 @@ async def _ramp(system: System, box: str, model: str, options: Options) -> tuple
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-    stats = await system.provider_get("/_bench/stats")
+    stats = await system.provider_get("/_demo/stats")
     return accepted, stats["tasks"] - 1
 
 
@@ -162,13 +162,13 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         profiles = await _profile_hottest(system, measurement.cpu, options) if options.profile else {}
 
         release_start = time.time() + 1.0
-        await system.provider_post("/_bench/release", {"at": release_start, "over": options.task_seconds})
+        await system.provider_post("/_demo/release", {"at": release_start, "over": options.task_seconds})
         ids = set(accepted)
         drained = await system.events.wait_finished(
             ids, timeout=options.task_seconds + 3 * interval + options.drain_timeout
         )
         release_end = time.time()
-        tasks = [t for t in await system.provider_get("/_bench/tasks") if t["task_id"] != reference_task]
+        tasks = [t for t in await system.provider_get("/_demo/tasks") if t["task_id"] != reference_task]
         by_task = {t["task_id"]: t for t in tasks}
 
         figures: dict[str, Any] = {
@@ -205,9 +205,9 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
             if asset not in ids or task is None or task["finish_at"] is None:
                 continue
             lags.append(completed_at - task["finish_at"])
-            if task["first_success_poll"] is not None:
-                seen_lags.append(completed_at - task["first_success_poll"])
-                to_seen.append(task["first_success_poll"] - task["finish_at"])
+            if task["first_finished_poll"] is not None:
+                seen_lags.append(completed_at - task["first_finished_poll"])
+                to_seen.append(task["first_finished_poll"] - task["finish_at"])
         # The lag's two parts, and how late polls were while the tasks finished (the window above
         # measures them before, while every task is still held).
         figures["finish_to_success_poll_s"] = summary(to_seen)

@@ -14,9 +14,9 @@ import logging
 import uuid
 from typing import Any
 
+from assetgen_dev.fake_providers.media import write_result
 from bench.options import Options
 from bench.procstat import memory, reset_peak
-from bench.provider import write_result
 from bench.references import run_reference
 from bench.system import start_system
 
@@ -45,7 +45,7 @@ async def run(options: Options) -> dict[str, Any]:
             raise RuntimeError(f"the ingest did not complete: {system.events.failed.get(asset, 'timed out')}")
         measurement = await sampler.stop()
         peak = memory(storage_pid).get("VmHWM", 0)
-        download = next(d for d in await system.provider_get("/_bench/downloads") if d["bytes"] == size)
+        download = next(d for d in await system.provider_get("/_demo/downloads") if d["bytes"] == size)
         seconds = system.events.completed[asset] - download["start"]
         figures: dict[str, Any] = {
             "bytes": size,

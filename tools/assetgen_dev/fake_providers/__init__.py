@@ -1,11 +1,15 @@
 """Fake provider servers, one module per API family, following the shapes documented in
 ``/work/shared/reference/provider-apis.md``; used by the per-preset integration tests.
+
+``FakeKieJobs`` (Kie.ai's jobs API) is also `make run`'s demo provider and the bench's provider,
+with their timing and results plugged in (``kie_jobs``, ``media``).
 """
 
 from assetgen_dev.fake_providers.base import FAIL_TEXT, FILTER_TEXT, FakeProvider, FakeTask
 from assetgen_dev.fake_providers.fal import FakeFal
 from assetgen_dev.fake_providers.google_veo import FakeGoogleVeo
-from assetgen_dev.fake_providers.kie import FakeKieFluxKontext, FakeKieJobs, FakeKieVeo
+from assetgen_dev.fake_providers.kie import FakeKieFluxKontext, FakeKieVeo
+from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
 from assetgen_dev.fake_providers.luma import FakeLuma
 from assetgen_dev.fake_providers.openai import FakeOpenAIImages, FakeOpenAIVideos
 from assetgen_dev.fake_providers.replicate import FakeReplicate

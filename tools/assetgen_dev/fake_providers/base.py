@@ -16,19 +16,23 @@ from typing import Any
 
 from aiohttp import web
 
-from assetgen_dev.demo_provider import make_png
+from assetgen_dev.fake_providers.media import demo_video, make_png
 
-__all__ = ["FAIL_TEXT", "FILTER_TEXT", "FakeProvider", "FakeTask", "demo_video"]
+__all__ = ["FAIL_TEXT", "FILTER_TEXT", "FakeProvider", "FakeTask", "demo_video", "serve"]
 
 FAIL_TEXT = "The model could not render this prompt (asked to fail)"
 FILTER_TEXT = "Your request was flagged by our safety system"
 
 
-def demo_video() -> bytes:
-    """A real H.264 MP4 (the demo provider's clip)."""
-    from importlib import resources
-
-    return resources.files("assetgen_dev").joinpath("demo_video.mp4").read_bytes()
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serves ``app`` on ``port`` (0: a free one); returns its runner (``cleanup()`` stops it), base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    await web.SockSite(runner, sock).start()
+    return runner, f"http://{host}:{sock.getsockname()[1]}"
 
 
 @dataclass
@@ -132,13 +136,7 @@ class FakeProvider:
         app.router.add_get("/files/{task_id}", self._serve_file)
         app.router.add_get("/inputs/image.png", self._serve_input)
         self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        await web.SockSite(self._runner, sock).start()
-        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        self._runner, self.base_url = await serve(app, host)
         return self.base_url
 
     async def stop(self) -> None:

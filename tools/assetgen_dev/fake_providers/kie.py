@@ -1,4 +1,7 @@
-"""Fake Kie.ai: the market/jobs API, the Veo family and the Flux Kontext family (docs.kie.ai shapes)."""
+"""Fake Kie.ai: the Veo family and the Flux Kontext family (docs.kie.ai shapes).
+
+The market/jobs API, which `make run` and the bench use too, is ``kie_jobs.FakeKieJobs``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from aiohttp import web
 
 from assetgen_dev.fake_providers.base import FAIL_TEXT, FakeProvider, FakeTask
 
-__all__ = ["FakeKieFluxKontext", "FakeKieJobs", "FakeKieVeo"]
+__all__ = ["FakeKieFluxKontext", "FakeKieVeo"]
 
 _UNAUTHORIZED = {"code": 401, "msg": "You do not have access permissions"}
 
@@ -28,36 +31,6 @@ class _Kie(FakeProvider):
 
     def _task(self, request: web.Request) -> FakeTask | None:
         return self.tasks.get(request.query.get("taskId", ""))
-
-
-class FakeKieJobs(_Kie):
-    """``POST /api/v1/jobs/createTask`` + ``GET /api/v1/jobs/recordInfo``; resultJson is a JSON string."""
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/api/v1/jobs/createTask", self.create)
-        app.router.add_get("/api/v1/jobs/recordInfo", self.record)
-
-    async def create(self, request: web.Request) -> web.Response:
-        task = await self._submit(request)
-        return task if isinstance(task, web.Response) else _created(task)
-
-    async def record(self, request: web.Request) -> web.Response:
-        task = self._task(request)
-        if not self.bearer_ok(request) or task is None:
-            return web.json_response(_UNAUTHORIZED if task else {"code": 404, "msg": "task not found"})
-        data: dict[str, Any] = {
-            "taskId": task.id,
-            "model": task.request.get("model"),
-            "param": json.dumps(task.request),
-        }
-        if not self.done(task):
-            data.update(state="generating", resultJson="", failCode=None, failMsg=None)
-        elif task.outcome == "fail":
-            data.update(state="fail", resultJson="", failCode="500", failMsg=FAIL_TEXT)
-        else:
-            result = json.dumps({"resultUrls": [self.file_url(task)]})
-            data.update(state="success", resultJson=result, failCode="", failMsg="")
-        return web.json_response({"code": 200, "message": "success", "data": data})
 
 
 class FakeKieVeo(_Kie):
