@@ -47,9 +47,9 @@ $(PROTO_STAMP): $(PROTO_SRC) | $(STAMP)
 	touch $@
 
 lint: $(STAMP) $(PROTO_STAMP)
-	$(BIN)/ruff check lib services tools tests
-	$(BIN)/ruff format --check lib services tools tests
-	$(BIN)/mypy lib services tools
+	$(BIN)/ruff check lib services tools tests bench
+	$(BIN)/ruff format --check lib services tools tests bench
+	$(BIN)/mypy lib services tools bench
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT) .pytest_cache .mypy_cache .ruff_cache
