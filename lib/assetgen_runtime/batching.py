@@ -4,8 +4,9 @@ Coroutines that call :meth:`Batcher.load` in the same event-loop iteration share
 batch function, made in the next iteration. Work that arrives together — the job messages of one
 JetStream fetch, say — therefore costs one database query or one RPC instead of one each, and a
 lone call waits for nothing but one loop iteration. With a ``linger``, a batch also gathers the
-calls of the next ``linger`` seconds: work that trickles in (polls due at 170 a second arrive one or
-two per fetch) is batched too, at the price of that much latency.
+calls of the next ``linger`` seconds: work that trickles in (at low poll rates due jobs leave
+JetStream one or two per fetch) is batched too, at the price of that much latency. How much each
+saves is measured in bench/README.md.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ V = TypeVar("V")
 W = TypeVar("W")
 
 GROUP_COMMIT_LINGER = 0.010
-"""Seconds a write waits for company (``ASSETGEN_DB_WRITE_LINGER_MS``): 10 ms gave ~5 % more
-generations/s than 3 ms in ``make bench`` throughput, and no step notices that much."""
+"""Seconds a write waits for company (``ASSETGEN_DB_WRITE_LINGER_MS``): long enough to gather the
+writes of the steps that run together, which is what makes grouping pay, and short enough that no step
+notices the wait. Chosen by ``make bench`` throughput runs (bench/README.md, bench/HISTORY.md)."""
 
 BatchFunction = Callable[[list[K]], Awaitable[Sequence[V | BaseException]]]
 
