@@ -12,9 +12,10 @@ import os
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["SettingsError", "describe", "env", "load"]
+__all__ = ["ServiceSettings", "SettingsError", "describe", "env", "load"]
 
 T = TypeVar("T")
 
@@ -81,10 +82,21 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     return cls(**values)
 
 
+def _own_fields_first(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields of ``cls``, those a subclass declares before those it inherits (as docs list them)."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    ordered: dict[str, dataclasses.Field[Any]] = {}
+    for klass in cls.__mro__:
+        for name in vars(klass).get("__annotations__", {}):
+            if name in fields:
+                ordered.setdefault(name, fields[name])
+    return list(ordered.values())
+
+
 def describe(cls: type) -> list[tuple[str, str, str]]:
     """Lists (variable, default, doc) for every setting of ``cls``, for docs and manifest checks."""
     rows = []
-    for field in dataclasses.fields(cls):
+    for field in _own_fields_first(cls):
         if "env" not in field.metadata:
             continue
         if field.default is not dataclasses.MISSING:
@@ -95,3 +107,21 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
             default = "(required)"
         rows.append((field.metadata["env"], default, field.metadata["doc"]))
     return rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """The settings every service has: how it shuts down, logs, serves metrics and runs its loop.
+
+    A service's settings class inherits these (``@dataclass(frozen=True, kw_only=True)`` on the
+    subclass too) and adds its own fields; :func:`describe` lists both.
+    """
+
+    shutdown_grace_seconds: float = env(
+        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
+    )
+    metrics_port: int = env(
+        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
+    )
+    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
+    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")

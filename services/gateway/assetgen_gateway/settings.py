@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assetgen_runtime.settings import env
+from assetgen_runtime.settings import ServiceSettings, env
 
 __all__ = ["GatewaySettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class GatewaySettings:
-    """Everything the gateway needs to know about its environment."""
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway needs to know about its environment (besides ``ServiceSettings``)."""
 
     http_port: int = env("ASSETGEN_HTTP_PORT", "Port of the HTTP/JSON API.", 8080)
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the public gRPC API.", 50051)
@@ -44,11 +44,3 @@ class GatewaySettings:
     request_timeout_seconds: float = env(
         "ASSETGEN_REQUEST_TIMEOUT_SECONDS", "Deadline of calls to internal services.", 30.0
     )
-    shutdown_grace_seconds: float = env(
-        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
-    )
-    metrics_port: int = env(
-        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
-    )
-    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
-    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from assetgen_orchestrator.jobs import PULL_PAUSE
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER
-from assetgen_runtime.settings import env
+from assetgen_runtime.settings import ServiceSettings, env
 
 __all__ = ["OrchestratorSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrchestratorSettings:
-    """Everything the orchestrator needs to know about its environment."""
+class OrchestratorSettings(ServiceSettings):
+    """Everything the orchestrator needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the orchestrator's gRPC API.", 50052)
     data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
@@ -73,14 +73,6 @@ class OrchestratorSettings:
     events_max_age_seconds: float = env(
         "ASSETGEN_EVENTS_MAX_AGE_SECONDS", "How long status events are kept in JetStream.", 86_400.0
     )
-    shutdown_grace_seconds: float = env(
-        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
-    )
-    metrics_port: int = env(
-        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
-    )
-    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
-    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")
 
     @property
     def resolved_database_url(self) -> str:

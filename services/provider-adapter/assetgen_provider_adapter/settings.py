@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER
-from assetgen_runtime.settings import env
+from assetgen_runtime.settings import ServiceSettings, env
 
 __all__ = ["ProviderAdapterSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProviderAdapterSettings:
-    """Everything the provider-adapter needs to know about its environment."""
+class ProviderAdapterSettings(ServiceSettings):
+    """Everything the provider-adapter needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the provider-adapter's gRPC API.", 50053)
     data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
@@ -56,14 +56,6 @@ class ProviderAdapterSettings:
         16,
     )
     rpc_timeout_seconds: float = env("ASSETGEN_RPC_TIMEOUT_SECONDS", "Deadline of calls to peers.", 30.0)
-    shutdown_grace_seconds: float = env(
-        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
-    )
-    metrics_port: int = env(
-        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
-    )
-    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
-    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")
 
     @property
     def resolved_catalog_database_url(self) -> str:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assetgen_runtime.settings import env
+from assetgen_runtime.settings import ServiceSettings, env
 
 __all__ = ["StorageSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class StorageSettings:
-    """Everything the storage service needs to know about its environment."""
+class StorageSettings(ServiceSettings):
+    """Everything the storage service needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the storage service's gRPC API.", 50054)
     s3_endpoint: str = env("ASSETGEN_S3_ENDPOINT", "S3 endpoint URL, e.g. http://127.0.0.1:8333.")
@@ -65,11 +65,3 @@ class StorageSettings:
     s3_startup_timeout_seconds: float = env(
         "ASSETGEN_S3_STARTUP_TIMEOUT_SECONDS", "How long start-up waits for S3 (the bucket check).", 60.0
     )
-    shutdown_grace_seconds: float = env(
-        "ASSETGEN_SHUTDOWN_GRACE_SECONDS", "Time in-flight calls get to finish on SIGTERM.", 10.0
-    )
-    metrics_port: int = env(
-        "ASSETGEN_METRICS_PORT", "Port serving Prometheus metrics at /metrics (0: not served).", 0
-    )
-    log_level: str = env("ASSETGEN_LOG_LEVEL", "Logging level.", "INFO")
-    event_loop: str = env("ASSETGEN_EVENT_LOOP", "Event loop: uvloop, or asyncio for debugging.", "uvloop")
