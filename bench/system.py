@@ -400,9 +400,10 @@ async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> S
                     system.replicas.setdefault(name, []).append(replica)
                     await _serving(f"127.0.0.1:{port}", replica, f"{name}-{number}", root)
         await asyncio.to_thread(wait_for_port, ports["http"], process=system.processes["gateway"])
-        # The driver shares the cores with the system it measures: one httpx pool of 32+ busy
-        # connections spent half the driver's CPU examining them (encode/httpcore#1035), so it
-        # uses the services' own client transport — eight small pools over asyncio's streams.
+        # The driver shares the cores with the system it measures, and one httpx pool of 32+ busy
+        # connections examines every one of them on each request (encode/httpcore#1035), so it
+        # uses the services' own client transport — eight small pools over asyncio's streams
+        # (what that saved: bench/README.md).
         system.http = httpx.AsyncClient(
             base_url=system.http_url,
             headers={"Authorization": f"Bearer {token}"},
