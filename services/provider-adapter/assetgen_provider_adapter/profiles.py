@@ -1,18 +1,18 @@
 """Provider profiles: declarative descriptions of a provider API family, and the shipped presets.
 
 A profile is JSON validated by ``profile.schema.json`` (every error names the exact field, as a
-JSONPath such as ``$.poll.state.map.done``); its JMESPath expressions are compiled at load so a typo
-fails when the preset is loaded, not on the first poll. Presets live in ``presets/<name>.json``; a
+JSONPath such as ``$.poll.state.map.done``), then parsed once into the typed sections of
+``profile_sections`` with defaults filled and JMESPath expressions compiled, so a typo fails when the
+preset is loaded, not on the first poll. Presets live in ``presets/<name>.json``; a
 provider keeps a copy of its preset's profile so later preset changes don't alter running providers.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -20,6 +20,30 @@ import jsonschema
 
 from assetgen_provider_adapter.ledger import Limits
 from assetgen_provider_adapter.paths import JMESPathError, compile_path
+from assetgen_provider_adapter.profile_sections import (
+    AuthSpec,
+    CancelSpec,
+    ConnectionSpec,
+    ErrorSpec,
+    HttpErrorSpec,
+    PollSpec,
+    PollTiming,
+    ProfileError,
+    ResultSpec,
+    SubmitSpec,
+    WebhookSpec,
+    auth_of,
+    cancel_of,
+    connection_of,
+    error_of,
+    http_errors_of,
+    limits_of,
+    parse_duration_ms,
+    poll_of,
+    poll_timing_of,
+    result_of,
+    submit_of,
+)
 
 __all__ = [
     "PollTiming",
@@ -29,32 +53,6 @@ __all__ = [
     "parse_duration_ms",
     "validate_profile",
 ]
-
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-# Polling defaults for a profile that says nothing: gentle enough for any provider.
-_DEFAULT_INITIAL_MS = 2000
-_DEFAULT_BACKOFF = 1.5
-_DEFAULT_MAX_MS = 30_000
-_DEFAULT_MIN_MS = 500
-_DEFAULT_DEADLINE_MS = 30 * 60_000
-
-
-class ProfileError(ValueError):
-    """A profile breaks the schema or holds a malformed path; the message names every bad field."""
-
-
-def parse_duration_ms(value: int | str | None, default: int) -> int:
-    """Milliseconds from a profile duration (an integer of ms, or ``500ms``/``3s``/``15m``/``1h``)."""
-    if value is None:
-        return default
-    if isinstance(value, int):
-        return value
-    match = _DURATION.match(value)
-    if not match:
-        raise ProfileError(f"malformed duration {value!r}")
-    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 @cache
@@ -117,28 +115,50 @@ def _requests(data: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]
             yield f"$.{section}.request", request
 
 
-@dataclass(frozen=True)
-class PollTiming:
-    """How to pace polls of one provider's tasks, in milliseconds."""
-
-    initial_delay_ms: int
-    backoff: float
-    max_delay_ms: int
-    min_interval_ms: int
-    deadline_ms: int
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Profile:
-    """A validated profile with typed accessors for what the engine reads on every call."""
+    """A validated profile parsed into typed sections (see ``profile_sections``).
+
+    ``data`` is the profile's JSON as given, kept to store and list it; everything that drives
+    behaviour is read from the typed sections. ``poll`` is None for a sync profile, ``cancel`` when
+    the provider cannot cancel, and ``webhook`` until provider callbacks arrive.
+    """
 
     data: Mapping[str, Any]
+    name: str
+    description: str
+    connection: ConnectionSpec
+    auth: AuthSpec
+    submit: SubmitSpec
+    poll: PollSpec | None
+    result: ResultSpec
+    error: ErrorSpec
+    http_errors: HttpErrorSpec
+    cancel: CancelSpec | None
+    poll_timing: PollTiming
+    limits: Limits
+    webhook: WebhookSpec | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Profile:
-        """Validates ``data`` and wraps it; raises :class:`ProfileError`."""
+        """Validates ``data`` and parses it into sections; raises :class:`ProfileError`."""
         validate_profile(data)
-        return cls(data=data)
+        poll_timing = poll_timing_of(data)
+        return cls(
+            data=data,
+            name=str(data["name"]),
+            description=str(data["description"]),
+            connection=connection_of(data),
+            auth=auth_of(data),
+            submit=submit_of(data),
+            poll=poll_of(data),
+            result=result_of(data),
+            error=error_of(data),
+            http_errors=http_errors_of(data),
+            cancel=cancel_of(data),
+            poll_timing=poll_timing,
+            limits=limits_of(data, poll_timing),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Profile:
@@ -150,96 +170,19 @@ class Profile:
         return cls.parse(data)
 
     @property
-    def name(self) -> str:
-        return str(self.data["name"])
-
-    @property
-    def description(self) -> str:
-        return str(self.data["description"])
-
-    @property
     def base_url(self) -> str:
-        return str(self.data["connection"]["base_url"])
-
-    @property
-    def submit(self) -> Mapping[str, Any]:
-        return self.data["submit"]  # type: ignore[no-any-return]
+        """The default base URL of the provider's requests."""
+        return self.connection.base_url
 
     @property
     def mode(self) -> str:
-        return str(self.submit.get("mode", "async"))
-
-    @property
-    def poll(self) -> Mapping[str, Any]:
-        return self.data.get("poll", {})  # type: ignore[no-any-return]
-
-    @property
-    def result(self) -> Mapping[str, Any]:
-        return self.data["result"]  # type: ignore[no-any-return]
-
-    @property
-    def error(self) -> Mapping[str, Any]:
-        return self.data.get("error", {})  # type: ignore[no-any-return]
-
-    @property
-    def http_errors(self) -> Mapping[str, Any]:
-        return self.data.get("http_errors", {})  # type: ignore[no-any-return]
-
-    @property
-    def auth(self) -> Mapping[str, Any]:
-        return self.data["auth"]  # type: ignore[no-any-return]
-
-    @property
-    def default_headers(self) -> Mapping[str, str]:
-        return self.data["connection"].get("default_headers", {})  # type: ignore[no-any-return]
+        """``async``, ``sync`` or ``hybrid`` (see ``SubmitSpec``)."""
+        return self.submit.mode
 
     def timeout_seconds(self, default: float) -> float:
         """Timeout of one HTTP call: the profile's, else ``default``."""
-        return default if self._timeout_ms is None else self._timeout_ms / 1000
-
-    # Derived values are computed once per profile: the engine reads them on every call, and a
-    # profile never changes (a provider's new profile is a new Profile).
-
-    @cached_property
-    def _timeout_ms(self) -> int | None:
-        timeout = self.data["connection"].get("timeout")
-        return None if timeout is None else parse_duration_ms(timeout, 0)
-
-    @cached_property
-    def retryable_statuses(self) -> frozenset[int]:
-        """HTTP statuses that mean transient trouble."""
-        return frozenset(self.http_errors.get("retryable", (408, 429, 500, 502, 503, 504)))
-
-    @cached_property
-    def limits(self) -> Limits:
-        """The profile's concurrency and submit-rate limits (``max_concurrency``, ``submit_rate``)."""
-        limits = self.data.get("limits", {})
-        count, period = 0, 0.0
-        if "submit_rate" in limits:
-            number, _, window = str(limits["submit_rate"]).partition("/")
-            window = window if window[:1].isdigit() else f"1{window}"
-            count, period = int(number), parse_duration_ms(window, 0) / 1000
-        return Limits(
-            max_concurrency=int(limits.get("max_concurrency", 0)),
-            submit_count=count,
-            submit_period=period,
-            retry_seconds=max(self.poll_timing.initial_delay_ms / 1000, 1.0),
-        )
-
-    @cached_property
-    def poll_timing(self) -> PollTiming:
-        """The pacing the orchestrator applies to this provider's tasks."""
-        interval = self.poll.get("interval", {})
-        minimum = parse_duration_ms(interval.get("min"), _DEFAULT_MIN_MS)
-        minimum = max(minimum, parse_duration_ms(self.data.get("limits", {}).get("min_poll_interval"), 0))
-        initial = max(parse_duration_ms(interval.get("initial"), _DEFAULT_INITIAL_MS), minimum)
-        return PollTiming(
-            initial_delay_ms=initial,
-            backoff=float(interval.get("backoff", _DEFAULT_BACKOFF)),
-            max_delay_ms=max(parse_duration_ms(interval.get("max"), _DEFAULT_MAX_MS), initial),
-            min_interval_ms=minimum,
-            deadline_ms=parse_duration_ms(self.poll.get("deadline"), _DEFAULT_DEADLINE_MS),
-        )
+        timeout_ms = self.connection.timeout_ms
+        return default if timeout_ms is None else timeout_ms / 1000
 
 
 @cache

@@ -1,0 +1,389 @@
+"""The typed sections of a provider profile: what the engine reads, parsed once, defaults filled.
+
+Each section is a frozen dataclass built from a schema-valid profile (``profiles.validate_profile``
+runs first), with every JMESPath expression compiled and every default the schema describes filled
+in, so code that uses a profile reads attributes and never repeats a default.
+
+Sections also read by their JSON field names (``profile.submit["request"]["url"]``), so code and
+tests written against the profile's JSON say the same thing either way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from assetgen_provider_adapter.ledger import Limits
+from assetgen_provider_adapter.paths import ParsedResult, compile_path
+
+__all__ = [
+    "AuthSpec",
+    "BodySpec",
+    "CancelSpec",
+    "ConnectionSpec",
+    "ErrorSpec",
+    "HttpErrorSpec",
+    "OutputSpec",
+    "PollSpec",
+    "PollTiming",
+    "ProfileError",
+    "RequestSpec",
+    "ResultSpec",
+    "StateSpec",
+    "SubmitSpec",
+    "WebhookSpec",
+    "auth_of",
+    "cancel_of",
+    "connection_of",
+    "error_of",
+    "http_errors_of",
+    "limits_of",
+    "parse_duration_ms",
+    "poll_of",
+    "poll_timing_of",
+    "result_of",
+    "submit_of",
+]
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+# Polling defaults for a profile that says nothing: gentle enough for any provider.
+_DEFAULT_INITIAL_MS = 2000
+_DEFAULT_BACKOFF = 1.5
+_DEFAULT_MAX_MS = 30_000
+_DEFAULT_MIN_MS = 500
+_DEFAULT_DEADLINE_MS = 30 * 60_000
+
+_DEFAULT_RETRYABLE = (408, 429, 500, 502, 503, 504)
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class ProfileError(ValueError):
+    """A profile breaks the schema or holds a malformed path; the message names every bad field."""
+
+
+def parse_duration_ms(value: int | str | None, default: int) -> int:
+    """Milliseconds from a profile duration (an integer of ms, or ``500ms``/``3s``/``15m``/``1h``)."""
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    match = _DURATION.match(value)
+    if not match:
+        raise ProfileError(f"malformed duration {value!r}")
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+class _ByFieldName:
+    """Lets a section be read by its JSON field name as well as by attribute."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+
+def _path(expression: str | None) -> ParsedResult | None:
+    return None if expression is None else compile_path(expression)
+
+
+def _strings(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping)) if mapping else _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class BodySpec(_ByFieldName):
+    """A request body: ``json`` (the template serialised), ``multipart`` (fields plus files) or ``none``.
+
+    ``has_template`` is False when the profile gives none: a submit then uses the model's template.
+    """
+
+    type: str = "none"
+    template: Any = None
+    has_template: bool = False
+    files: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec(_ByFieldName):
+    """One HTTP request a profile describes; ``url`` is empty when ``url_from`` names a capture."""
+
+    method: str
+    url: str = ""
+    url_from: str = ""
+    query: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    accept: str = ""
+    raw_path_vars: tuple[str, ...] = ()
+    body: BodySpec = BodySpec()
+
+
+def _request(data: Mapping[str, Any]) -> RequestSpec:
+    body = data.get("body", {})
+    return RequestSpec(
+        method=data["method"],
+        url=data.get("url", ""),
+        url_from=data.get("url_from", ""),
+        query=_strings(data.get("query")),
+        headers=_strings(data.get("headers")),
+        accept=data.get("accept", ""),
+        raw_path_vars=tuple(data.get("raw_path_vars", ())),
+        body=BodySpec(
+            type=body.get("type", "none"),
+            template=body.get("template"),
+            has_template="template" in body,
+            files=_strings(body.get("files")),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSpec(_ByFieldName):
+    """Where the provider lives; ``timeout_ms`` is None when the adapter's default applies."""
+
+    base_url: str
+    default_headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    timeout_ms: int | None = None
+
+
+def connection_of(data: Mapping[str, Any]) -> ConnectionSpec:
+    connection = data["connection"]
+    timeout = connection.get("timeout")
+    return ConnectionSpec(
+        base_url=str(connection["base_url"]),
+        default_headers=_strings(connection.get("default_headers")),
+        timeout_ms=None if timeout is None else parse_duration_ms(timeout, 0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSpec(_ByFieldName):
+    """Where the API key goes (``header``, ``query`` or ``none``) and the extra hosts that may get it."""
+
+    placement: str
+    name: str = ""
+    template: str = ""
+    hosts: frozenset[str] = frozenset()
+
+
+def auth_of(data: Mapping[str, Any]) -> AuthSpec:
+    auth = data["auth"]
+    return AuthSpec(
+        placement=auth["in"],
+        name=auth.get("name", ""),
+        template=auth.get("template", ""),
+        hosts=frozenset(host.lower() for host in auth.get("hosts", ())),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitSpec(_ByFieldName):
+    """The submit request and how to read its answer; ``mode`` is ``async``, ``sync`` or ``hybrid``."""
+
+    request: RequestSpec
+    mode: str = "async"
+    task_id: ParsedResult | None = None
+    captures: tuple[tuple[str, ParsedResult], ...] = ()
+    accept_when: ParsedResult | None = None
+
+
+def submit_of(data: Mapping[str, Any]) -> SubmitSpec:
+    submit = data["submit"]
+    return SubmitSpec(
+        request=_request(submit["request"]),
+        mode=str(submit.get("mode", "async")),
+        task_id=_path(submit.get("task_id")),
+        captures=tuple((name, compile_path(path)) for name, path in submit.get("captures", {}).items()),
+        accept_when=_path(submit.get("accept_when")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec(_ByFieldName):
+    """How a status answer maps to a task state: from the body at ``path`` or from the HTTP status."""
+
+    map: Mapping[str, str]
+    from_http_status: bool = False
+    path: ParsedResult | None = None
+    unknown: str = "PROCESSING"
+
+
+@dataclass(frozen=True, slots=True)
+class PollSpec(_ByFieldName):
+    """The status request, its state mapping, progress and the provider's next-poll hint header."""
+
+    request: RequestSpec
+    state: StateSpec
+    progress: ParsedResult | None = None
+    honor_header: str = ""
+
+
+def poll_of(data: Mapping[str, Any]) -> PollSpec | None:
+    """The poll section; None for a sync profile that has none."""
+    poll = data.get("poll")
+    if poll is None:
+        return None
+    state = poll["state"]
+    return PollSpec(
+        request=_request(poll["request"]),
+        state=StateSpec(
+            map=_strings(state["map"]),
+            from_http_status=state.get("source", "body") == "http_status",
+            path=_path(state.get("path")),
+            unknown=state.get("unknown", "PROCESSING"),
+        ),
+        progress=_path(poll.get("progress")),
+        honor_header=poll.get("interval", {}).get("honor_header", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec(_ByFieldName):
+    """Where a response holds result files: ``url``, ``base64`` at ``path``, or the ``raw_body``."""
+
+    kind: str
+    path: ParsedResult | None = None
+    content_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSpec(_ByFieldName):
+    """Which response holds the outputs (``status``, ``submit`` or an extra ``request``), and how.
+
+    ``download_with_auth``: result URLs need the provider's key, so the adapter downloads them.
+    """
+
+    source: str
+    outputs: tuple[OutputSpec, ...]
+    request: RequestSpec | None = None
+    download_with_auth: bool = False
+
+    @property
+    def only_raw_body(self) -> bool:
+        """Whether the result is the whole body of the result request, with nothing else to read."""
+        return all(output.kind == "raw_body" for output in self.outputs)
+
+
+def result_of(data: Mapping[str, Any]) -> ResultSpec:
+    result = data["result"]
+    return ResultSpec(
+        source=result["source"],
+        outputs=tuple(
+            OutputSpec(
+                kind=output["kind"],
+                path=_path(output.get("path")),
+                content_type=output.get("content_type", ""),
+            )
+            for output in result["outputs"]
+        ),
+        request=_request(result["request"]) if "request" in result else None,
+        download_with_auth=result.get("download", {}).get("auth", "none") == "inherit",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec(_ByFieldName):
+    """Where answers hold the provider's error text and code, and when a 2xx answer means failure."""
+
+    message: ParsedResult | None = None
+    code: ParsedResult | None = None
+    failure_when: ParsedResult | None = None
+
+
+def error_of(data: Mapping[str, Any]) -> ErrorSpec:
+    error = data.get("error", {})
+    return ErrorSpec(
+        message=_path(error.get("message")),
+        code=_path(error.get("code")),
+        failure_when=_path(error.get("failure_when")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpErrorSpec(_ByFieldName):
+    """Which answers are transient trouble worth a quick retry, and where the provider says when."""
+
+    retryable: frozenset[int] = frozenset(_DEFAULT_RETRYABLE)
+    retry_when: ParsedResult | None = None
+    retry_after_header: str = ""
+
+
+def http_errors_of(data: Mapping[str, Any]) -> HttpErrorSpec:
+    http_errors = data.get("http_errors", {})
+    return HttpErrorSpec(
+        retryable=frozenset(http_errors.get("retryable", _DEFAULT_RETRYABLE)),
+        retry_when=_path(http_errors.get("retry_when")),
+        retry_after_header=http_errors.get("retry_after_header", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSpec(_ByFieldName):
+    """The request that asks the provider to stop a task."""
+
+    request: RequestSpec
+    semantics: str = "cancel"
+
+
+def cancel_of(data: Mapping[str, Any]) -> CancelSpec | None:
+    """The cancel section; None when the provider has no cancel (no request, or ``supported: false``)."""
+    cancel = data.get("cancel", {})
+    if "request" not in cancel or cancel.get("supported") is False:
+        return None
+    return CancelSpec(request=_request(cancel["request"]), semantics=cancel.get("semantics", "cancel"))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSpec(_ByFieldName):
+    """Reserved for provider callbacks (the next issues); profiles parse none today."""
+
+
+@dataclass(frozen=True)
+class PollTiming:
+    """How to pace polls of one provider's tasks, in milliseconds."""
+
+    initial_delay_ms: int
+    backoff: float
+    max_delay_ms: int
+    min_interval_ms: int
+    deadline_ms: int
+
+
+def poll_timing_of(data: Mapping[str, Any]) -> PollTiming:
+    """The pacing the orchestrator applies to a provider's tasks; ``limits.min_poll_interval`` raises it."""
+    poll = data.get("poll", {})
+    interval = poll.get("interval", {})
+    minimum = parse_duration_ms(interval.get("min"), _DEFAULT_MIN_MS)
+    minimum = max(minimum, parse_duration_ms(data.get("limits", {}).get("min_poll_interval"), 0))
+    initial = max(parse_duration_ms(interval.get("initial"), _DEFAULT_INITIAL_MS), minimum)
+    return PollTiming(
+        initial_delay_ms=initial,
+        backoff=float(interval.get("backoff", _DEFAULT_BACKOFF)),
+        max_delay_ms=max(parse_duration_ms(interval.get("max"), _DEFAULT_MAX_MS), initial),
+        min_interval_ms=minimum,
+        deadline_ms=parse_duration_ms(poll.get("deadline"), _DEFAULT_DEADLINE_MS),
+    )
+
+
+def limits_of(data: Mapping[str, Any], timing: PollTiming) -> Limits:
+    """The concurrency and submit-rate limits (``max_concurrency``, ``submit_rate``) the ledger enforces."""
+    limits = data.get("limits", {})
+    count, period = 0, 0.0
+    if "submit_rate" in limits:
+        number, _, window = str(limits["submit_rate"]).partition("/")
+        window = window if window[:1].isdigit() else f"1{window}"
+        count, period = int(number), parse_duration_ms(window, 0) / 1000
+    return Limits(
+        max_concurrency=int(limits.get("max_concurrency", 0)),
+        submit_count=count,
+        submit_period=period,
+        retry_seconds=max(timing.initial_delay_ms / 1000, 1.0),
+    )
