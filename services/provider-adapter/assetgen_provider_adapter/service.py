@@ -32,8 +32,9 @@ from assetgen_provider_adapter.engine import (
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import PollTiming, Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
-from assetgen_provider_adapter.templates import MissingVariables, render
+from assetgen_provider_adapter.templates import MissingVariables, inspect_template, render
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
+from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
 __all__ = ["MAX_POLL_BATCH", "ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
 
@@ -130,8 +131,6 @@ def provider_message(row: ProviderRow) -> common_pb2.Provider:
 
 def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
     """The Model message of a row, with its template's variables."""
-    from assetgen_provider_adapter.templates import inspect_template
-
     variables = inspect_template(json.loads(row.request_schema_json))
     return common_pb2.Model(
         id=row.id,
@@ -148,33 +147,25 @@ def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
 
 
 def _parse_variables(text: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"variables_json is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("variables_json must be a JSON object")
-    return value
+        return parse_json_object(text, "variables_json", blank={})
+    except NotAJsonObject as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _parse_handle(text: str) -> Mapping[str, Any]:
-    if not text.strip():
-        return {}
     try:
-        value = json.loads(text)
-    except ValueError:
-        raise InvalidArgument("task_handle_json is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("task_handle_json must be a JSON object")
-    return value
+        return parse_json_object(text, "task_handle_json", blank={})
+    except NotAJsonObject as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
     """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine.
 
-    ``poll_concurrency`` bounds how many tasks of one PollTasks call are polled at once.
+    ``poll_concurrency`` bounds how many tasks of one PollTasks call are polled at once. Submissions
+    run in tasks of their own that outlive a caller who goes away; :meth:`aclose` waits for them at
+    shutdown.
     """
 
     def __init__(
@@ -191,6 +182,21 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         self._engine = engine
         self._results = results
         self._poll_concurrency = max(1, poll_concurrency)
+        self._submissions: set[asyncio.Task[provider_adapter_pb2.TaskStatus]] = set()
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """At shutdown: lets submissions still running reach their recorded outcome for up to
+        ``timeout`` seconds, then cancels the rest (their claims age into SubmitOutcomeUnknown).
+        """
+        running = set(self._submissions)
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            logger.warning("submissions cancelled at shutdown", extra={"count": len(late)})
 
     async def _stored_output(
         self, result: TaskResult, *, box_id: str, asset_id: str, once: bool = False
@@ -348,7 +354,10 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         render(resolved.template, variables)
         # Shielded: if the caller goes away mid-call (an orchestrator crash), the submission still runs
         # to its recorded outcome, so the redelivered job finds SENT rather than an unknown SENDING.
-        return await asyncio.shield(self._submit_once(request, resolved, variables))
+        submission = asyncio.create_task(self._submit_once(request, resolved, variables))
+        self._submissions.add(submission)
+        submission.add_done_callback(self._submissions.discard)
+        return await asyncio.shield(submission)
 
     async def _submit_once(
         self,

@@ -23,7 +23,7 @@ from assetgen_provider_adapter.credentials import SecretBox
 from assetgen_provider_adapter.db import ProviderRow, SubmissionRow, utcnow
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
-from assetgen_provider_adapter.ledger import SENDING, UNKNOWN, SubmissionLedger
+from assetgen_provider_adapter.ledger import SENDING, SENT, UNKNOWN, SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_runtime.database import create_engine, migrate, session_factory
@@ -253,3 +253,40 @@ async def test_concurrent_lookups_of_an_expired_model_share_one_query(h: Harness
     h.catalog.invalidate()
     await h.catalog.resolve("banana")
     assert calls == 2
+
+
+def _held_provider(h: Harness) -> tuple[asyncio.Event, asyncio.Event]:
+    """Makes the provider hold each submit until released: (the call arrived, release it)."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        await release.wait()
+        return httpx.Response(200, json=ACCEPTED)
+
+    h.answer[0] = held  # type: ignore[assignment]  # MockTransport awaits an awaitable answer
+    return arrived, release
+
+
+async def test_a_submission_outlives_its_cancelled_caller_and_close_awaits_it(h: Harness) -> None:
+    arrived, release = _held_provider(h)
+    caller = asyncio.create_task(h.servicer.SubmitTask(_submit("ast_gone"), None))  # type: ignore[arg-type]
+    await asyncio.wait_for(arrived.wait(), timeout=5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert [row.state for row in await _rows(h)] == [SENDING]
+    release.set()
+    await h.servicer.aclose(timeout=5)
+    assert [(row.state, row.task_id) for row in await _rows(h)] == [(SENT, "task_1")]
+
+
+async def test_close_cancels_a_submission_that_outlasts_its_timeout(h: Harness) -> None:
+    arrived, _ = _held_provider(h)
+    caller = asyncio.create_task(h.servicer.SubmitTask(_submit("ast_stuck"), None))  # type: ignore[arg-type]
+    await asyncio.wait_for(arrived.wait(), timeout=5)
+    await h.servicer.aclose(timeout=0.01)
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert [row.state for row in await _rows(h)] == [SENDING]
+    await h.servicer.aclose(timeout=0.01)  # nothing left running: returns at once
