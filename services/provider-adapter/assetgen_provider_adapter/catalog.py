@@ -1,11 +1,13 @@
 """The provider/model catalog in the adapter's own database, with a short in-memory cache for hot paths.
 
-PollTask runs about a thousand times a second, so resolving a model to its provider, parsed profile,
-parsed template and decrypted key is cached for a few seconds. The cache forgets everything on a local
+PollTask is the adapter's hot path, so resolving a model to its provider, parsed profile, parsed
+template and decrypted key is cached for a few seconds. The cache forgets everything on a local
 change and expires, so a change made through another replica takes effect within ``cache_ttl``
 seconds. Lookups that find nothing are never cached. Calls that miss the cache together (the tasks of
 one PollTasks batch) share one lookup, and a profile whose text did not change is not parsed and
-validated again, so what is derived from it (poll policy, limits) is computed once.
+validated again, so what is derived from it (poll policy, limits) is computed once. A lookup runs in
+a task of its own that outlives a caller who goes away; :meth:`Catalog.aclose` cancels those still
+running at shutdown.
 """
 
 from __future__ import annotations
@@ -107,8 +109,16 @@ class Catalog:
         self._ttl = cache_ttl
         self._clock = clock
         self._resolved: dict[str, tuple[float, ResolvedModel]] = {}
-        self._loading: dict[str, asyncio.Future[ResolvedModel]] = {}
+        self._loading: dict[str, asyncio.Task[ResolvedModel]] = {}
+        self._lookups: set[asyncio.Task[ResolvedModel]] = set()
         self._generation = 0
+
+    async def aclose(self) -> None:
+        """Cancels lookups still running (at shutdown), so none outlives the database it reads."""
+        lookups = list(self._lookups)
+        for lookup in lookups:
+            lookup.cancel()
+        await asyncio.gather(*lookups, return_exceptions=True)
 
     def invalidate(self) -> None:
         """Forgets every cached resolution (after a local change), and lookups under way."""
@@ -373,12 +383,14 @@ class Catalog:
             return cached[1]
         loading = self._loading.get(ref)
         if loading is None:
-            loading = self._loading[ref] = asyncio.ensure_future(self._load(ref, self._generation))
+            loading = self._loading[ref] = asyncio.create_task(self._load(ref, self._generation))
+            self._lookups.add(loading)
             loading.add_done_callback(lambda done: self._loaded(ref, done))
         # Shielded: a caller that goes away must not cancel the lookup the others wait for.
         return await asyncio.shield(loading)
 
-    def _loaded(self, ref: str, done: asyncio.Future[ResolvedModel]) -> None:
+    def _loaded(self, ref: str, done: asyncio.Task[ResolvedModel]) -> None:
+        self._lookups.discard(done)
         if self._loading.get(ref) is done:
             del self._loading[ref]
         if not done.cancelled():

@@ -11,8 +11,8 @@ call died mid-flight and the outcome is unknown as well.
 Every write is a single statement run in autocommit: one database round trip, durable when it
 returns, so the claim is on disk before the provider request leaves. SQLAlchemy Core statements are
 built once and only their parameters change, so their compiled form is cached. On PostgreSQL the
-claims, and the outcomes, of submissions made within 10 ms of each other (the steps of one pull)
-are committed together, as one statement over arrays of rows (``ASSETGEN_DB_WRITE_LINGER_MS``).
+claims, and the outcomes, of submissions made within the write linger of each other (the steps of
+one pull) are committed together, as one statement over arrays of rows (``ASSETGEN_DB_WRITE_LINGER_MS``).
 """
 
 from __future__ import annotations

@@ -290,3 +290,28 @@ async def test_close_cancels_a_submission_that_outlasts_its_timeout(h: Harness) 
         await caller
     assert [row.state for row in await _rows(h)] == [SENDING]
     await h.servicer.aclose(timeout=0.01)  # nothing left running: returns at once
+
+
+async def test_close_cancels_a_model_lookup_its_caller_left(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arrived, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def held_lookup(ref: str) -> Any:
+        arrived.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(h.catalog, "get_model", held_lookup)
+    h.clock[0] += 60  # past the cache's TTL
+    caller = asyncio.create_task(h.catalog.resolve("banana"))
+    await asyncio.wait_for(arrived.wait(), timeout=5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert not cancelled.is_set()  # shielded: the lookup others may share outlives its caller
+    await h.catalog.aclose()
+    assert cancelled.is_set()
