@@ -106,6 +106,9 @@ async def serve_metrics(port: int, host: str = "0.0.0.0") -> tuple[web.AppRunner
     app.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # a port already taken must not leave the runner open
+        raise
     return runner, int(runner.addresses[0][1])

@@ -1,21 +1,23 @@
-"""Server bootstrap shared by every service: gRPC with health and reflection, and graceful shutdown.
+"""Server bootstrap shared by every service: gRPC with health and reflection, and what a service opened.
 
 ``build_grpc_server`` is what both a service's ``run_server`` and the tests call, so tests build
-servers exactly as production does. ``wait_for_shutdown`` blocks until SIGTERM or SIGINT.
+servers exactly as production does. A ``run_server`` opens its parts inside ``async with Cleanups()``
+so that a failing start-up step closes what the earlier ones opened; the started service keeps them
+(``Cleanups.pop_all()``) in a :class:`RunningService`, whose ``stop()`` stops the gRPC server first
+and then closes the rest in reverse order of opening.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import grpc
-from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from assetgen_runtime.errors import ErrorMappingInterceptor
@@ -24,12 +26,11 @@ from assetgen_runtime.metrics import MetricsInterceptor, serve_metrics
 __all__ = [
     "GRPC_OPTIONS",
     "SERVER_OPTIONS",
+    "Cleanups",
     "GrpcServer",
     "RunningService",
     "build_grpc_server",
-    "serve_until_signal",
-    "wait_for_shutdown",
-    "with_metrics",
+    "open_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,32 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 Registrar = Callable[[Any, grpc.aio.Server], None]
-RunningServiceT = TypeVar("RunningServiceT", bound="RunningService")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Cleanups(contextlib.AsyncExitStack):
+    """The closing steps of what a service opened, run in reverse order of opening.
+
+    Used as ``async with Cleanups() as opened:`` while starting, it closes what was opened when a
+    later step fails; ``opened.pop_all()`` hands the steps to the started service, which runs them
+    with ``aclose()`` at stop. A failing step is logged, not raised, so the steps after it still run.
+    """
+
+    def push_async_callback(
+        self, callback: Callable[P, Awaitable[T]], /, *args: P.args, **kwds: P.kwargs
+    ) -> Callable[P, Awaitable[T]]:
+        """Adds ``callback(*args, **kwds)`` as the next step to run (it runs before the earlier ones)."""
+
+        async def logged() -> None:
+            try:
+                await callback(*args, **kwds)
+            except Exception:
+                step = getattr(callback, "__qualname__", repr(callback))
+                logger.exception("shutdown step failed", extra={"step": step})
+
+        super().push_async_callback(logged)
+        return callback
 
 
 @dataclass
@@ -64,9 +90,10 @@ class GrpcServer:
     """A started gRPC server, its health servicer and the services it reports on."""
 
     server: grpc.aio.Server
-    health: health_async.HealthServicer
+    health: health_aio.HealthServicer
     port: int
     service_names: list[str] = field(default_factory=list)
+    stopped: bool = field(default=False, init=False)
 
     async def set_serving(self, serving: bool = True) -> None:
         """Reports every service (and the server as a whole, "") SERVING or NOT_SERVING."""
@@ -77,7 +104,10 @@ class GrpcServer:
             await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
-        """Health NOT_SERVING for every watcher, then stop accepting and let calls finish."""
+        """Health NOT_SERVING for every watcher, then stop accepting and let calls finish; once only."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
@@ -89,10 +119,12 @@ async def build_grpc_server(
     port: int = 0,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     metrics_name: str = "",
+    cleanups: Cleanups | None = None,
 ) -> GrpcServer:
     """Starts a gRPC server for ``(add_XServicer_to_server, servicer, full_service_name)`` triples.
 
-    With ``metrics_name`` every call is counted and timed under that service label.
+    With ``metrics_name`` every call is counted and timed under that service label. With
+    ``cleanups`` the server is stopped (without grace) when they run, unless it was stopped before.
 
     Health starts NOT_SERVING; the caller flips it with ``set_serving()`` once its dependencies are
     connected. Reflection lists every service, health and reflection included, for grpcurl.
@@ -106,7 +138,7 @@ async def build_grpc_server(
     for register, servicer, name in services:
         register(servicer, server)
         names.append(name)
-    health = health_async.HealthServicer()
+    health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -115,45 +147,29 @@ async def build_grpc_server(
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
-    await server.start()
     grpc_server = GrpcServer(server=server, health=health, port=bound, service_names=names)
-    await grpc_server.set_serving(False)
-    return grpc_server
-
-
-async def wait_for_shutdown(stop: asyncio.Event | None = None) -> None:
-    """Waits until SIGTERM or SIGINT (or ``stop`` is set by someone else)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    logger.info("shutdown requested")
-
-
-async def run_cleanups(cleanups: Iterable[Callable[[], Awaitable[Any]]]) -> None:
-    """Runs shutdown steps in order, logging (not raising) a failing one so the rest still run."""
-    for cleanup in cleanups:
-        try:
-            await cleanup()
-        except Exception:
-            logger.exception("shutdown step failed")
+        await server.start()
+        await grpc_server.set_serving(False)
+    except BaseException:
+        await grpc_server.stop(0)
+        raise
+    if cleanups is not None:
+        cleanups.push_async_callback(grpc_server.stop, 0)
+    return grpc_server
 
 
 @dataclass
 class RunningService:
-    """A started service: its gRPC server and the shutdown steps that follow ``server.stop(grace)``.
+    """A started service: its gRPC server and the steps that close what it opened.
 
-    ``cleanups`` run in order after the server stopped (drain NATS, close channels, dispose engines).
+    ``cleanups`` run after the server stopped, in reverse order of opening (stop the job runner,
+    drain NATS, close channels, dispose engines, stop serving /metrics).
     """
 
     grpc: GrpcServer
     grace: float = 10.0
-    cleanups: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    cleanups: Cleanups = field(default_factory=Cleanups)
     metrics_port: int = 0
 
     @property
@@ -162,20 +178,15 @@ class RunningService:
         return self.grpc.port
 
     async def stop(self) -> None:
-        """Health NOT_SERVING → ``server.stop(grace)`` → the cleanups, in order."""
+        """Health NOT_SERVING → ``server.stop(grace)`` → the cleanups, newest first."""
         await self.grpc.stop(self.grace)
-        await run_cleanups(self.cleanups)
+        await self.cleanups.aclose()
 
 
-async def with_metrics(service: RunningServiceT, port: int) -> RunningServiceT:
-    """Serves /metrics on ``port`` for ``service`` (nothing when 0) and stops it with the service."""
-    if port:
-        runner, service.metrics_port = await serve_metrics(port)
-        service.cleanups.append(runner.cleanup)
-    return service
-
-
-async def serve_until_signal(service: RunningService) -> None:
-    """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
-    await wait_for_shutdown()
-    await service.stop()
+async def open_metrics(cleanups: Cleanups, port: int) -> int:
+    """Serves /metrics on ``port`` until ``cleanups`` run; returns the bound port (0: not served)."""
+    if not port:
+        return 0
+    runner, bound = await serve_metrics(port)
+    cleanups.push_async_callback(runner.cleanup)
+    return bound

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import grpc
 from aiohttp import web
+from nats.aio.client import Client
 
 from assetgen.v1 import (
     gateway_pb2,
@@ -20,10 +22,9 @@ from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.settings import GatewaySettings
 from assetgen_gateway.watch import EventWatcher
 from assetgen_runtime.channels import open_channel
-from assetgen_runtime.eventloop import run
 from assetgen_runtime.jetstream import connect
-from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
+from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
+from assetgen_runtime.service import run_service
 from assetgen_runtime.settings import load
 
 __all__ = ["GatewayService", "main", "run_server"]
@@ -50,75 +51,74 @@ async def run_server(
 ) -> GatewayService:
     """Starts the gateway's gRPC and HTTP servers; ``port=0``/``http_port=0`` pick free ports."""
     tokens = load_tokens(settings.api_tokens, settings.api_token_file)
-    nc = await connect(settings.nats_url, "assetgen-gateway")
-    watcher = EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds)
-    channels = [
-        open_channel(settings.orchestrator_addr),
-        open_channel(settings.provider_adapter_addr),
-        open_channel(settings.storage_addr),
-    ]
-    api = GatewayApi(
-        orchestrator_pb2_grpc.OrchestratorServiceStub(channels[0]),
-        provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channels[1]),
-        storage_pb2_grpc.StorageServiceStub(channels[2]),
-        timeout=settings.request_timeout_seconds,
-        max_upload_bytes=settings.max_object_bytes,
-        watcher=watcher,
-    )
-    server = await build_grpc_server(
-        [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
-        port=settings.grpc_port if port is None else port,
-        metrics_name="gateway",
-        interceptors=[AuthInterceptor(tokens)],
-    )
-    ready = False
-    app = build_http_app(
-        api,
-        tokens,
-        cors_origins=settings.cors_origins,
-        max_json_bytes=settings.max_json_body_bytes,
-        max_upload_bytes=settings.max_object_bytes,
-        readiness=lambda: ready,
-        heartbeat=settings.watch_heartbeat_seconds,
-    )
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
-    await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", settings.http_port if http_port is None else http_port)
-    await site.start()
-    bound_http = runner.addresses[0][1]
-    await server.set_serving()
-    ready = True
-
-    async def close_channels() -> None:
-        for channel in channels:
-            with contextlib.suppress(Exception):
-                await channel.close()
-
-    async def close_nats() -> None:
-        with contextlib.suppress(Exception):
-            await nc.drain()
-
-    return await with_metrics(
-        GatewayService(
+    async with Cleanups() as opened:
+        metrics_port = await open_metrics(opened, settings.metrics_port)
+        channels = [
+            open_channel(settings.orchestrator_addr),
+            open_channel(settings.provider_adapter_addr),
+            open_channel(settings.storage_addr),
+        ]
+        opened.push_async_callback(_close_channels, channels)
+        nc = await connect(settings.nats_url, "assetgen-gateway")
+        opened.push_async_callback(_drain, nc)
+        watcher = EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds)
+        api = GatewayApi(
+            orchestrator_pb2_grpc.OrchestratorServiceStub(channels[0]),
+            provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channels[1]),
+            storage_pb2_grpc.StorageServiceStub(channels[2]),
+            timeout=settings.request_timeout_seconds,
+            max_upload_bytes=settings.max_object_bytes,
+            watcher=watcher,
+        )
+        server = await build_grpc_server(
+            [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
+            port=settings.grpc_port if port is None else port,
+            metrics_name="gateway",
+            interceptors=[AuthInterceptor(tokens)],
+            cleanups=opened,
+        )
+        ready = False
+        app = build_http_app(
+            api,
+            tokens,
+            cors_origins=settings.cors_origins,
+            max_json_bytes=settings.max_json_body_bytes,
+            max_upload_bytes=settings.max_object_bytes,
+            readiness=lambda: ready,
+            heartbeat=settings.watch_heartbeat_seconds,
+        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+        await runner.setup()
+        opened.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, "0.0.0.0", settings.http_port if http_port is None else http_port)
+        await site.start()
+        bound_http = runner.addresses[0][1]
+        await server.set_serving()
+        ready = True
+        return GatewayService(
             grpc=server,
             grace=settings.shutdown_grace_seconds,
-            cleanups=[runner.cleanup, close_nats, close_channels],
+            cleanups=opened.pop_all(),
+            metrics_port=metrics_port,
             http_port=bound_http,
             watcher=watcher,
-        ),
-        settings.metrics_port,
-    )
+        )
 
 
-async def _serve(settings: GatewaySettings) -> None:
-    await serve_until_signal(await run_server(settings))
+async def _close_channels(channels: list[grpc.aio.Channel]) -> None:
+    for channel in channels:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+async def _drain(nc: Client) -> None:
+    with contextlib.suppress(Exception):
+        await nc.drain()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serves until SIGTERM."""
-    settings = load(GatewaySettings)
-    configure_logging("gateway", settings.log_level)
-    run(_serve(settings), settings.event_loop)
+    run_service(load(GatewaySettings), "gateway", run_server)
 
 
 if __name__ == "__main__":

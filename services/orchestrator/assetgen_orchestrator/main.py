@@ -17,9 +17,9 @@ from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime import jetstream
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate
-from assetgen_runtime.eventloop import run
 from assetgen_runtime.jsonlog import configure_logging
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
+from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
+from assetgen_runtime.service import run_service
 from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "run_server"]
@@ -38,78 +38,79 @@ async def migrate_database(settings: OrchestratorSettings) -> None:
 
 async def run_server(settings: OrchestratorSettings, *, port: int | None = None) -> RunningService:
     """Starts the orchestrator: database, NATS streams, job runner and gRPC server."""
-    await migrate_database(settings)
-    engine = create_engine(settings.resolved_database_url)
-    store = AssetStore(engine, write_linger=settings.db_write_linger_ms / 1000)
-    nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
-    js = nc.jetstream(timeout=10)
-    await setup_streams(js, events_max_age=settings.events_max_age_seconds)
-    adapter_channel = open_channel(settings.provider_adapter_addr)
-    storage_channel = open_channel(settings.storage_addr)
-    adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
-    storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
-    events = EventPublisher(nc)
-    lifecycle = Lifecycle(
-        store,
-        adapter,
-        storage,
-        events,
-        LifecycleConfig(
-            step_retries=settings.submit_retries,
-            retry_base_seconds=settings.retry_base_seconds,
-            rpc_timeout=settings.rpc_timeout_seconds,
-            submit_timeout=settings.submit_timeout_seconds,
-            ingest_timeout=settings.ingest_timeout_seconds,
-            default_deadline=settings.default_deadline_seconds,
-            max_pull_pause=settings.max_pull_pause_ms / 1000,
-        ),
-    )
-    runner = JobRunner(
-        js,
-        lifecycle.handle,
-        lifecycle.on_poison,
-        concurrency=settings.worker_concurrency,
-        ack_wait=settings.ack_wait_seconds,
-        max_ack_pending=settings.max_in_flight,
-        pull_pause=settings.max_pull_pause_ms / 1000,
-    )
-    jobs = JobPublisher(js, on_published=runner.job_published)
-    servicer = OrchestratorServicer(
-        store, adapter, storage, jobs, events, rpc_timeout=settings.rpc_timeout_seconds
-    )
-    server = await build_grpc_server(
-        [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],
-        port=settings.grpc_port if port is None else port,
-        metrics_name="orchestrator",
-    )
-    await runner.start()
-    await server.set_serving()
-
-    async def stop_runner() -> None:
-        await runner.stop(settings.shutdown_grace_seconds)
-
-    cleanups = [stop_runner, nc.drain, adapter_channel.close, storage_channel.close, engine.dispose]
-    if settings.metrics_port:
-        cleanups.insert(0, start_gauge_refresh(store))
-    return await with_metrics(
-        RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups),
-        settings.metrics_port,
-    )
-
-
-async def _serve(settings: OrchestratorSettings) -> None:
-    await serve_until_signal(await run_server(settings))
+    async with Cleanups() as opened:
+        metrics_port = await open_metrics(opened, settings.metrics_port)
+        await migrate_database(settings)
+        engine = create_engine(settings.resolved_database_url)
+        opened.push_async_callback(engine.dispose)
+        store = AssetStore(engine, write_linger=settings.db_write_linger_ms / 1000)
+        storage_channel = open_channel(settings.storage_addr)
+        opened.push_async_callback(storage_channel.close)
+        adapter_channel = open_channel(settings.provider_adapter_addr)
+        opened.push_async_callback(adapter_channel.close)
+        nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
+        opened.push_async_callback(nc.drain)
+        js = nc.jetstream(timeout=10)
+        await setup_streams(js, events_max_age=settings.events_max_age_seconds)
+        adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
+        storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
+        events = EventPublisher(nc)
+        lifecycle = Lifecycle(
+            store,
+            adapter,
+            storage,
+            events,
+            LifecycleConfig(
+                step_retries=settings.submit_retries,
+                retry_base_seconds=settings.retry_base_seconds,
+                rpc_timeout=settings.rpc_timeout_seconds,
+                submit_timeout=settings.submit_timeout_seconds,
+                ingest_timeout=settings.ingest_timeout_seconds,
+                default_deadline=settings.default_deadline_seconds,
+                max_pull_pause=settings.max_pull_pause_ms / 1000,
+            ),
+        )
+        runner = JobRunner(
+            js,
+            lifecycle.handle,
+            lifecycle.on_poison,
+            concurrency=settings.worker_concurrency,
+            ack_wait=settings.ack_wait_seconds,
+            max_ack_pending=settings.max_in_flight,
+            pull_pause=settings.max_pull_pause_ms / 1000,
+        )
+        jobs = JobPublisher(js, on_published=runner.job_published)
+        servicer = OrchestratorServicer(
+            store, adapter, storage, jobs, events, rpc_timeout=settings.rpc_timeout_seconds
+        )
+        server = await build_grpc_server(
+            [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],
+            port=settings.grpc_port if port is None else port,
+            metrics_name="orchestrator",
+            cleanups=opened,
+        )
+        await runner.start()
+        opened.push_async_callback(runner.stop, settings.shutdown_grace_seconds)
+        if settings.metrics_port:
+            opened.push_async_callback(start_gauge_refresh(store))
+        await server.set_serving()
+        return RunningService(
+            grpc=server,
+            grace=settings.shutdown_grace_seconds,
+            cleanups=opened.pop_all(),
+            metrics_port=metrics_port,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serves until SIGTERM; with the argument ``migrate``, migrates the database and exits."""
     args = sys.argv[1:] if argv is None else argv
     settings = load(OrchestratorSettings)
-    configure_logging("orchestrator", settings.log_level)
     if args[:1] == ["migrate"]:
+        configure_logging("orchestrator", settings.log_level)
         asyncio.run(migrate_database(settings))
         return
-    run(_serve(settings), settings.event_loop)
+    run_service(settings, "orchestrator", run_server)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
-from assetgen_runtime.eventloop import run
 from assetgen_runtime.http import DirectClient, ShardedTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
+from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
+from assetgen_runtime.service import run_service
 from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "new_http_client", "run_server"]
@@ -70,67 +70,71 @@ async def run_server(
 ) -> RunningService:
     """Starts the provider-adapter: catalog database (migrated), HTTP client and gRPC server."""
     load_presets()  # a broken preset must stop the start, not the first call
-    await migrate_database(settings)
-    engine = create_engine(settings.resolved_catalog_database_url)
-    sessions = session_factory(engine)
-    box = load_secret_box(settings.secret_key, settings.data_dir)
-    client = http_client or new_http_client(settings)
-    guard = NetworkGuard(settings.allowed_fetch_networks)
-    storage_channel = open_channel(settings.storage_addr)
-    results = ResultStore(
-        storage_pb2_grpc.StorageServiceStub(storage_channel),
-        client,
-        guard,
-        download_timeout=settings.http_timeout_seconds,
-    )
-    servicer = ProviderAdapterServicer(
-        Catalog(
-            sessions,
-            box,
-            cache_ttl=cache_ttl,
-            references=KeyReferences(os.environ, settings.provider_secrets_dir),
-        ),
-        SubmissionLedger(engine, write_linger=settings.db_write_linger_ms / 1000),
-        ProviderEngine(
+    async with Cleanups() as opened:
+        metrics_port = await open_metrics(opened, settings.metrics_port)
+        await migrate_database(settings)
+        engine = create_engine(settings.resolved_catalog_database_url)
+        opened.push_async_callback(engine.dispose)
+        sessions = session_factory(engine)
+        box = load_secret_box(settings.secret_key, settings.data_dir)
+        storage_channel = open_channel(settings.storage_addr)
+        opened.push_async_callback(storage_channel.close)
+        client = http_client or new_http_client(settings)
+        if http_client is None:
+            opened.push_async_callback(client.aclose)
+        guard = NetworkGuard(settings.allowed_fetch_networks)
+        results = ResultStore(
+            storage_pb2_grpc.StorageServiceStub(storage_channel),
             client,
-            default_timeout=settings.http_timeout_seconds,
-            retry=retry_policy,
-            guard=guard,
-            max_inline_bytes=settings.max_inline_result_bytes,
-        ),
-        results,
-        poll_concurrency=settings.poll_concurrency,
-    )
-    server = await build_grpc_server(
-        [(provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server, servicer, SERVICE_NAME)],
-        port=settings.grpc_port if port is None else port,
-        metrics_name="provider-adapter",
-    )
-    await server.set_serving()
-    cleanups = [results.close, storage_channel.close, engine.dispose]
-    if http_client is None:
-        cleanups.insert(0, client.aclose)
-    return await with_metrics(
-        RunningService(grpc=server, grace=settings.shutdown_grace_seconds, cleanups=cleanups),
-        settings.metrics_port,
-    )
-
-
-async def _serve(settings: ProviderAdapterSettings) -> None:
-    await serve_until_signal(await run_server(settings))
+            guard,
+            download_timeout=settings.http_timeout_seconds,
+        )
+        opened.push_async_callback(results.close)
+        servicer = ProviderAdapterServicer(
+            Catalog(
+                sessions,
+                box,
+                cache_ttl=cache_ttl,
+                references=KeyReferences(os.environ, settings.provider_secrets_dir),
+            ),
+            SubmissionLedger(engine, write_linger=settings.db_write_linger_ms / 1000),
+            ProviderEngine(
+                client,
+                default_timeout=settings.http_timeout_seconds,
+                retry=retry_policy,
+                guard=guard,
+                max_inline_bytes=settings.max_inline_result_bytes,
+            ),
+            results,
+            poll_concurrency=settings.poll_concurrency,
+        )
+        register = provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server
+        server = await build_grpc_server(
+            [(register, servicer, SERVICE_NAME)],
+            port=settings.grpc_port if port is None else port,
+            metrics_name="provider-adapter",
+            cleanups=opened,
+        )
+        await server.set_serving()
+        return RunningService(
+            grpc=server,
+            grace=settings.shutdown_grace_seconds,
+            cleanups=opened.pop_all(),
+            metrics_port=metrics_port,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     """``assetgen-provider-adapter`` serves; ``assetgen-provider-adapter migrate`` migrates and exits."""
     args = sys.argv[1:] if argv is None else argv
     settings = load(ProviderAdapterSettings)
-    configure_logging("provider-adapter", settings.log_level)
     if args[:1] == ["migrate"]:
+        configure_logging("provider-adapter", settings.log_level)
         asyncio.run(migrate_database(settings))
         return
     if args:
         raise SystemExit(f"usage: assetgen-provider-adapter [migrate], got {' '.join(args)}")
-    run(_serve(settings), settings.event_loop)
+    run_service(settings, "provider-adapter", run_server)
 
 
 if __name__ == "__main__":

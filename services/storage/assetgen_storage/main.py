@@ -9,11 +9,10 @@ import logging
 import httpx
 
 from assetgen.v1 import storage_pb2, storage_pb2_grpc
-from assetgen_runtime.eventloop import run
 from assetgen_runtime.http import AsyncioHTTPTransport, cookieless_jar
-from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
-from assetgen_runtime.server import RunningService, build_grpc_server, serve_until_signal, with_metrics
+from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
+from assetgen_runtime.service import run_service
 from assetgen_runtime.settings import load
 from assetgen_storage.bucket import Bucket
 from assetgen_storage.service import StorageServicer
@@ -40,32 +39,35 @@ async def run_server(
     """
     bucket = Bucket(settings)
     guard = network_guard or NetworkGuard(settings.allowed_fetch_networks)
-    # Redirects are followed by the SSRF guard, hop by hop; proxies from the environment would
-    # bypass the address it pins, so none are used; nor are cookies, one download's to the next.
-    http = http_client or httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.fetch_timeout_seconds),
-        follow_redirects=False,
-        trust_env=False,
-        cookies=cookieless_jar(),
-        transport=AsyncioHTTPTransport(trust_env=False),
-    )
-    servicer = StorageServicer(settings, bucket, http, guard)
-    grpc_server = await build_grpc_server(
-        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
-        port=settings.grpc_port if port is None else port,
-        metrics_name="storage",
-    )
-    service = RunningService(grpc=grpc_server, grace=settings.shutdown_grace_seconds)
-    if http_client is None:
-        service.cleanups.append(http.aclose)
-    try:
+    async with Cleanups() as opened:
+        metrics_port = await open_metrics(opened, settings.metrics_port)
+        # Redirects are followed by the SSRF guard, hop by hop; proxies from the environment would
+        # bypass the address it pins, so none are used; nor are cookies, one download's to the next.
+        http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.fetch_timeout_seconds),
+            follow_redirects=False,
+            trust_env=False,
+            cookies=cookieless_jar(),
+            transport=AsyncioHTTPTransport(trust_env=False),
+        )
+        if http_client is None:
+            opened.push_async_callback(http.aclose)
+        servicer = StorageServicer(settings, bucket, http, guard)
+        grpc_server = await build_grpc_server(
+            [(storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
+            port=settings.grpc_port if port is None else port,
+            metrics_name="storage",
+            cleanups=opened,
+        )
         await bucket.ensure(settings.s3_startup_timeout_seconds)
-    except BaseException:
-        await service.stop()
-        raise
-    await grpc_server.set_serving(True)
-    logger.info("storage serving", extra={"port": grpc_server.port, "bucket": settings.s3_bucket})
-    return await with_metrics(service, settings.metrics_port)
+        await grpc_server.set_serving(True)
+        logger.info("storage serving", extra={"port": grpc_server.port, "bucket": settings.s3_bucket})
+        return RunningService(
+            grpc=grpc_server,
+            grace=settings.shutdown_grace_seconds,
+            cleanups=opened.pop_all(),
+            metrics_port=metrics_port,
+        )
 
 
 _M_MMAP_THRESHOLD = -3
@@ -92,14 +94,11 @@ def _return_part_buffers_to_the_os() -> None:
         logger.warning("could not set the malloc mmap threshold; memory may exceed a few part sizes")
 
 
-async def _serve(settings: StorageSettings) -> None:
-    service = await run_server(settings)
-    await serve_until_signal(service)
+async def _start(settings: StorageSettings) -> RunningService:
+    _return_part_buffers_to_the_os()
+    return await run_server(settings)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Runs the storage service until SIGTERM/SIGINT."""
-    settings = load(StorageSettings)
-    configure_logging("storage", settings.log_level)
-    _return_part_buffers_to_the_os()
-    run(_serve(settings), settings.event_loop)
+    run_service(load(StorageSettings), "storage", _start)
