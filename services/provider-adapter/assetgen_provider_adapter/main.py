@@ -90,13 +90,15 @@ async def run_server(
             download_timeout=settings.http_timeout_seconds,
         )
         opened.push_async_callback(results.close)
+        catalog = Catalog(
+            sessions,
+            box,
+            cache_ttl=cache_ttl,
+            references=KeyReferences(os.environ, settings.provider_secrets_dir),
+        )
+        opened.push_async_callback(catalog.aclose)
         servicer = ProviderAdapterServicer(
-            Catalog(
-                sessions,
-                box,
-                cache_ttl=cache_ttl,
-                references=KeyReferences(os.environ, settings.provider_secrets_dir),
-            ),
+            catalog,
             SubmissionLedger(engine, write_linger=settings.db_write_linger_ms / 1000),
             ProviderEngine(
                 client,
@@ -108,6 +110,8 @@ async def run_server(
             results,
             poll_concurrency=settings.poll_concurrency,
         )
+        # Submissions still running when the server stopped reach their recorded outcome first.
+        opened.push_async_callback(servicer.aclose, settings.shutdown_grace_seconds)
         register = provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server
         server = await build_grpc_server(
             [(register, servicer, SERVICE_NAME)],
