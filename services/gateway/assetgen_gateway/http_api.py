@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from assetgen.v1 import gateway_pb2
 from assetgen_gateway.api import GatewayApi, MetadataContext
 from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.console import add_console
 from assetgen_gateway.middleware import (
     auth_middleware,
     cors_middleware,
@@ -83,8 +84,9 @@ def build_http_app(
     max_upload_bytes: int,
     readiness: Callable[[], bool],
     heartbeat: float = 15.0,
+    console_media_origins: tuple[str, ...] = (),
 ) -> web.Application:
-    """The aiohttp application serving the whole public HTTP API."""
+    """The aiohttp application serving the whole public HTTP API, and the web console at ``/``."""
     app = web.Application(
         middlewares=[
             metrics_middleware,
@@ -124,4 +126,5 @@ def build_http_app(
     app.router.add_get(HEALTHZ_PATH, healthz)
     app.router.add_get(READYZ_PATH, readyz)
     app.router.add_get(OPENAPI_PATH, openapi)
+    add_console(app, media_origins=console_media_origins)
     return app

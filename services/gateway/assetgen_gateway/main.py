@@ -82,6 +82,7 @@ async def run_server(
             api,
             tokens,
             cors_origins=settings.cors_origins,
+            console_media_origins=settings.console_media_origins,
             max_json_bytes=settings.max_json_body_bytes,
             max_upload_bytes=settings.max_object_bytes,
             readiness=lambda: ready,

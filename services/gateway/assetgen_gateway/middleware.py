@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.console import is_console_route
 from assetgen_gateway.responses import error_response
 from assetgen_gateway.routes import OPEN_PATHS, STREAM_PATHS
 from assetgen_runtime.errors import AssetGenError, http_status, reason_of
@@ -92,11 +93,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def auth_middleware(tokens: TokenSet) -> Any:
-    """Checks the bearer token on every path but the open ones (and CORS preflights)."""
+    """Checks the bearer token on every path but the open ones, the console's, and CORS preflights."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "OPTIONS" and request.path not in OPEN_PATHS:
+        if request.method != "OPTIONS" and request.path not in OPEN_PATHS and not is_console_route(request):
             header = request.headers.get("Authorization")
             query_token = request.query.get("token")
             if not header and query_token and _is_stream_route(request):

@@ -41,6 +41,12 @@ class GatewaySettings(ServiceSettings):
     cors_origins: tuple[str, ...] = env(
         "ASSETGEN_CORS_ORIGINS", "Comma-separated origins allowed by CORS.", ()
     )
+    console_media_origins: tuple[str, ...] = env(
+        "ASSETGEN_CONSOLE_MEDIA_ORIGINS",
+        "Comma-separated origins the web console shows stored files from (storage's S3 public "
+        "endpoint); empty allows any http(s) origin for pictures and videos.",
+        (),
+    )
     request_timeout_seconds: float = env(
         "ASSETGEN_REQUEST_TIMEOUT_SECONDS", "Deadline of calls to internal services.", 30.0
     )

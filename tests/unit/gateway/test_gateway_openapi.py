@@ -14,6 +14,7 @@ from openapi_spec_validator import validate
 from assetgen.v1 import common_pb2, gateway_pb2
 from assetgen_gateway.api import GatewayApi
 from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.console import is_console_resource
 from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.openapi import build_openapi, routes_markdown
 from assetgen_gateway.routes import OPENAPI_PATH, http_routes
@@ -51,6 +52,8 @@ def test_its_paths_are_exactly_the_apps_routes() -> None:
     for route in _app().router.routes():
         if route.method == "HEAD":
             continue  # aiohttp adds HEAD to every GET by itself
+        if is_console_resource(route.resource):
+            continue  # the web console's pages and files are not part of the API
         served.add((route.method, route.resource.canonical.rstrip("/")))  # type: ignore[union-attr]
     documented = {
         (method.upper(), path)
