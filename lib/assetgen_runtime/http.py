@@ -12,6 +12,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from assetgen_runtime.httpx_internals import set_network_backend
+
 __all__ = [
     "AsyncioHTTPTransport",
     "AsyncioNetworkBackend",
@@ -112,9 +114,8 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
     """httpcore's connections on asyncio's own streams (so on uvloop's C transports when it runs).
 
     httpcore's default backend for asyncio goes through anyio, whose cancel scopes, stream wrappers
-    and per-request readability checks cost more than the HTTP itself: a keep-alive GET to a local
-    server took 0.47 ms of CPU this way against 0.57 ms through anyio, 0.66 against 1.00 ms with 16
-    requests in flight over one pool (uvloop, same host, alternating).
+    and per-request readability checks cost more CPU than the HTTP itself; this backend has none of
+    them (measured in bench/README.md).
     """
 
     async def connect_tcp(
@@ -171,21 +172,22 @@ class AsyncioHTTPTransport(httpx.AsyncHTTPTransport):
 
     Takes ``httpx.AsyncHTTPTransport``'s arguments. httpx does not pass a network backend on to the
     httpcore pool it builds (httpcore takes one), so the pool is handed ours before it has made any
-    connection; a test checks the requests really go through it.
+    connection (:mod:`assetgen_runtime.httpx_internals`); a test checks the requests really go
+    through it.
     """
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._pool._network_backend = AsyncioNetworkBackend()
+        set_network_backend(self, AsyncioNetworkBackend())
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Spreads requests round-robin over several independent connection pools.
 
     httpcore's pool examines every connection it holds on each request, and each idle one against
-    the rest (encode/httpcore#1035), so its CPU per request grows with the square of its size: at
-    60 connections a poll cost 5–7 ms, at 8 about 1 ms. Several small pools hold the same
-    connections for a fraction of that; keep-alive reuse works within each pool as before.
+    the rest (encode/httpcore#1035), so its CPU per request grows with the square of its size.
+    Several small pools hold the same connections for a fraction of that (bench/README.md has the
+    figures); keep-alive reuse works within each pool as before.
     """
 
     def __init__(self, shards: int, limits: httpx.Limits, **options: object) -> None:
@@ -211,9 +213,9 @@ class DirectClient(httpx.AsyncClient):
     event hooks, an elapsed-time wrapper around the body, and cookie extraction, which builds a
     ``urllib`` request (parsing the URL again) for every response even when the jar keeps nothing.
     For a caller that uses none of them (no auth object, no redirects, no hooks, no cookies) that is
-    a fifth of a keep-alive GET's CPU. :meth:`send_direct` skips them; requests are still built by
-    :meth:`build_request`, so the client's headers and timeouts apply, and the transport raises
-    httpx's own errors.
+    a sizeable share of a keep-alive GET's CPU (see bench/README.md). :meth:`send_direct` skips
+    them; requests are still built by :meth:`build_request`, so the client's headers and timeouts
+    apply, and the transport raises httpx's own errors.
 
     Takes ``httpx.AsyncClient``'s arguments; ``transport`` is required (``mounts`` would be
     bypassed by :meth:`send_direct`, so it is refused).

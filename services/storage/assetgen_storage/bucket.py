@@ -1,9 +1,9 @@
 """The one wrapper around the blocking MinIO client: calls run in threads, errors become domain errors.
 
 Only S3 features that SeaweedFS, MinIO and AWS S3 share are used: PUT, multipart upload, HEAD, DELETE,
-bucket HEAD/PUT and presigned GET. Multipart uploads are driven request by request (the SDK's
-per-request methods, stable within the pinned minio version) so that the caller decides how many parts
-are in flight and how an unfinished upload is aborted.
+bucket HEAD/PUT and presigned GET. Multipart uploads are driven request by request so that the caller
+decides how many parts are in flight and how an unfinished upload is aborted; the SDK keeps its
+per-request methods private, so they are called through :mod:`assetgen_storage.minio_internals`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from minio.error import MinioException, S3Error, ServerError
 from minio.helpers import DictType
 
 from assetgen_runtime.errors import AssetGenError, NotFound, Unavailable
+from assetgen_storage import minio_internals
 from assetgen_storage.settings import StorageSettings
 
 __all__ = ["CACHE_CONTROL", "MIN_PART_BYTES", "Bucket", "ObjectInfo", "parse_endpoint"]
@@ -157,37 +158,38 @@ class Bucket:
         """Stores ``data`` under ``key`` in one request, its type and checksum included."""
         headers = _object_headers(content_type)
         headers[f"x-amz-meta-{SHA256_METADATA}"] = sha256
-        await self._run(f"storing {key}", lambda: self._client._put_object(self.name, key, data, headers))
+        await self._run(
+            f"storing {key}", lambda: minio_internals.put_object(self._client, self.name, key, data, headers)
+        )
 
     async def begin_upload(self, key: str, *, content_type: str) -> str:
         """Starts a multipart upload of ``key``; returns its upload id."""
         headers = _object_headers(content_type)
         return await self._run(
             f"starting the upload of {key}",
-            lambda: self._client._create_multipart_upload(self.name, key, headers),
+            lambda: minio_internals.create_multipart_upload(self._client, self.name, key, headers),
         )
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> Part:
         """Sends part ``number`` (from 1) of an upload; ``data`` must not change until this returns."""
         body = cast(bytes, data)  # the SDK hashes and sends any bytes-like body as it is
-
-        def send() -> Part:
-            return Part(number, self._client._upload_part(self.name, key, body, None, upload_id, number))
-
-        return await self._run(f"storing part {number} of {key}", send)
+        return await self._run(
+            f"storing part {number} of {key}",
+            lambda: minio_internals.upload_part(self._client, self.name, key, upload_id, number, body),
+        )
 
     async def complete_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
         """Joins the sent ``parts`` (in order) into the object: only now does ``key`` exist."""
         await self._run(
             f"completing the upload of {key}",
-            lambda: self._client._complete_multipart_upload(self.name, key, upload_id, parts),
+            lambda: minio_internals.complete_multipart_upload(self._client, self.name, key, upload_id, parts),
         )
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Discards an unfinished upload and the parts S3 holds for it."""
         await self._run(
             f"aborting the upload of {key}",
-            lambda: self._client._abort_multipart_upload(self.name, key, upload_id),
+            lambda: minio_internals.abort_multipart_upload(self._client, self.name, key, upload_id),
         )
 
     async def stat(self, key: str) -> ObjectInfo:

@@ -23,6 +23,7 @@ from assetgen_dev.embedded import S3Server
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import GRPC_OPTIONS, RunningService
 from assetgen_runtime.settings import load
+from assetgen_storage import minio_internals
 from assetgen_storage.main import run_server
 from assetgen_storage.settings import StorageSettings
 
@@ -101,7 +102,7 @@ class StorageUnderTest:
 
     def pending_uploads(self) -> list[str]:
         """Multipart uploads begun and neither completed nor aborted."""
-        result = self.s3._list_multipart_uploads(self.settings.s3_bucket)
+        result = minio_internals.list_multipart_uploads(self.s3, self.settings.s3_bucket)
         return [upload.object_name for upload in result.uploads]
 
 
