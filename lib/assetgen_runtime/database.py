@@ -32,7 +32,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
-    # No pool_pre_ping: it costs a round trip on every checkout (a fifth of a hot-path transaction).
+    # No pool_pre_ping: it costs a round trip on every checkout (see bench/README.md for its share).
     # A connection that died is invalidated by SQLAlchemy when its statement fails; callers retry
     # (job steps are redelivered), and pool_recycle retires connections before servers or
     # middleboxes drop idle ones. No overflow: under sustained load overflow connections are opened

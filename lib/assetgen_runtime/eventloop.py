@@ -1,8 +1,8 @@
 """Runs a service's main coroutine on the event loop its settings name.
 
 uvloop is the default: the services are message pumps (gRPC, NATS, PostgreSQL, HTTP to providers),
-and uvloop's transports and scheduling, written in C over libuv, take about 6 % less CPU per poll
-and 13 % less in the orchestrator than asyncio's own loop in `make bench`. ``asyncio`` remains
+and uvloop's transports and scheduling, written in C over libuv, take less CPU per message than
+asyncio's own loop (`make bench` measures by how much: see bench/README.md). ``asyncio`` remains
 for debugging with asyncio's own tooling, and for platforms uvloop does not support.
 """
 
