@@ -18,7 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 async def connect(url: str, name: str, *, timeout: float = 30.0) -> Client:
-    """Connects to NATS, retrying until ``timeout``; afterwards the client reconnects forever."""
+    """Connects to NATS, retrying until ``timeout``; afterwards the client reconnects forever.
+
+    ``url`` may name the nodes of a cluster, comma-separated: the client connects to any of them
+    and moves to another when its node goes away.
+    """
+    servers = [part.strip() for part in url.split(",") if part.strip()]
 
     async def on_disconnect() -> None:
         logger.warning("NATS disconnected")
@@ -34,7 +39,7 @@ async def connect(url: str, name: str, *, timeout: float = 30.0) -> Client:
     while True:
         try:
             return await nats.connect(
-                url,
+                servers,
                 name=name,
                 connect_timeout=5,
                 drain_timeout=5,

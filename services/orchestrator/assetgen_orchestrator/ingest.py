@@ -4,6 +4,10 @@ A copy over within ``QUIET_INGEST`` seconds — most images — completes its as
 longer one is recorded as the step INGESTING meanwhile, so watchers see the provider done and the
 copy under way, and a job redelivered after a crash resumes the copy. A copy that nobody wants any
 more (the asset moved on meanwhile) is cancelled, and its object deleted if it was stored already.
+
+A copy that fails (storage or S3 unreachable, the provider's file server down) records the step
+INGESTING with the provider's result reference first, so the retry copies again — it never polls or
+submits again — until the generation's deadline.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ class ResultIngest:
     async def copy_and_record(self, asset: AssetRow, changes: dict[str, object]) -> Outcome | None:
         """Copies a polled task's result (``changes["result_url"]``) and completes the asset with ``changes``.
 
-        Before the INGESTING write a redelivered job polls the provider again, which answers the same.
+        Before the INGESTING write a redelivered job polls the provider again, which answers the same;
+        a copy that fails is recorded INGESTING before its error is raised, so the retry is a copy.
         """
         copying: asyncio.Future[common_pb2.StoredObject] = asyncio.ensure_future(
             self._copy(asset, str(changes["result_url"]))
@@ -70,7 +75,12 @@ class ResultIngest:
                     await self._abandon(copying)  # someone else moved the asset on
                     return None
                 changes = {}
-            stored = await copying
+            try:
+                stored = await copying
+            except Exception:
+                if changes and not await self.start(asset, changes):
+                    return None  # someone else moved the asset on meanwhile
+                raise
         finally:
             # Cancelling the call makes storage discard what it copied so far.
             copying.cancel()

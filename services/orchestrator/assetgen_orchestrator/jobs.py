@@ -1,9 +1,15 @@
 """Generation jobs on NATS JetStream: one durable message per asset attempt drives its whole life.
 
-A job message carries ``{"asset_id", "attempt"}``. Each delivery runs one step of the asset's state
-machine (submit, poll, ingest); a step that must be repeated later — the next poll, a retry after a
+A job message carries ``{"asset_id", "attempt", "generation"}`` on the asset's own subject
+(``assetgen.jobs.step.<asset id>``). Each delivery runs one step of the asset's state machine
+(submit, poll, ingest); a step that must be repeated later — the next poll, a retry after a
 provider error — NAKs the message with a delay, so the schedule lives in JetStream, survives any
 process, and no process sleeps. The message is acknowledged when the asset reaches a terminal state.
+
+The jobs stream holds a message for every asset in flight, and only for those (a work queue drops a
+message once acknowledged), so whether an asset still has its job is a question to the stream about
+the asset's subject: the reconciler (:mod:`.reconciler`) asks it to find and republish lost jobs.
+Its copies (``replicas``, ``ASSETGEN_NATS_REPLICAS``) decide whether the schedule survives a node.
 """
 
 from __future__ import annotations
@@ -24,12 +30,27 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from assetgen_runtime.jetstream import ensure_stream
 from assetgen_runtime.jsontext import parse_json_object
 
-__all__ = ["PULL_PAUSE", "Done", "Job", "JobPublisher", "JobRunner", "Later", "Outcome", "setup_streams"]
+__all__ = [
+    "JOBS_STREAM",
+    "PULL_PAUSE",
+    "Done",
+    "Job",
+    "JobPublisher",
+    "JobRunner",
+    "Later",
+    "Outcome",
+    "job_subject",
+    "jobs_stream_config",
+    "setup_streams",
+]
 
 logger = logging.getLogger(__name__)
 
 JOBS_STREAM = "ASSETGEN_JOBS"
 JOBS_SUBJECT = "assetgen.jobs.step"
+"""Where jobs were published before each asset had a subject of its own (still consumed)."""
+ASSET_JOBS = f"{JOBS_SUBJECT}.>"
+DUPLICATE_WINDOW = 120.0
 EVENTS_STREAM = "ASSETGEN_EVENTS"
 EVENTS_SUBJECTS = "assetgen.events.>"
 CONSUMER = "orchestrator-steps"
@@ -49,6 +70,8 @@ class Job:
 
     asset_id: str
     attempt: int
+    generation: int = 0
+    """The asset's ``job_generation`` when published; a job older than the asset's stops."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +91,26 @@ Handler = Callable[[Job], Awaitable[Outcome]]
 PoisonHandler = Callable[[bytes, str], Awaitable[None]]
 
 
-async def setup_streams(js: JetStreamContext, *, events_max_age: float) -> None:
-    """Creates (or updates) the jobs work queue and the events stream; safe on every start."""
-    await ensure_stream(
-        js,
-        StreamConfig(
-            name=JOBS_STREAM,
-            subjects=[JOBS_SUBJECT],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=120.0,
-        ),
+def job_subject(asset_id: str) -> str:
+    """The subject of an asset's job messages."""
+    return f"{JOBS_SUBJECT}.{asset_id}"
+
+
+def jobs_stream_config(replicas: int = 1) -> StreamConfig:
+    """The jobs work queue: one message per asset in flight, on ``replicas`` JetStream nodes."""
+    return StreamConfig(
+        name=JOBS_STREAM,
+        subjects=[JOBS_SUBJECT, ASSET_JOBS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        num_replicas=replicas,
     )
+
+
+async def setup_streams(js: JetStreamContext, *, events_max_age: float, replicas: int = 1) -> None:
+    """Creates (or updates) the jobs work queue and the events stream; safe on every start."""
+    await ensure_stream(js, jobs_stream_config(replicas))
     await ensure_stream(
         js,
         StreamConfig(
@@ -88,12 +119,15 @@ async def setup_streams(js: JetStreamContext, *, events_max_age: float) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=events_max_age,
+            num_replicas=replicas,
         ),
     )
 
 
 class JobPublisher:
-    """Publishes job messages, deduplicated per asset attempt by JetStream's duplicate window."""
+    """Publishes job messages, deduplicated per asset attempt and generation by JetStream's
+    duplicate window: a job published twice (a retried publish) is stored once, while a new
+    generation (the reconciler's) is a new message even within the window."""
 
     def __init__(
         self,
@@ -108,12 +142,15 @@ class JobPublisher:
 
     async def publish(self, job: Job) -> None:
         """Schedules ``job`` to run as soon as a worker is free, and says so to ``on_published``."""
-        payload = json.dumps({"asset_id": job.asset_id, "attempt": job.attempt}).encode()
+        body = {"asset_id": job.asset_id, "attempt": job.attempt, "generation": job.generation}
+        message_id = f"{job.asset_id}:{job.attempt}"
+        if job.generation:
+            message_id += f":g{job.generation}"
         await self._js.publish(
-            JOBS_SUBJECT,
-            payload,
+            job_subject(job.asset_id),
+            json.dumps(body).encode(),
             timeout=self._timeout,
-            headers={"Nats-Msg-Id": f"{job.asset_id}:{job.attempt}"},
+            headers={"Nats-Msg-Id": message_id},
         )
         if self._on_published is not None:
             self._on_published()
@@ -138,6 +175,10 @@ class JobRunner:
     While a step runs longer than a third of the ack wait, the runner tells JetStream it is still in
     progress, so no message is held past its ack wait; one heartbeat task serves every running step,
     as thousands of polls a second cannot each afford a timer task.
+
+    A pull that fails (the stream or its consumer deleted, or lost with a node) makes the runner
+    create both again (``ensure_streams``, then its consumer) before it pulls on; the jobs lost
+    with them are the reconciler's to republish.
     """
 
     def __init__(
@@ -153,8 +194,10 @@ class JobRunner:
         pull_batch: int = PULL_BATCH,
         min_pull_pause: float = MIN_PULL_PAUSE,
         new_work_pause: float = NEW_WORK_PAUSE,
+        ensure_streams: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._js = js
+        self._ensure_streams = ensure_streams
         self._pull_pause = pull_pause
         self._pull_batch = pull_batch
         self._min_pull_pause = min(min_pull_pause, pull_pause)
@@ -176,6 +219,13 @@ class JobRunner:
 
     async def start(self) -> None:
         """Binds the durable consumer (creating it idempotently) and starts pulling."""
+        subscription = await self._bind()
+        self._subscription = subscription
+        self._loop_task = asyncio.create_task(self._pull_loop(subscription), name="job-pull-loop")
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="job-heartbeats")
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        """Creates or updates the durable consumer and subscribes to it."""
         config = ConsumerConfig(
             durable_name=CONSUMER,
             ack_policy=AckPolicy.EXPLICIT,
@@ -184,14 +234,26 @@ class JobRunner:
             max_deliver=-1,
             max_ack_pending=self._max_ack_pending,
             max_waiting=512,
-            filter_subject=JOBS_SUBJECT,
+            filter_subjects=[JOBS_SUBJECT, ASSET_JOBS],
         )
-        subscription = await self._js.pull_subscribe(
-            JOBS_SUBJECT, durable=CONSUMER, stream=JOBS_STREAM, config=config
-        )
+        # Created, or updated (a consumer of an older version filtered on JOBS_SUBJECT alone).
+        await self._js.add_consumer(JOBS_STREAM, config)
+        return await self._js.pull_subscribe_bind(durable=CONSUMER, stream=JOBS_STREAM)
+
+    async def _rebind(self, broken: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        """After a failed pull: the stream and consumer made sure of, and a new subscription."""
+        if self._ensure_streams is None:
+            return broken
+        try:
+            await self._ensure_streams()
+            subscription = await self._bind()
+        except Exception as exc:
+            logger.warning("could not set up the jobs consumer again: %s", exc)
+            return broken
+        with contextlib.suppress(Exception):
+            await broken.unsubscribe()
         self._subscription = subscription
-        self._loop_task = asyncio.create_task(self._pull_loop(subscription), name="job-pull-loop")
-        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="job-heartbeats")
+        return subscription
 
     async def stop(self, timeout: float) -> None:
         """Stops pulling and waits up to ``timeout`` for running steps; unfinished ones are redelivered."""
@@ -228,6 +290,7 @@ class JobRunner:
             except Exception:
                 logger.exception("fetching jobs failed; retrying")
                 await asyncio.sleep(1.0)  # back off from a broken connection, not to wait for state
+                subscription = await self._rebind(subscription)
                 continue
             self._rate.pulled(len(messages))
             for message in messages:
@@ -319,6 +382,10 @@ class _JobRate:
 def _parse(data: bytes) -> Job | None:
     try:
         body = parse_json_object(data, "job message")
-        return Job(asset_id=str(body["asset_id"]), attempt=int(body["attempt"]))
+        return Job(
+            asset_id=str(body["asset_id"]),
+            attempt=int(body["attempt"]),
+            generation=int(body.get("generation", 0)),
+        )
     except (ValueError, KeyError, TypeError):
         return None

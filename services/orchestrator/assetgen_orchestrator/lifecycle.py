@@ -73,6 +73,7 @@ class LifecycleConfig:
     """The knobs of the state machine (from the orchestrator's settings)."""
 
     step_retries: int
+    """Tries of a submission (or a wait for a parent) that fails for a transient reason before FAILED."""
     retry_base_seconds: float
     rpc_timeout: float
     submit_timeout: float
@@ -80,6 +81,8 @@ class LifecycleConfig:
     default_deadline: float
     max_pull_pause: float
     """The job runner's longest pause before a pull: polls fall due this much early for it."""
+    retry_max_seconds: float = 60.0
+    """Longest wait between retries of a poll or a copy, which go on until the generation's deadline."""
 
 
 class Lifecycle:
@@ -121,6 +124,9 @@ class Lifecycle:
             # The store answers the lookups of one pull's steps with one query.
             asset = await self._store.find_asset(job.asset_id)
             if asset is None or asset.attempt != job.attempt or Status(asset.status).terminal:
+                return Done()
+            if job.generation < asset.job_generation:
+                # The reconciler published a newer job for this asset: that one drives it now.
                 return Done()
             try:
                 outcome = await self._step(asset)
@@ -165,7 +171,14 @@ class Lifecycle:
             reason = parent.error_message or parent.status.lower()
             return await self._fail(asset, f"parent asset {parent.id} {parent.status.lower()}: {reason}")
         if parent.status != Status.COMPLETED:
-            return Later(_PARENT_CHECK_INTERVAL)
+            deadline = schedule.deadline_seconds(self._policy(asset), self._config.default_deadline)
+            left = schedule.time_left(asset.attempt_started_at or asset.created_at, deadline, utcnow())
+            if left <= 0:
+                waited = schedule.duration_text(deadline)
+                return await self._fail(
+                    asset, f"parent asset {parent.id} did not finish within {waited}; gave up waiting for it"
+                )
+            return Later(min(_PARENT_CHECK_INTERVAL, left))
         if not await self._store.update_asset(asset, step=Step.QUEUED, message="parent asset completed"):
             return None
         return await self._submit(asset)
@@ -191,7 +204,7 @@ class Lifecycle:
         policy = self._policy(asset)
         deadline = schedule.deadline_seconds(policy, self._config.default_deadline)
         started = asset.submitted_at or asset.created_at
-        if started is not None and schedule.age_seconds(started, utcnow()) > deadline:
+        if started is not None and schedule.age_seconds(started, utcnow()) >= deadline:
             waited = schedule.duration_text(deadline)
             return await self._fail(asset, f"timed out after {waited} waiting for the provider")
         POLLS.labels(asset.model).inc()
@@ -318,9 +331,13 @@ class Lifecycle:
                 return None
             if visible:
                 await self._events.publish(asset)
-        age = schedule.age_seconds(asset.submitted_at, utcnow()) if asset.submitted_at is not None else 0.0
+        now = utcnow()
+        age = schedule.age_seconds(asset.submitted_at, now) if asset.submitted_at is not None else 0.0
         policy = self._policy(asset)
-        delay = schedule.next_poll_delay(policy, age, status.poll_after_ms, uniform=random.uniform)
+        left = schedule.deadline_seconds(policy, self._config.default_deadline) - age
+        delay = schedule.next_poll_delay(policy, age, status.poll_after_ms, left=left, uniform=random.uniform)
+        if delay >= left:
+            return Later(delay)  # the deadline comes first: the job runs at it, to end the generation
         elapsed = monotonic() - asked_at
         return Later(schedule.due_in(policy, delay, pull_pause=self._config.max_pull_pause, elapsed=elapsed))
 
@@ -339,12 +356,34 @@ class Lifecycle:
         return await self._fail(asset, details)
 
     async def _retry_or_fail(self, asset: AssetRow, reason: str) -> Outcome | None:
+        """Tries the step again later, or fails the asset if it has tried long enough.
+
+        Once the provider has the task (polling, copying its result) the work is paid for: a failing
+        poll or copy is tried again, backing off to ``retry_max_seconds``, until the generation's
+        deadline, however many tries that takes. Before (submitting, waiting for a parent) a step
+        gets ``step_retries`` tries.
+        """
         tries = asset.error_count + 1
-        if tries > self._config.step_retries:
+        if asset.step in (Step.POLLING, Step.INGESTING):
+            deadline = schedule.deadline_seconds(self._policy(asset), self._config.default_deadline)
+            left = schedule.time_left(asset.submitted_at or asset.created_at, deadline, utcnow())
+            if left <= 0:
+                waited = schedule.duration_text(deadline)
+                gave_up = f"gave up at the deadline, {waited} after submission, after {tries} tries"
+                return await self._fail(asset, f"{reason} ({gave_up})")
+            delay = schedule.capped_retry_delay(
+                self._config.retry_base_seconds,
+                tries,
+                cap=self._config.retry_max_seconds,
+                left=left,
+                uniform=random.uniform,
+            )
+        elif tries > self._config.step_retries:
             return await self._fail(asset, f"{reason} (gave up after {tries} tries)")
+        else:
+            delay = schedule.retry_delay(self._config.retry_base_seconds, tries, uniform=random.uniform)
         if not await self._store.update_asset(asset, error_count=tries):
             return None
-        delay = schedule.retry_delay(self._config.retry_base_seconds, tries, uniform=random.uniform)
         logger.warning(
             "step failed, retrying in %.1fs: %s", delay, reason, extra={"asset_id": asset.id, "try": tries}
         )

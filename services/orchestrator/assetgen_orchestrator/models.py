@@ -35,6 +35,7 @@ __all__ = [
     "TransitionRow",
     "assets_table",
     "boxes_table",
+    "leases_table",
     "metadata",
     "transitions_table",
     "utcnow",
@@ -120,13 +121,18 @@ assets_table = Table(
     Column("content_type", String(100), nullable=False, default=""),
     Column("size_bytes", BigInteger, nullable=False, default=0),
     Column("sha256", String(64), nullable=False, default=""),
+    Column("job_generation", Integer, nullable=False, default=0),
     _moment("created_at"),
     _moment("updated_at"),
     _moment("submitted_at", nullable=True),
     _moment("finished_at", nullable=True),
+    _moment("attempt_started_at", nullable=True),
     UniqueConstraint("box_id", "idempotency_key", name="uq_assets_box_idempotency_key"),
     Index("ix_assets_box_id_id", "box_id", "id"),
     Index("ix_assets_parent_asset_id", "parent_asset_id"),
+    # The reconciler looks for in-flight assets; the status changes a few times per generation, so
+    # indexing it costs little, unlike updated_at, which every write changes.
+    Index("ix_assets_status", "status"),
 )
 
 transitions_table = Table(
@@ -142,6 +148,15 @@ transitions_table = Table(
     _moment("at"),
     Index("ix_asset_transitions_asset_id", "asset_id", "id"),
 )
+
+leases_table = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+"""Named leases: which replica holds a job only one may do at a time (the reconciler), until when."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,10 +205,14 @@ class AssetRow:
     content_type: str = ""
     size_bytes: int = 0
     sha256: str = ""
+    job_generation: int = 0
+    """Raised by the reconciler when it publishes a new job: jobs of older generations stop."""
     created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     updated_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     submitted_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    attempt_started_at: dt.datetime | None = None
+    """When this attempt was accepted (a retry's, or the generation's); None on older rows."""
 
     def values(self) -> dict[str, object]:
         """Every column's value, by column name."""

@@ -27,6 +27,7 @@ __all__ = [
     "POLL_LINGER_SHARE",
     "Uniform",
     "age_seconds",
+    "capped_retry_delay",
     "copy_reserve",
     "deadline_seconds",
     "due_in",
@@ -38,6 +39,7 @@ __all__ = [
     "poll_linger",
     "retry_delay",
     "steady_interval",
+    "time_left",
 ]
 
 Uniform = Callable[[float, float], float]
@@ -77,14 +79,22 @@ def min_interval(policy: provider_adapter_pb2.PollPolicy) -> float:
 
 
 def next_poll_delay(
-    policy: provider_adapter_pb2.PollPolicy, age: float, hint_ms: int = 0, *, uniform: Uniform | None = None
+    policy: provider_adapter_pb2.PollPolicy,
+    age: float,
+    hint_ms: int = 0,
+    *,
+    left: float | None = None,
+    uniform: Uniform | None = None,
 ) -> float:
     """Seconds until the next poll of a task submitted ``age`` seconds ago, jittered up to 10 % sooner.
 
     Delays grow geometrically — initial, initial × backoff, initial × backoff², … — capped at the
     maximum. After polls at those delays a task's age is initial × (backoffⁿ − 1) / (backoff − 1),
     so the n-th delay is initial + age × (backoff − 1): the age alone gives the schedule. A
-    provider's hint wins; the profile's minimum interval is a floor.
+    provider's hint wins, but is capped at the maximum too (a hint of hours would leave a finished
+    task unseen); the profile's minimum interval is a floor. No delay reaches past the ``left``
+    seconds to the generation's deadline: a delay that would is exactly ``left`` (the job then
+    runs at the deadline and ends the generation as timed out).
 
     The jitter, which keeps tasks submitted together from polling together, only ever shortens a
     delay: the configured interval is a promise that a finished task is seen within it, and the
@@ -93,9 +103,12 @@ def next_poll_delay(
     initial = (policy.initial_delay_ms or DEFAULT_INITIAL_DELAY * 1000) / 1000
     backoff = policy.backoff or DEFAULT_BACKOFF
     ceiling = steady_interval(policy)
-    delay = hint_ms / 1000 if hint_ms > 0 else min(initial + max(age, 0.0) * (backoff - 1), ceiling)
+    delay = min(hint_ms / 1000 if hint_ms > 0 else initial + max(age, 0.0) * (backoff - 1), ceiling)
     floor = min_interval(policy)
-    return max(max(delay, floor) * _uniform(uniform)(1.0 - JITTER_SHARE, 1.0), floor)
+    jittered = max(max(delay, floor) * _uniform(uniform)(1.0 - JITTER_SHARE, 1.0), floor)
+    if left is not None and jittered >= left:
+        return max(left, 0.0)
+    return jittered
 
 
 def poll_linger(policy: provider_adapter_pb2.PollPolicy) -> float:
@@ -140,6 +153,28 @@ def held_back_delay(poll_after_ms: int, *, uniform: Uniform | None = None) -> fl
 def retry_delay(base: float, tries: int, *, uniform: Uniform | None = None) -> float:
     """Seconds before the ``tries``-th retry of a step: ``base``, doubled each try, ±20 %."""
     return base * 2 ** (tries - 1) * _uniform(uniform)(0.8, 1.2)
+
+
+MAX_RETRY_DOUBLINGS = 32
+"""Beyond this many doublings every retry delay is at its cap anyway (and 2ⁿ stays a small float)."""
+
+
+def capped_retry_delay(
+    base: float, tries: int, *, cap: float, left: float, uniform: Uniform | None = None
+) -> float:
+    """Seconds before the ``tries``-th retry of a step that may go on until a deadline ``left`` seconds
+    away: ``base`` doubled each try up to ``cap``, jittered ±20 % (but never above ``cap``), and never
+    past the deadline, so the last try comes at it rather than after it."""
+    doubled = base * 2.0 ** min(max(tries - 1, 0), MAX_RETRY_DOUBLINGS)
+    delay = min(min(doubled, cap) * _uniform(uniform)(0.8, 1.2), cap)
+    return max(min(delay, left), 0.0)
+
+
+def time_left(started: dt.datetime | None, deadline: float, now: dt.datetime) -> float:
+    """Seconds from ``now`` to the deadline of a generation that started at ``started`` (no start: all)."""
+    if started is None:
+        return deadline
+    return deadline - age_seconds(started, now)
 
 
 def deadline_seconds(policy: provider_adapter_pb2.PollPolicy, default: float) -> float:

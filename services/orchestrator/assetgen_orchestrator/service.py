@@ -137,22 +137,24 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if asset is not draft:
             return asset_to_proto(asset)  # lost an idempotency race: the first request's asset
         await self._events.publish(asset)
-        try:
-            await self._jobs.publish(Job(asset.id, asset.attempt))
-        except Exception as exc:
-            reason = "could not schedule the generation: the job queue is unavailable"
-            logger.error("%s (%s)", reason, exc, extra={"asset_id": asset.id})
-            await self._store.update_asset(
-                asset,
-                status=Status.FAILED,
-                step=Step.DONE,
-                error_message=reason,
-                finished_at=utcnow(),
-                message=reason,
-            )
-            raise Unavailable(reason) from exc
+        await self._schedule(asset)
         logger.info("generation accepted", extra={"asset_id": asset.id, "model": asset.model})
         return asset_to_proto(asset)
+
+    async def _schedule(self, asset: AssetRow) -> None:
+        """Publishes the asset's job; if the job queue cannot take it now, the reconciler will.
+
+        The asset is recorded, in flight, before its job is published, so it is never without
+        one for long: the reconciler publishes a job for every in-flight asset that has none.
+        """
+        try:
+            await self._jobs.publish(Job(asset.id, asset.attempt, asset.job_generation))
+        except Exception as exc:
+            logger.warning(
+                "could not publish the generation's job now (%s); the reconciler will publish it",
+                exc,
+                extra={"asset_id": asset.id},
+            )
 
     async def UpdateBox(self, request: gateway_pb2.UpdateBoxRequest, context: object) -> common_pb2.Box:
         return box_to_proto(await self._store.rename_box(request.id, _box_name(request.name)))
@@ -217,11 +219,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             error_count=0,
             submitted_at=None,
             finished_at=None,
+            attempt_started_at=utcnow(),
             message=f"retry: attempt {attempt}",
         ):
             raise Unavailable("the asset changed while retrying; try again")
         await self._events.publish(asset)
-        await self._jobs.publish(Job(asset.id, attempt))
+        await self._schedule(asset)
         return asset_to_proto(asset)
 
     async def ListAssetHistory(
@@ -333,6 +336,7 @@ def _draft_generation(request: gateway_pb2.GenerateRequest, idempotency_key: str
         config_json=json.dumps(config),
         parent_asset_id=request.parent_asset or None,
         idempotency_key=idempotency_key or None,
+        attempt_started_at=utcnow(),
     )
 
 

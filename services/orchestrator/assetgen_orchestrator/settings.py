@@ -22,7 +22,17 @@ class OrchestratorSettings(ServiceSettings):
         "SQLAlchemy async URL of the asset database (default: SQLite under ASSETGEN_DATA_DIR).",
         "",
     )
-    nats_url: str = env("ASSETGEN_NATS_URL", "NATS server URL (JetStream enabled).", "nats://127.0.0.1:4222")
+    nats_url: str = env(
+        "ASSETGEN_NATS_URL",
+        "NATS server URL (JetStream enabled); the nodes of a cluster comma-separated.",
+        "nats://127.0.0.1:4222",
+    )
+    nats_replicas: int = env(
+        "ASSETGEN_NATS_REPLICAS",
+        "Copies JetStream keeps of each stream (jobs, events): 1 for one server, 3 on a 3-node "
+        "cluster so the schedule survives losing a node.",
+        1,
+    )
     provider_adapter_addr: str = env(
         "ASSETGEN_PROVIDER_ADAPTER_ADDR", "host:port of the provider-adapter.", "127.0.0.1:50053"
     )
@@ -48,10 +58,30 @@ class OrchestratorSettings(ServiceSettings):
         PULL_PAUSE * 1000,
     )
     submit_retries: int = env(
-        "ASSETGEN_SUBMIT_RETRIES", "Tries of a step that fails talking to a provider before FAILED.", 5
+        "ASSETGEN_SUBMIT_RETRIES",
+        "Tries of a submission that fails for a transient reason before FAILED (polls and result "
+        "copies retry until the generation's deadline instead).",
+        5,
     )
     retry_base_seconds: float = env(
         "ASSETGEN_RETRY_BASE_SECONDS", "First retry delay; doubles each try.", 2.0
+    )
+    retry_max_seconds: float = env(
+        "ASSETGEN_RETRY_MAX_SECONDS",
+        "Longest wait between retries of a failing poll or result copy; those retry until the "
+        "generation's deadline, not a number of times (the provider has the paid task).",
+        60.0,
+    )
+    reconcile_interval_seconds: float = env(
+        "ASSETGEN_RECONCILE_INTERVAL_SECONDS",
+        "How often the reconciler (one replica at a time) looks for in-flight assets without a job.",
+        30.0,
+    )
+    reconcile_quiet_seconds: float = env(
+        "ASSETGEN_RECONCILE_QUIET_SECONDS",
+        "An in-flight asset unchanged this long is checked for a job in the jobs stream, and given "
+        "a new one if it has none.",
+        120.0,
     )
     ack_wait_seconds: float = env(
         "ASSETGEN_ACK_WAIT_SECONDS", "How long a job may go unacknowledged before redelivery.", 60.0

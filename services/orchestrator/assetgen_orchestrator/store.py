@@ -17,6 +17,7 @@ own compare-and-set, which costs the service and the database less per row than 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -313,6 +314,17 @@ class AssetStore:
         result = await self._execute(group_with_history(first.kind, first.columns), parameters)
         written = {row[0] for row in result.all()}
         return [write.asset_id in written for write in writes]
+
+    async def quiet_in_flight(self, before: dt.datetime, limit: int) -> list[AssetRow]:
+        """Up to ``limit`` non-terminal assets unchanged since ``before``, the longest unchanged first."""
+        query = (
+            select(_ASSETS)
+            .where(_ASSETS.c.status.in_([Status.PENDING.value, Status.PROCESSING.value]))
+            .where(_ASSETS.c.updated_at < before)
+            .order_by(_ASSETS.c.updated_at)
+            .limit(limit)
+        )
+        return [AssetRow(**row) for row in await self._rows(query)]
 
     # -- figures and history --------------------------------------------------------------------
 
