@@ -10,11 +10,13 @@ Screenshots go to ``test-artifacts/console/`` (or ``$ASSETGEN_TEST_ARTIFACTS/con
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -32,10 +34,12 @@ from browser_stack import (
 )
 from playwright.async_api import Browser, Page, async_playwright
 
+from assetgen_dev import stack as stack_module
 from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
 from assetgen_dev.fake_providers.media import MediaResults
 from assetgen_dev.stack import start_stack
+from assetgen_gateway.settings import GatewaySettings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,7 +87,11 @@ async def console(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server)
         cleanup.callback(nats.stop)
         await provider.start()
         cleanup.push_async_callback(provider.stop)
-        stack = await start_stack(data_dir / "stack", nats_url=nats.url, s3=s3_server)
+        # As `make run` does, the console may show media from the S3 endpoint's origin only, so the
+        # tests see the strict policy let the presigned file URLs through.
+        gateway_settings = functools.partial(GatewaySettings, console_media_origins=(s3_server.url,))
+        with mock.patch.object(stack_module, "GatewaySettings", gateway_settings):
+            stack = await start_stack(data_dir / "stack", nats_url=nats.url, s3=s3_server)
         cleanup.push_async_callback(stack.stop)
         http = httpx.AsyncClient(
             base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30

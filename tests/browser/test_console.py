@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from pathlib import Path
@@ -40,13 +41,18 @@ async def generate(page: Page, prompt: str, model: str = IMAGE_MODEL) -> None:
 
 async def test_a_wrong_key_is_refused_in_the_apis_words(page: Page) -> None:
     await page.goto("/")
-    await page.get_by_label("API key", exact=True).fill("not-a-key")
-    await page.get_by_role("button", name="Sign in").click()
+    # By keyboard alone: the field has focus, Enter submits.
+    await page.keyboard.type("not-a-key")
+    await page.keyboard.press("Enter")
     await expect(page.get_by_role("alert")).to_have_text("invalid bearer token")
     assert await page.evaluate("sessionStorage.length") == 0
 
 
 async def test_sign_in_and_create_a_box(page: Page, console: Console) -> None:
+    response = await page.goto("/")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "img-src 'self' http://127.0.0.1:" in policy
     await sign_in(page, console.token)
     assert await page.evaluate("sessionStorage.getItem('assetgen.apiKey')") == console.token
     name = f"Spring campaign {uuid.uuid4().hex[:6]}"
@@ -142,6 +148,24 @@ async def test_upload_a_file_by_the_picker(page: Page, console: Console, tmp_pat
     await sign_in(page, console.token, f"/boxes/{box_id}")
     await page.get_by_label("Choose files").set_input_files(picture)
     await expect(page.locator('.uploads li[data-state="done"]')).to_have_count(1)
+    uploaded = page.locator('li[data-source="UPLOADED"]')
+    await expect(uploaded).to_have_attribute("data-status", "COMPLETED")
+    assert await natural_width(uploaded.locator("img")) > 0
+
+
+async def test_upload_a_file_by_drag_and_drop(page: Page, console: Console) -> None:
+    box_id = await console.box("Dropped")
+    await sign_in(page, console.token, f"/boxes/{box_id}")
+    dropped = await page.evaluate_handle(
+        """async (base64) => {
+            const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            return transfer;
+        }""",
+        base64.b64encode(make_png("dropped")).decode(),
+    )
+    await page.locator(".drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
     uploaded = page.locator('li[data-source="UPLOADED"]')
     await expect(uploaded).to_have_attribute("data-status", "COMPLETED")
     assert await natural_width(uploaded.locator("img")) > 0

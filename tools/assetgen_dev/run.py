@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -245,6 +246,15 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
             ASSETGEN_S3_SECRET_KEY=credentials["secret_key"],
         )
 
+    # The web console may show pictures and videos from where storage's file URLs point, and no other origin.
+    file_origin = _origin(
+        env.get("ASSETGEN_S3_PUBLIC_BASE_URL")
+        or env.get("ASSETGEN_S3_PUBLIC_ENDPOINT")
+        or env.get("ASSETGEN_S3_ENDPOINT", "")
+    )
+    if file_origin:
+        env.setdefault("ASSETGEN_CONSOLE_MEDIA_ORIGINS", file_origin)
+
     demo_port = int(environ.get("ASSETGEN_DEMO_PROVIDER_PORT", "0")) or free_port()
     demo_key = _secret_file(data_dir / "demo-provider-key", secrets.token_urlsafe(16))
     demo_url = f"http://127.0.0.1:{demo_port}"
@@ -311,6 +321,12 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     return f"http://127.0.0.1:{http_port}", ports["gateway"], token
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, or "" when it has none."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
 def main() -> None:
     """Runs the whole system until Ctrl-C / SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s", datefmt="%H:%M:%S")
@@ -328,8 +344,8 @@ def main() -> None:
     try:
         http_url, grpc_port, token = _start(supervisor, dict(os.environ))
         print(
-            f"AssetGen ready: HTTP {http_url}  gRPC 127.0.0.1:{grpc_port}  token {token}  "
-            f"(logs in {data_dir / 'logs'}; Ctrl-C stops everything)",
+            f"AssetGen ready: HTTP {http_url}  console {http_url}/  gRPC 127.0.0.1:{grpc_port}  "
+            f"token {token}  (logs in {data_dir / 'logs'}; Ctrl-C stops everything)",
             flush=True,
         )
         supervisor.watch()
