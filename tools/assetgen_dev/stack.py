@@ -1,16 +1,24 @@
 """The four services started in this process, on free ports, wired to given NATS, S3 and databases.
 
-Tests and benchmarks build the system exactly as `main()` does, through each service's
-``run_server``; only addresses differ.
+Tests build the system exactly as `main()` does, through each service's ``run_server``; only
+addresses differ. ``start_stack`` starts the services; ``whole_stack`` adds a NATS of its own, the
+fake providers to serve and an authenticated HTTP client (the integration tests' ``whole_stack``
+fixture, tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from assetgen_dev.embedded import S3Server
+import httpx
+
+from assetgen_dev.embedded import EmbeddedProcess, S3Server, start_nats
 from assetgen_gateway.main import run_server as run_gateway
 from assetgen_gateway.settings import GatewaySettings
 from assetgen_orchestrator.main import run_server as run_orchestrator
@@ -21,7 +29,7 @@ from assetgen_runtime.server import RunningService
 from assetgen_storage.main import run_server as run_storage
 from assetgen_storage.settings import StorageSettings
 
-__all__ = ["Stack", "start_stack"]
+__all__ = ["ServedFake", "Stack", "WholeStack", "WholeStackFactory", "start_stack", "whole_stack"]
 
 
 @dataclass
@@ -132,3 +140,78 @@ async def start_stack(
         storage_addr=storage_addr,
         provider_adapter_addr=adapter_addr,
     )
+
+
+class ServedFake(Protocol):
+    """A fake provider served for a whole stack's lifetime."""
+
+    api_key: str
+    base_url: str
+
+    async def start(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class WholeStack:
+    """A running AssetGen: its services, its NATS, an HTTP client authenticated to the gateway, its fakes."""
+
+    stack: Stack
+    nats: EmbeddedProcess
+    http: httpx.AsyncClient
+    fakes: list[ServedFake] = field(default_factory=list)
+
+    @property
+    def provider_url(self) -> str:
+        """The base URL of the (first) fake provider it serves."""
+        return self.fakes[0].base_url
+
+    async def add_provider(self, name: str, fake: ServedFake, *, preset: str = "kie-ai") -> None:
+        """Registers ``fake`` as provider ``name`` from ``preset``, with the fake's key."""
+        body = {"name": name, "preset": preset, "base_url": fake.base_url, "api_key": fake.api_key}
+        _created(await self.http.post("/api/providers/", json=body))
+
+    async def add_model(self, provider: str, name: str, model_type: str, schema: dict[str, Any]) -> None:
+        """Registers model ``name`` of ``provider`` with its request schema."""
+        body = {"provider": provider, "name": name, "model_type": model_type, "request_schema": schema}
+        _created(await self.http.post("/api/models/", json=body))
+
+
+def _created(response: httpx.Response) -> None:
+    if response.status_code != 201:
+        raise RuntimeError(f"{response.request.url.path} answered {response.status_code}: {response.text}")
+
+
+WholeStackFactory = Callable[..., AbstractAsyncContextManager[WholeStack]]
+"""``whole_stack`` with its S3 server bound, as the integration tests' fixture hands it out."""
+
+
+@contextlib.asynccontextmanager
+async def whole_stack(
+    data_dir: Path,
+    *,
+    s3: S3Server,
+    fakes: Iterable[ServedFake] = (),
+    nats_port: int | None = None,
+    **stack_options: Any,
+) -> AsyncIterator[WholeStack]:
+    """NATS of its own (under ``data_dir``), ``fakes`` served, the services, an authenticated client.
+
+    ``nats_port`` pins NATS's port (to restart it there); other options go to :func:`start_stack`.
+    Everything stops in reverse order, also when starting fails halfway.
+    """
+    async with contextlib.AsyncExitStack() as cleanup:
+        nats = start_nats(data_dir / "nats", port=nats_port)
+        cleanup.callback(nats.stop)
+        served = list(fakes)
+        for fake in served:
+            await fake.start()
+            cleanup.push_async_callback(fake.stop)
+        stack = await start_stack(data_dir / "stack", nats_url=nats.url, s3=s3, **stack_options)
+        cleanup.push_async_callback(stack.stop)
+        http = httpx.AsyncClient(
+            base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        )
+        cleanup.push_async_callback(http.aclose)
+        yield WholeStack(stack=stack, nats=nats, http=http, fakes=served)

@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from assetgen_cli.main import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, run_cli
-from assetgen_dev.demo_provider import make_png, start_demo_provider
-from assetgen_dev.embedded import S3Server, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.demo_provider import demo_provider, make_png
+from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
 
 PROVIDER_KEY = "cli-kie-key-456"
@@ -49,20 +48,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("cli-nats"))
-    provider_runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=0.3)
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    provider = demo_provider(PROVIDER_KEY, delay=0.3)
     # A provider that takes far longer than any test, so a cancel always lands in flight.
-    slow_runner, slow_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=600)
-    stack = await start_stack(tmp_path_factory.mktemp("cli"), nats_url=nats.url, s3=s3_server)
-    environ = {"ASSETGEN_URL": stack.grpc_address, "ASSETGEN_TOKEN": stack.token, "KIE_API_KEY": PROVIDER_KEY}
-    try:
-        yield Env(stack, environ, provider_url, slow_url)
-    finally:
-        await stack.stop()
-        await slow_runner.cleanup()
-        await provider_runner.cleanup()
-        nats.stop()
+    slow = demo_provider(PROVIDER_KEY, delay=600)
+    async with whole_stack(tmp_path_factory.mktemp("cli"), fakes=[provider, slow]) as system:
+        stack = system.stack
+        environ = {"ASSETGEN_URL": stack.grpc_address, "ASSETGEN_TOKEN": stack.token}
+        yield Env(stack, {**environ, "KIE_API_KEY": PROVIDER_KEY}, provider.base_url, slow.base_url)
 
 
 async def test_the_seeds_management_flow(env: Env, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from minio import Minio
 
-from assetgen_dev.embedded import S3Server, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.embedded import S3Server
+from assetgen_dev.stack import Stack, WholeStackFactory
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +58,9 @@ class GeneratedVideo:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[Stack]:
-    nats = start_nats(tmp_path / "nats")
-    running = await start_stack(
-        tmp_path / "stack", nats_url=nats.url, s3=s3_server, max_object_bytes=SIZE + MIB
-    )
-    yield running
-    await running.stop()
-    nats.stop()
+async def stack(tmp_path: Path, whole_stack: WholeStackFactory) -> AsyncIterator[Stack]:
+    async with whole_stack(tmp_path, max_object_bytes=SIZE + MIB) as system:
+        yield system.stack
 
 
 async def test_large_upload_streams_through_the_gateway(stack: Stack) -> None:
@@ -99,11 +94,10 @@ async def test_large_upload_streams_through_the_gateway(stack: Stack) -> None:
 
 
 async def test_an_over_limit_upload_is_refused_and_leaves_nothing(
-    tmp_path: Path, s3_server: S3Server
+    tmp_path: Path, s3_server: S3Server, whole_stack: WholeStackFactory
 ) -> None:
-    nats = start_nats(tmp_path / "nats")
-    small = await start_stack(tmp_path / "small", nats_url=nats.url, s3=s3_server, max_object_bytes=MIB)
-    try:
+    async with whole_stack(tmp_path, max_object_bytes=MIB) as system:
+        small = system.stack
         headers = {"Authorization": f"Bearer {small.token}"}
         async with httpx.AsyncClient(base_url=small.http_url, headers=headers, timeout=60) as http:
             box = (await http.post("/api/boxes/", json={"name": "limits"})).json()["id"]
@@ -123,6 +117,3 @@ async def test_an_over_limit_upload_is_refused_and_leaves_nothing(
         )
         leftovers = await asyncio.to_thread(lambda: list(client.list_objects(small.bucket, recursive=True)))
         assert leftovers == []
-    finally:
-        await small.stop()
-        nats.stop()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,9 @@ import httpx
 import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from assetgen_dev.demo_provider import make_png, start_demo_provider
-from assetgen_dev.embedded import S3Server, binary, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.demo_provider import demo_provider, make_png
+from assetgen_dev.embedded import binary
+from assetgen_dev.stack import WholeStack, WholeStackFactory
 from assetgen_dev.testing import eventually
 from assetgen_gateway.http_api import http_routes
 
@@ -31,40 +29,18 @@ VIDEO_SCHEMA = {
 }
 
 
-@dataclass
-class Env:
-    """The running system and an authenticated HTTP client for it."""
-
-    stack: Stack
-    http: httpx.AsyncClient
-    provider_url: str
+# The running system: its services (``stack``), an authenticated ``http`` client, the ``provider_url``.
+Env = WholeStack
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    async with contextlib.AsyncExitStack() as cleanup:
-        nats = start_nats(tmp_path_factory.mktemp("e2e-nats"))
-        cleanup.callback(nats.stop)
-        provider_runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=0.3)
-        cleanup.push_async_callback(provider_runner.cleanup)
-        stack = await start_stack(tmp_path_factory.mktemp("e2e"), nats_url=nats.url, s3=s3_server)
-        cleanup.push_async_callback(stack.stop)
-        http = httpx.AsyncClient(
-            base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-        )
-        cleanup.push_async_callback(http.aclose)
-        response = await http.post(
-            "/api/providers/",
-            json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
-        )
-        assert response.status_code == 201, response.text
-        for name, schema, kind in (("img", IMAGE_SCHEMA, "IMAGE"), ("vid", VIDEO_SCHEMA, "VIDEO")):
-            response = await http.post(
-                "/api/models/",
-                json={"provider": "kie", "name": name, "model_type": kind, "request_schema": schema},
-            )
-            assert response.status_code == 201, response.text
-        yield Env(stack=stack, http=http, provider_url=provider_url)
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    provider = demo_provider(PROVIDER_KEY, delay=0.3)
+    async with whole_stack(tmp_path_factory.mktemp("e2e"), fakes=[provider]) as system:
+        await system.add_provider("kie", provider)
+        await system.add_model("kie", "img", "IMAGE", IMAGE_SCHEMA)
+        await system.add_model("kie", "vid", "VIDEO", VIDEO_SCHEMA)
+        yield system
 
 
 async def _box(env: Env) -> str:

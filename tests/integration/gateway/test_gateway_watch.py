@@ -14,48 +14,25 @@ import httpx
 import pytest
 
 from assetgen.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from assetgen_dev.demo_provider import start_demo_provider
-from assetgen_dev.embedded import S3Server, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.demo_provider import demo_provider
+from assetgen_dev.stack import WholeStack, WholeStackFactory
 
 PROVIDER_KEY = "watch-provider-key"
 IMAGE_SCHEMA = {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
 
 
-@dataclass
-class Env:
-    """The running system and an authenticated HTTP client for it."""
-
-    stack: Stack
-    http: httpx.AsyncClient
+# The running system: its services (``stack``), an authenticated ``http`` client, the ``provider_url``.
+Env = WholeStack
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("watch-nats"))
-    provider_runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=0.3)
-    stack = await start_stack(tmp_path_factory.mktemp("watch"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    try:
-        response = await http.post(
-            "/api/providers/",
-            json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
-        )
-        assert response.status_code == 201, response.text
-        response = await http.post(
-            "/api/models/",
-            json={"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": IMAGE_SCHEMA},
-        )
-        assert response.status_code == 201, response.text
-        yield Env(stack=stack, http=http)
-    finally:
-        await http.aclose()
-        await stack.stop()
-        await provider_runner.cleanup()
-        nats.stop()
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    provider = demo_provider(PROVIDER_KEY, delay=0.3)
+    async with whole_stack(tmp_path_factory.mktemp("watch"), fakes=[provider]) as system:
+        await system.add_provider("kie", provider)
+        await system.add_model("kie", "img", "IMAGE", IMAGE_SCHEMA)
+        yield system
 
 
 async def _box(env: Env) -> str:

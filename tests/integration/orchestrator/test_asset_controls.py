@@ -2,60 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from assetgen_dev.demo_provider import start_demo_provider
-from assetgen_dev.embedded import S3Server, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.demo_provider import demo_provider
+from assetgen_dev.stack import WholeStack, WholeStackFactory
 from assetgen_dev.testing import eventually
 
 PROVIDER_KEY = "controls-key"
 
 
-@dataclass
-class Env:
-    stack: Stack
-    http: httpx.AsyncClient
-    provider_url: str
+# The running system: its services (``stack``), an authenticated ``http`` client, the ``provider_url``.
+Env = WholeStack
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    async with contextlib.AsyncExitStack() as cleanup:
-        nats = start_nats(tmp_path_factory.mktemp("controls-nats"))
-        cleanup.callback(nats.stop)
-        runner, provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=2.5)
-        cleanup.push_async_callback(runner.cleanup)
-        stack = await start_stack(tmp_path_factory.mktemp("controls"), nats_url=nats.url, s3=s3_server)
-        cleanup.push_async_callback(stack.stop)
-        http = httpx.AsyncClient(
-            base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-        )
-        cleanup.push_async_callback(http.aclose)
-        await http.post(
-            "/api/providers/",
-            json={"name": "kie", "preset": "kie-ai", "base_url": provider_url, "api_key": PROVIDER_KEY},
-        )
-        for name, schema, kind in (
-            ("img", {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}, "IMAGE"),
-            (
-                "vid",
-                {"model": "demo/video", "input": {"prompt": "{{prompt}}", "image_urls": "{{image_urls}}"}},
-                "VIDEO",
-            ),
-        ):
-            created = await http.post(
-                "/api/models/",
-                json={"provider": "kie", "name": name, "model_type": kind, "request_schema": schema},
-            )
-            assert created.status_code == 201, created.text
-        yield Env(stack=stack, http=http, provider_url=provider_url)
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    provider = demo_provider(PROVIDER_KEY, delay=2.5)
+    async with whole_stack(tmp_path_factory.mktemp("controls"), fakes=[provider]) as system:
+        await system.add_provider("kie", provider)
+        image = {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}
+        video = {"model": "demo/video", "input": {"prompt": "{{prompt}}", "image_urls": "{{image_urls}}"}}
+        await system.add_model("kie", "img", "IMAGE", image)
+        await system.add_model("kie", "vid", "VIDEO", video)
+        yield system
 
 
 async def _box(env: Env) -> str:
@@ -145,7 +118,8 @@ async def test_deleting_assets_and_boxes_removes_files(env: Env) -> None:
 
 
 async def test_a_provider_that_never_finishes_fails_at_the_deadline(env: Env) -> None:
-    runner, never_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=3600)
+    never = demo_provider(PROVIDER_KEY, delay=3600)
+    never_url = await never.start()
     try:
         presets = (await env.http.get("/api/presets/")).json()["items"]
         profile = next(p["profile"] for p in presets if p["name"] == "kie-ai")
@@ -172,4 +146,4 @@ async def test_a_provider_that_never_finishes_fails_at_the_deadline(env: Env) ->
         assert failed["status"] == "FAILED"
         assert "timed out after 3s" in failed["error_message"]
     finally:
-        await runner.cleanup()
+        await never.stop()

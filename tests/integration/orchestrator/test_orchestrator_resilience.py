@@ -7,6 +7,7 @@ in-process; the provider is the Kie.ai-shaped demo provider, which counts submis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,9 +22,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
-from assetgen_dev.demo_provider import start_demo_provider
-from assetgen_dev.embedded import EmbeddedProcess, S3Server, free_port, start_nats
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.demo_provider import demo_provider
+from assetgen_dev.embedded import EmbeddedProcess, free_port, start_nats
+from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
 from assetgen_runtime.database import create_engine
 
@@ -130,42 +131,45 @@ async def _completions_per_asset(database_url: str) -> dict[str, int]:
 
 @pytest.fixture
 async def cluster_factory(
-    tmp_path: Path, s3_server: S3Server
+    tmp_path: Path, whole_stack: WholeStackFactory
 ) -> AsyncIterator[Callable[[str], AsyncIterator[Cluster]]]:
     clusters: list[Cluster] = []
-    cleanups: list[Callable[[], object]] = []
+    async with contextlib.AsyncExitStack() as cleanup:
 
-    async def make(database_url: str) -> Cluster:
-        # Each resource is registered for teardown as soon as it runs, so a failure halfway leaks nothing.
-        nats_port = free_port()
-        cluster = Cluster(
-            tmp=tmp_path,
-            database_url=database_url,
-            nats=start_nats(tmp_path / "nats", port=nats_port),
-            nats_port=nats_port,
-        )
-        clusters.append(cluster)
-        runner, cluster.provider_url = await start_demo_provider(api_key=PROVIDER_KEY, delay=1.0)
-        cleanups.append(runner.cleanup)
-        orchestrator_port = free_port()
-        cluster.stack = await start_stack(
-            tmp_path / "stack",
-            nats_url=cluster.nats.url,
-            s3=s3_server,
-            external_orchestrator_addr=f"127.0.0.1:{orchestrator_port}",
-        )
-        cluster.spawn(orchestrator_port)
-        await _serving(orchestrator_port)
-        return cluster
+        def stop_nats() -> None:
+            for cluster in clusters:
+                cluster.nats.stop()
 
-    yield make  # type: ignore[misc]
-    for cluster in clusters:
-        cluster.stop_all()
-        if cluster.stack is not None:
-            await cluster.stack.stop()
-        cluster.nats.stop()
-    for cleanup in cleanups:
-        await cleanup()  # type: ignore[misc]
+        # Last, after the stack: a test may have restarted NATS, and the stack knows only the first.
+        cleanup.callback(stop_nats)
+
+        async def make(database_url: str) -> Cluster:
+            nats_port, orchestrator_port = free_port(), free_port()
+            provider = demo_provider(PROVIDER_KEY, delay=1.0)
+            system = await cleanup.enter_async_context(
+                whole_stack(
+                    tmp_path,
+                    fakes=[provider],
+                    nats_port=nats_port,
+                    external_orchestrator_addr=f"127.0.0.1:{orchestrator_port}",
+                )
+            )
+            cluster = Cluster(
+                tmp=tmp_path,
+                database_url=database_url,
+                nats=system.nats,
+                nats_port=nats_port,
+                stack=system.stack,
+                provider_url=provider.base_url,
+            )
+            clusters.append(cluster)
+            cluster.spawn(orchestrator_port)
+            await _serving(orchestrator_port)
+            return cluster
+
+        yield make  # type: ignore[misc]
+        for cluster in clusters:
+            cluster.stop_all()
 
 
 async def _submit_all(cluster: Cluster) -> list[str]:

@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.fake_providers import FakeKieJobs
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
 
 KEY = "kie-catalog-key"
@@ -26,21 +25,10 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("catalog-nats"))
-    stack = await start_stack(tmp_path_factory.mktemp("catalog"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
     fake = FakeKieJobs(KEY, polls_before_done=0)
-    await fake.start()
-    try:
-        yield Env(stack=stack, http=http, fake=fake)
-    finally:
-        await http.aclose()
-        await stack.stop()
-        await fake.stop()
-        nats.stop()
+    async with whole_stack(tmp_path_factory.mktemp("catalog"), fakes=[fake]) as system:
+        yield Env(stack=system.stack, http=system.http, fake=fake)
 
 
 async def _generate(env: Env, model: str) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.fake_providers import FakeKieJobs
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
 from assetgen_provider_adapter.profiles import load_presets
 
@@ -29,20 +28,11 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("limits-nats"))
-    stack = await start_stack(tmp_path_factory.mktemp("limits"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    try:
-        response = await http.post("/api/boxes/", json={"name": f"limits-{uuid.uuid4().hex[:8]}"})
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    async with whole_stack(tmp_path_factory.mktemp("limits")) as system:
+        response = await system.http.post("/api/boxes/", json={"name": f"limits-{uuid.uuid4().hex[:8]}"})
         assert response.status_code == 201, response.text
-        yield Env(stack=stack, http=http, box=response.json()["id"])
-    finally:
-        await http.aclose()
-        await stack.stop()
-        nats.stop()
+        yield Env(stack=system.stack, http=system.http, box=response.json()["id"])
 
 
 def _kie_profile(limits: dict[str, Any]) -> dict[str, Any]:

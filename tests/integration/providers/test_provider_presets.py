@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from assetgen_dev.embedded import S3Server, start_nats
 from assetgen_dev.fake_providers import (
     FAIL_TEXT,
     FILTER_TEXT,
@@ -37,7 +36,7 @@ from assetgen_dev.fake_providers import (
     FakeStabilityImage,
     FakeStabilityVideo,
 )
-from assetgen_dev.stack import Stack, start_stack
+from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
 
 KEY = "sk-test-provider-key-0123456789"
@@ -299,36 +298,26 @@ async def _launch(env: Env, case: Case) -> None:
 
 
 @pytest.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Env]:
-    nats = start_nats(tmp_path_factory.mktemp("providers-nats"))
-    stack = await start_stack(tmp_path_factory.mktemp("providers"), nats_url=nats.url, s3=s3_server)
-    http = httpx.AsyncClient(
-        base_url=stack.http_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    fakes: dict[str, FakeProvider] = {}
-    logs = _Collector()
-    adapter_logger = logging.getLogger("assetgen_provider_adapter")
-    previous_level = adapter_logger.level
-    adapter_logger.setLevel(logging.DEBUG)
-    logging.getLogger().addHandler(logs)
-    try:
-        for case in CASES:
-            fakes[case.id] = case.fake()
-            await fakes[case.id].start()
-        response = await http.post("/api/boxes/", json={"name": f"presets-{uuid.uuid4().hex[:8]}"})
-        assert response.status_code == 201, response.text
-        environment = Env(stack=stack, http=http, box=response.json()["id"], fakes=fakes, logs=logs)
-        for case in CASES:
-            await _launch(environment, case)
-        yield environment
-    finally:
-        logging.getLogger().removeHandler(logs)
-        adapter_logger.setLevel(previous_level)
-        await http.aclose()
-        await stack.stop()
-        for fake in fakes.values():
-            await fake.stop()
-        nats.stop()
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    fakes: dict[str, FakeProvider] = {case.id: case.fake() for case in CASES}
+    async with whole_stack(tmp_path_factory.mktemp("providers"), fakes=fakes.values()) as system:
+        logs = _Collector()
+        adapter_logger = logging.getLogger("assetgen_provider_adapter")
+        previous_level = adapter_logger.level
+        adapter_logger.setLevel(logging.DEBUG)
+        logging.getLogger().addHandler(logs)
+        try:
+            response = await system.http.post("/api/boxes/", json={"name": f"presets-{uuid.uuid4().hex[:8]}"})
+            assert response.status_code == 201, response.text
+            environment = Env(
+                stack=system.stack, http=system.http, box=response.json()["id"], fakes=fakes, logs=logs
+            )
+            for case in CASES:
+                await _launch(environment, case)
+            yield environment
+        finally:
+            logging.getLogger().removeHandler(logs)
+            adapter_logger.setLevel(previous_level)
 
 
 async def _wait_terminal(env: Env, asset_id: str) -> dict[str, Any]:
