@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import ViewportSize
 
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
 from assetgen_dev.stack import Stack
@@ -39,8 +40,8 @@ VIDEO_SCHEMA = {
 }
 # A prompt with this mark is held by the fake provider until cancelled: the "slow generation".
 SLOW = "[slow]"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=390, height=844)
 
 
 def task_timing(body: Mapping[str, Any]) -> float | None:

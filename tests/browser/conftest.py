@@ -64,7 +64,7 @@ def chromium_executable() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=chromium_executable, headless=True)
@@ -78,7 +78,7 @@ def _model(name: str, model_type: str, schema: dict[str, Any]) -> dict[str, Any]
     return {"provider": "kie", "name": name, "model_type": model_type, "request_schema": schema}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def console(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> AsyncIterator[Console]:
     data_dir = tmp_path_factory.mktemp("console")
     provider = FakeKieJobs(PROVIDER_KEY, timing=task_timing, results=MediaResults(), polls_before_done=0)

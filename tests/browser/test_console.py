@@ -194,6 +194,11 @@ async def test_history_and_delete_of_an_asset(page: Page, console: Console) -> N
     history = page.get_by_role("dialog")
     await expect(history.get_by_role("cell", name=re.compile("→ COMPLETED"))).to_be_visible()
     await history.get_by_role("button", name="Close").click()
+    await done.get_by_role("button", name="Open").click()
+    full_size = page.get_by_role("dialog").locator("img.full")
+    assert await natural_width(full_size) > 0
+    await page.get_by_role("dialog").get_by_role("button", name="Close").click()
+    await expect(page.get_by_role("dialog")).to_have_count(0)
     asset_id = await done.get_attribute("data-asset-id")
     await done.get_by_role("button", name="Delete").click()
     await page.get_by_role("dialog").get_by_role("button", name="Delete asset").click()

@@ -89,6 +89,7 @@ export function watchBox(boxId, { onEvent, onState }) {
           else if (frame.event === "error") throw new Error(JSON.parse(frame.data).error);
         }
       }
+      if (!closed) onState("reconnecting", "the gateway ended the stream");
     } catch (error) {
       if (closed) return;
       onState("reconnecting", error.message || String(error));
