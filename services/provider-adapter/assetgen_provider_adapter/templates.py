@@ -97,6 +97,20 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _interpolate(text: str, variables: Mapping[str, Any], missing: list[str]) -> str:
+    """``text`` with every placeholder written as text; unset required names are added to ``missing``."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, optional = match.group(1), match.group(2) == "?"
+        if _is_set(variables, name):
+            return _as_text(variables[name])
+        if not optional:
+            missing.append(name)
+        return ""
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
 def _render_string(text: str, variables: Mapping[str, Any], missing: list[str]) -> Any:
     if "{{" not in text:
         return text
@@ -108,16 +122,7 @@ def _render_string(text: str, variables: Mapping[str, Any], missing: list[str]) 
         if not optional:
             missing.append(name)
         return _DROP
-
-    def substitute(match: re.Match[str]) -> str:
-        name, optional = match.group(1), match.group(2) == "?"
-        if _is_set(variables, name):
-            return _as_text(variables[name])
-        if not optional:
-            missing.append(name)
-        return ""
-
-    return _PLACEHOLDER.sub(substitute, text)
+    return _interpolate(text, variables, missing)
 
 
 def _render(template: Any, variables: Mapping[str, Any], missing: list[str]) -> Any:
@@ -155,16 +160,7 @@ def render_text(text: str, variables: Mapping[str, Any]) -> str:
     if "{{" not in text:
         return text
     missing: list[str] = []
-
-    def substitute(match: re.Match[str]) -> str:
-        name, optional = match.group(1), match.group(2) == "?"
-        if _is_set(variables, name):
-            return _as_text(variables[name])
-        if not optional:
-            missing.append(name)
-        return ""
-
-    rendered = _PLACEHOLDER.sub(substitute, text)
+    rendered = _interpolate(text, variables, missing)
     if missing:
         raise MissingVariables(missing)
     return rendered
