@@ -19,7 +19,7 @@ import grpc
 import httpx
 
 from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
-from assetgen_provider_adapter.engine import Output
+from assetgen_provider_adapter.engine_types import Output
 from assetgen_runtime.errors import Unavailable
 from assetgen_runtime.netguard import FetchFailed, NetworkGuard, guarded_stream
 
