@@ -3,6 +3,9 @@
 PrepareGeneration checks a model and its variables before any asset exists; SubmitTask renders and
 sends a task once per (asset_id, attempt); PollTask asks the provider where a task is, statelessly,
 and PollTasks does the same for many tasks in one call, each answered on its own.
+
+(A little over 400 lines: one servicer implements one gRPC service, so its RPCs stay together; the
+messages it answers with live in ``messages``.)
 """
 
 from __future__ import annotations
@@ -11,16 +14,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
-from assetgen_provider_adapter.db import ModelRow, ProviderRow
 from assetgen_provider_adapter.engine import (
     COMPLETED,
     FAILED,
@@ -30,23 +30,16 @@ from assetgen_provider_adapter.engine import (
     TaskResult,
 )
 from assetgen_provider_adapter.ledger import SubmissionLedger
-from assetgen_provider_adapter.profiles import PollTiming, Profile, load_presets
+from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
+from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
-from assetgen_provider_adapter.templates import MissingVariables, inspect_template, render
+from assetgen_provider_adapter.templates import MissingVariables, render
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
 from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
 __all__ = ["MAX_POLL_BATCH", "ProviderAdapterServicer", "poll_policy_of", "to_task_status"]
 
 logger = logging.getLogger(__name__)
-
-_STATES = {
-    "PENDING": provider_adapter_pb2.TASK_STATE_PENDING,
-    "PROCESSING": provider_adapter_pb2.TASK_STATE_PROCESSING,
-    "COMPLETED": provider_adapter_pb2.TASK_STATE_COMPLETED,
-    "FAILED": provider_adapter_pb2.TASK_STATE_FAILED,
-    "CANCELED": provider_adapter_pb2.TASK_STATE_CANCELED,
-}
 
 MAX_POLL_BATCH = 1000
 """Most tasks one PollTasks call may carry (protos/assetgen/v1/provider_adapter.proto)."""
@@ -58,92 +51,6 @@ _TERMINAL = frozenset(
         provider_adapter_pb2.TASK_STATE_CANCELED,
     }
 )
-
-
-def _timestamp(value: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def poll_policy_of(profile: Profile) -> provider_adapter_pb2.PollPolicy:
-    """The PollPolicy message of a profile's polling section; shared, so never modify it."""
-    return _poll_policy(profile.poll_timing)
-
-
-@lru_cache(maxsize=256)
-def _poll_policy(timing: PollTiming) -> provider_adapter_pb2.PollPolicy:
-    # Every answer carries the policy: build each distinct one once (messages copy it when nested).
-    return provider_adapter_pb2.PollPolicy(
-        initial_delay_ms=timing.initial_delay_ms,
-        backoff=timing.backoff,
-        max_delay_ms=timing.max_delay_ms,
-        min_interval_ms=timing.min_interval_ms,
-        deadline_ms=timing.deadline_ms,
-    )
-
-
-def to_task_status(
-    result: TaskResult,
-    policy: provider_adapter_pb2.PollPolicy,
-    stored: common_pb2.StoredObject | None = None,
-) -> provider_adapter_pb2.TaskStatus:
-    """The TaskStatus message of an engine result; ``stored`` is its first output, already stored.
-
-    Outputs the adapter would have to store itself are reported only as ``stored`` (the first one);
-    plain URLs are listed for storage's ingest.
-    """
-    outputs: list[provider_adapter_pb2.ResultOutput] = []
-    if stored is not None:
-        outputs.append(provider_adapter_pb2.ResultOutput(content_type=stored.content_type, stored=stored))
-    outputs.extend(
-        provider_adapter_pb2.ResultOutput(url=output.url, content_type=output.content_type)
-        for output in result.outputs
-        if not output.needs_upload
-    )
-    return provider_adapter_pb2.TaskStatus(
-        state=_STATES[result.state],
-        raw_state=result.raw_state,
-        task_id=result.task_id,
-        task_handle_json=json.dumps(result.handle, separators=(",", ":")) if result.handle else "",
-        progress=result.progress,
-        error_message=result.error_message,
-        error_code=result.error_code,
-        outputs=outputs,
-        poll_after_ms=result.poll_after_ms,
-        poll_policy=policy,
-    )
-
-
-def provider_message(row: ProviderRow) -> common_pb2.Provider:
-    """The Provider message of a row; the key itself never leaves, only whether there is one."""
-    return common_pb2.Provider(
-        id=row.id,
-        name=row.name,
-        preset=row.preset,
-        base_url=row.base_url,
-        has_api_key=row.api_key_encrypted is not None or bool(row.api_key_ref),
-        profile_json=row.profile_json,
-        created_at=_timestamp(row.created_at),
-        updated_at=_timestamp(row.updated_at),
-    )
-
-
-def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
-    """The Model message of a row, with its template's variables."""
-    variables = inspect_template(json.loads(row.request_schema_json))
-    return common_pb2.Model(
-        id=row.id,
-        name=row.name,
-        provider=provider.name,
-        model_type=row.model_type,  # type: ignore[arg-type]
-        api_endpoint=row.api_endpoint,
-        request_schema_json=row.request_schema_json,
-        variables=variables.variables,
-        required_variables=variables.required,
-        created_at=_timestamp(row.created_at),
-        updated_at=_timestamp(row.updated_at),
-    )
 
 
 def _parse_variables(text: str) -> dict[str, Any]:
