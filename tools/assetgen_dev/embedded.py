@@ -14,16 +14,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "EmbeddedProcess",
+    "NatsCluster",
     "S3Server",
     "ServerExited",
     "free_port",
     "start_nats",
+    "start_nats_cluster",
     "start_seaweedfs",
     "wait_for_port",
 ]
@@ -195,6 +198,113 @@ def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
     return EmbeddedProcess(
         process=process, url=f"nats://127.0.0.1:{chosen}", log_path=log_path, respawn=respawn
     )
+
+
+@dataclass
+class NatsCluster:
+    """nats-server nodes clustered with JetStream: streams on it may have up to ``len(nodes)`` replicas."""
+
+    nodes: list[EmbeddedProcess]
+    monitor_urls: list[str]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (what ``ASSETGEN_NATS_URL`` takes)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def wait_for_leader(self, timeout: float = 60.0) -> str:
+        """Waits until the running nodes agree on a JetStream meta leader; its name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self._leader()
+            if leader:
+                return leader
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no JetStream meta leader elected within {timeout}s")
+            time.sleep(0.1)
+
+    def _leader(self) -> str:
+        """The meta leader every running node names, or "" while they do not agree on one."""
+        named: set[str] = set()
+        for node, monitor in zip(self.nodes, self.monitor_urls, strict=True):
+            if node.process.poll() is not None:
+                continue
+            try:
+                with urllib.request.urlopen(f"{monitor}/jsz", timeout=1) as answer:
+                    meta = json.load(answer).get("meta_cluster") or {}
+            except OSError:
+                return ""
+            named.add(str(meta.get("leader") or ""))
+        return named.pop() if len(named) == 1 else ""
+
+    def stop(self) -> None:
+        """Stops every node."""
+        for node in self.nodes:
+            node.stop()
+
+
+def start_nats_cluster(data_dir: Path, size: int = 3, *, timeout: float = 60.0) -> NatsCluster:
+    """``size`` nats-server nodes on 127.0.0.1 routed into one JetStream cluster, each storing under
+    its own folder of ``data_dir``; returns once they have elected a JetStream meta leader.
+
+    Each node keeps its ports when restarted (``node.restart()``), so the others find it again.
+    """
+    cluster_name = f"assetgen-{os.getpid()}"
+    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]  # client, route, monitoring
+    routes = ",".join(f"nats-route://127.0.0.1:{route}" for _, route, _ in ports)
+    nodes: list[EmbeddedProcess] = []
+    try:
+        for index, (client, route, monitor) in enumerate(ports):
+            node_dir = data_dir / f"node-{index}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            log_path = node_dir / "nats.log"
+            args = [
+                binary("nats-server"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(client),
+                "-js",
+                "-sd",
+                str(node_dir),
+                "-n",
+                f"node-{index}",
+                "--cluster_name",
+                cluster_name,
+                "--cluster",
+                f"nats://127.0.0.1:{route}",
+                "--routes",
+                routes,
+                "-m",
+                str(monitor),
+                "-l",
+                str(log_path),
+            ]
+
+            def spawn(args: list[str] = args, client: int = client) -> tuple[subprocess.Popen[bytes], int]:
+                process = subprocess.Popen(
+                    args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                )
+                return process, client
+
+            def respawn(
+                spawn: Callable[[], tuple[subprocess.Popen[bytes], int]] = spawn, log_path: Path = log_path
+            ) -> subprocess.Popen[bytes]:
+                return _start_listening(spawn, log_path, timeout=30.0, attempts=1)[0]
+
+            process, _ = _start_listening(spawn, log_path, timeout=30.0, attempts=1)
+            nodes.append(
+                EmbeddedProcess(
+                    process=process, url=f"nats://127.0.0.1:{client}", log_path=log_path, respawn=respawn
+                )
+            )
+        cluster = NatsCluster(nodes, [f"http://127.0.0.1:{monitor}" for _, _, monitor in ports])
+        cluster.wait_for_leader(timeout)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return cluster
 
 
 def start_seaweedfs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.metrics import start_gauge_refresh
+from assetgen_orchestrator.reconciler import start_reconciler
 from assetgen_orchestrator.service import OrchestratorServicer
 from assetgen_orchestrator.settings import OrchestratorSettings
 from assetgen_orchestrator.store import AssetStore
@@ -51,7 +53,10 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
         opened.push_async_callback(nc.drain)
         js = nc.jetstream(timeout=10)
-        await setup_streams(js, events_max_age=settings.events_max_age_seconds)
+        ensure_streams = functools.partial(
+            setup_streams, js, events_max_age=settings.events_max_age_seconds, replicas=settings.nats_replicas
+        )
+        await ensure_streams()
         adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
         storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
         events = EventPublisher(nc)
@@ -68,6 +73,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                 ingest_timeout=settings.ingest_timeout_seconds,
                 default_deadline=settings.default_deadline_seconds,
                 max_pull_pause=settings.max_pull_pause_ms / 1000,
+                retry_max_seconds=settings.retry_max_seconds,
             ),
         )
         runner = JobRunner(
@@ -78,6 +84,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
             ack_wait=settings.ack_wait_seconds,
             max_ack_pending=settings.max_in_flight,
             pull_pause=settings.max_pull_pause_ms / 1000,
+            ensure_streams=ensure_streams,
         )
         jobs = JobPublisher(js, on_published=runner.job_published)
         servicer = OrchestratorServicer(
@@ -91,6 +98,16 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         )
         await runner.start()
         opened.push_async_callback(runner.stop, settings.shutdown_grace_seconds)
+        reconciler = start_reconciler(
+            store,
+            jobs,
+            engine,
+            nc,
+            ensure_streams,
+            interval=settings.reconcile_interval_seconds,
+            quiet_after=settings.reconcile_quiet_seconds,
+        )
+        opened.push_async_callback(reconciler.stop)
         if settings.metrics_port:
             opened.push_async_callback(start_gauge_refresh(store))
         await server.set_serving()
