@@ -206,7 +206,7 @@ async def test_history_and_delete_of_an_asset(page: Page, console: Console) -> N
     assert (await console.http.get(f"/api/assets/{asset_id}/")).status_code == 404
 
 
-async def test_the_operators_page_lists_providers(page: Page, console: Console) -> None:
+async def test_the_operators_page_lists_providers(page: Page, console: Console, artifacts: Path) -> None:
     await sign_in(page, console.token)
     await page.get_by_role("link", name="Operators").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Operators")
@@ -214,6 +214,10 @@ async def test_the_operators_page_lists_providers(page: Page, console: Console) 
     await expect(provider).to_contain_text(console.provider.base_url)
     await expect(provider).to_contain_text("configured")
     await expect(page.locator(f'tr[data-model="{IMAGE_MODEL}"]')).to_contain_text("prompt")
+    await page.screenshot(path=artifacts / "operators-desktop.png", full_page=True)
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=artifacts / "operators-phone.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
 async def test_a_bad_model_template_is_refused_with_a_reason(page: Page, console: Console) -> None:
