@@ -15,20 +15,26 @@ records its intent before it sends and answers a repeated (asset, attempt) from 
 What the provider says of a task is handled one state per ``_on_<state>`` method; *when* the next
 poll falls due is the arithmetic of :mod:`.schedule`, and copying a result is :mod:`.ingest`'s.
 
+Once the provider has the task, the work is paid for and followed to the generation's deadline: a
+poll or a copy that fails (adapter, provider, storage or S3 unreachable) is tried again with capped
+backoff until then, however many tries that takes, and a failed copy keeps the result's reference,
+so it is retried as a copy. Submissions keep a number of tries. Waiting for a parent ends at the
+deadline too, and a job older than the asset's ``job_generation`` (the reconciler published a new
+one) stops, so no asset is driven by two jobs.
+
 Polls are cheap on purpose, as thousands of tasks are in flight at once: the polls that come due
-together go to the adapter in one ``PollTasks`` call per model, a poll that changes nothing visible
-writes nothing, and the next delay follows from the task's age, so no poll counter has to be stored.
+together go to the adapter in one ``PollTasks`` call per model (:mod:`.polls`), a poll that changes
+nothing visible writes nothing, and the next delay follows from the task's age, so no poll counter
+has to be stored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 from dataclasses import dataclass
 from time import monotonic
-from typing import TypeAlias
 
 import grpc
 
@@ -40,10 +46,9 @@ from assetgen_orchestrator.ingest import ResultIngest
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
 from assetgen_orchestrator.metrics import POLLS, TRANSITIONS
 from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
+from assetgen_orchestrator.polls import TaskPolls
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
-from assetgen_runtime.batching import Batcher
-from assetgen_runtime.errors import status_error
 from assetgen_runtime.jsontext import parse_json_object
 
 __all__ = ["Lifecycle", "LifecycleConfig"]
@@ -63,9 +68,6 @@ _TRANSIENT = frozenset(
 )
 _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
-_POLL_BATCH = 100
-
-PollBatcher: TypeAlias = Batcher[provider_adapter_pb2.PollTaskRequest, provider_adapter_pb2.TaskStatus]
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class Lifecycle:
             store, storage, events, rpc_timeout=config.rpc_timeout, ingest_timeout=config.ingest_timeout
         )
         self._running: set[tuple[str, int]] = set()
-        self._poll_batchers: dict[tuple[str, float], PollBatcher] = {}
+        self._polls = TaskPolls(adapter, rpc_timeout=config.rpc_timeout)
 
     async def handle(self, job: Job) -> Outcome:
         """Moves the job's asset on by one step and says when to run the job again, if ever."""
@@ -209,47 +211,17 @@ class Lifecycle:
             return await self._fail(asset, f"timed out after {waited} waiting for the provider")
         POLLS.labels(asset.model).inc()
         asked_at = monotonic()
-        status = await self._poll_batcher(asset.model, schedule.poll_linger(policy)).load(
+        status = await self._polls.poll(
             provider_adapter_pb2.PollTaskRequest(
                 asset_id=asset.id,
                 model=asset.model,
                 task_id=asset.external_task_id,
                 task_handle_json=asset.task_handle_json,
                 box_id=asset.box_id,
-            )
+            ),
+            linger=schedule.poll_linger(policy),
         )
         return await self._apply(asset, status, submitted=False, asked_at=asked_at)
-
-    def _poll_batcher(self, model: str, linger: float) -> PollBatcher:
-        """One batcher per model (and linger), so a slow provider never holds up another's polls."""
-        key = (model, linger)
-        batcher = self._poll_batchers.get(key)
-        if batcher is None:
-            batcher = self._poll_batchers[key] = Batcher(
-                self._poll_many, max_batch=_POLL_BATCH, linger=linger
-            )
-        return batcher
-
-    async def _poll_many(
-        self, requests: list[provider_adapter_pb2.PollTaskRequest]
-    ) -> list[provider_adapter_pb2.TaskStatus | BaseException]:
-        """Polls a batch in one PollTasks call; each task's error is raised to its own step."""
-        try:
-            response = await self._adapter.PollTasks(
-                provider_adapter_pb2.PollTasksRequest(tasks=requests), timeout=self._config.rpc_timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            # An adapter older than PollTasks (during a rolling upgrade): one call per task.
-            return await asyncio.gather(
-                *(self._adapter.PollTask(request, timeout=self._config.rpc_timeout) for request in requests),
-                return_exceptions=True,
-            )
-        return [
-            result.status if result.HasField("status") else status_error(result.error)
-            for result in response.results
-        ]
 
     # -- what the provider said: one state per method ------------------------------------------
 
