@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
@@ -29,12 +30,23 @@ from assetgen_runtime.batching import Batcher
 from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
 from assetgen_runtime.ids import new_id
 
-__all__ = ["FORWARDED_METADATA", "GatewayApi", "MetadataContext"]
+__all__ = [
+    "FORWARDED_METADATA",
+    "IDEMPOTENCY_KEY_CHARS",
+    "IDEMPOTENCY_KEY_MAX",
+    "GatewayApi",
+    "MetadataContext",
+]
 
 logger = logging.getLogger(__name__)
 
 # Request metadata the gateway passes on to the orchestrator.
 FORWARDED_METADATA = ("idempotency-key",)
+# What an Idempotency-Key may be: printable ASCII, as gRPC metadata must be, and no longer than
+# the orchestrator stores.
+IDEMPOTENCY_KEY_MAX = 200
+IDEMPOTENCY_KEY_CHARS = r"[\x20-\x7e]"
+_IDEMPOTENCY_KEY = re.compile(rf"{IDEMPOTENCY_KEY_CHARS}{{0,{IDEMPOTENCY_KEY_MAX}}}")
 
 
 class MetadataContext:
@@ -52,7 +64,13 @@ def _forwarded(context: object) -> list[tuple[str, str]]:
     invocation = getattr(context, "invocation_metadata", None)
     if invocation is None:
         return []
-    return [(key, str(value)) for key, value in invocation() or () if key in FORWARDED_METADATA]
+    forwarded = [(key, str(value)) for key, value in invocation() or () if key in FORWARDED_METADATA]
+    for key, value in forwarded:
+        if key == "idempotency-key" and not _IDEMPOTENCY_KEY.fullmatch(value):
+            raise InvalidArgument(
+                f"Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+            )
+    return forwarded
 
 
 class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):

@@ -34,6 +34,21 @@ _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_FIXED64: {"type": "integer", "minimum": 0},
 }
 
+_JSON_OBJECT = {
+    "type": ["object", "null"],
+    "description": "A JSON object (stored as JSON text); null when unset.",
+}
+# JSON-text fields that hold more than an object, as the service that owns them checks.
+_JSON_VALUES: dict[str, dict[str, Any]] = {
+    "request_schema_json": {
+        "type": ["object", "array", "null"],
+        "items": {"type": "object"},
+        "minItems": 1,
+        "description": "The request body template: a JSON object, or an array of JSON objects "
+        "(stored as JSON text); null when unset.",
+    },
+}
+
 
 class MessageSchemas:
     """Collects component schemas for the messages and enums the operations reach."""
@@ -86,15 +101,31 @@ class MessageSchemas:
         if field.is_repeated:
             return field.name, {"type": "array", "items": self._single(field)}
         if field.type == FieldDescriptor.TYPE_STRING and field.name.endswith(_JSON_SUFFIX):
-            return field.name[: -len(_JSON_SUFFIX)], {
-                "type": ["object", "null"],
-                "description": "A JSON object (stored as JSON text); null when unset.",
-            }
+            return field.name[: -len(_JSON_SUFFIX)], dict(_JSON_VALUES.get(field.name, _JSON_OBJECT))
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             return field.name, {"anyOf": [self._single(field), {"type": "null"}]}
         return field.name, self._single(field)
 
-    def message(self, descriptor: Descriptor, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """The object schema of a message, without the fields named in ``skip`` (path parameters)."""
+    def message(
+        self, descriptor: Descriptor, *, skip: frozenset[str] = frozenset(), nullable: bool = False
+    ) -> dict[str, Any]:
+        """The object schema of a message, without the fields named in ``skip`` (path parameters).
+
+        ``nullable`` for a request body: the codec reads ``null`` in any field as the field unset.
+        """
         properties = dict(self.field(field) for field in descriptor.fields if field.name not in skip)
+        if nullable:
+            properties = {name: _or_null(schema) for name, schema in properties.items()}
         return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` that also allows ``null``."""
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list):
+        return schema if "null" in kind else {**schema, "type": [*kind, "null"]}
+    if {"type": "null"} in schema.get("anyOf", []):
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}

@@ -74,7 +74,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error_response(exc.status, exc.reason)
+            response = error_response(exc.status, exc.reason)
+            # A 405 names the methods the path does answer (RFC 9110).
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except AssetGenError as exc:
         return error_response(http_status(exc.code, exc.reason), exc.message)

@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from assetgen.v1 import common_pb2, gateway_pb2
+from assetgen_gateway.api import IDEMPOTENCY_KEY_CHARS, IDEMPOTENCY_KEY_MAX
 from assetgen_gateway.message_schemas import MessageSchemas
 from assetgen_gateway.routes import (
     ASSET_EVENTS_PATH,
@@ -89,7 +90,11 @@ def _rpc_operation(route: HttpRoute, schemas: MessageSchemas) -> Operation:
     if route.body == "*":
         spec["requestBody"] = {
             "required": False,
-            "content": {"application/json": {"schema": schemas.message(request, skip=frozenset(path_names))}},
+            "content": {
+                "application/json": {
+                    "schema": schemas.message(request, skip=frozenset(path_names), nullable=True)
+                }
+            },
         }
     else:
         for field in request.fields:
@@ -106,7 +111,11 @@ def _rpc_operation(route: HttpRoute, schemas: MessageSchemas) -> Operation:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": {
+                    "type": "string",
+                    "maxLength": IDEMPOTENCY_KEY_MAX,
+                    "pattern": f"^{IDEMPOTENCY_KEY_CHARS}*$",
+                },
                 "description": "A retry with the same key returns the first asset instead of a new one.",
             },
         ]

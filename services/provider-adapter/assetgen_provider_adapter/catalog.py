@@ -74,13 +74,16 @@ def _check_base_url(url: str) -> str:
 
 
 def _check_template(request_schema_json: str) -> str:
-    """The template as compact JSON text; it must be a JSON object or array."""
+    """The template as compact JSON text; it must be a JSON object or a non-empty array of objects."""
     try:
         template = json.loads(request_schema_json)
     except ValueError as exc:
         raise InvalidArgument(f"request_schema_json is not JSON: {exc}") from None
     if not isinstance(template, dict | list):
         raise InvalidArgument("request_schema_json must be a JSON object or array")
+    # An array body is a batch of request objects; [null, null] or [] would be sent as it is.
+    if isinstance(template, list) and not (template and all(isinstance(item, dict) for item in template)):
+        raise InvalidArgument("request_schema_json as an array must hold one or more JSON objects")
     return json.dumps(template, separators=(",", ":"), ensure_ascii=False)
 
 
