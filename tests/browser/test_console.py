@@ -6,6 +6,7 @@ import base64
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_stack import DESKTOP, IMAGE_MODEL, PHONE, SLOW, VIDEO_MODEL, Console
@@ -230,15 +231,30 @@ async def test_a_bad_model_template_is_refused_with_a_reason(page: Page, console
     await expect(page.get_by_role("alert")).to_contain_text("The template is not JSON")
 
 
-async def test_a_read_key_sees_no_generate_form(page: Page, console: Console) -> None:
-    created = await console.http.post(
-        "/api/keys/", json={"name": "viewer", "project": "default", "scopes": ["read"]}
-    )
-    if created.status_code in (404, 405):
+async def _read_key(console: Console) -> dict[str, Any]:
+    """A new read-only key of the default project; xfails while the API has no scoped keys."""
+    body = {"name": f"viewer-{uuid.uuid4().hex[:6]}", "project": "default", "scopes": ["read"]}
+    created = await console.http.post("/api/keys/", json=body)
+    if created.status_code in (404, 405, 501):
         pytest.xfail("scoped API keys do not exist yet (issue 21): POST /api/keys/ answers 404")
     assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def test_operators_see_projects_and_keys(page: Page, console: Console) -> None:
+    key = await _read_key(console)
+    await sign_in(page, console.token, "/admin")
+    await expect(page.get_by_role("heading", name="Projects and keys")).to_be_visible()
+    row = page.locator(f'tr[data-key="{key["id"]}"]')
+    await expect(row).to_contain_text("read")
+    await expect(row).to_contain_text("valid")
+    assert key["key"] not in await page.content()
+
+
+async def test_a_read_key_sees_no_generate_form(page: Page, console: Console) -> None:
+    created = await _read_key(console)
     box_id = await console.box("Read only")
-    await sign_in(page, created.json()["key"], f"/boxes/{box_id}")
+    await sign_in(page, created["key"], f"/boxes/{box_id}")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Read only")
     await expect(page.get_by_role("button", name="Generate")).to_have_count(0)
     await expect(page.get_by_label("Choose files")).to_have_count(0)

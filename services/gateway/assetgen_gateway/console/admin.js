@@ -1,6 +1,7 @@
-// Operators: providers (from a preset, with or without a key), the presets, and models with their
-// request templates. Only what the API offers today is shown.
+// Operators: providers (from a preset, with or without a key), the presets, models with their
+// request templates, and projects and keys where the API has them. Nothing the API lacks is shown.
 
+import { accessSection } from "./access.js";
 import { api } from "./api.js";
 import { confirmAction, errorBox, field, h, notify, replace, uniqueId, when } from "./dom.js";
 
@@ -131,7 +132,12 @@ function modelForm(providers, models, reload) {
 /** Renders the operators' page into main. */
 export async function adminPage(main) {
   async function load() {
-    const [providers, presets, models] = await Promise.all([api("GET", "/api/providers/"), api("GET", "/api/presets/"), api("GET", "/api/models/")]);
+    const [providers, presets, models, access] = await Promise.all([
+      api("GET", "/api/providers/"),
+      api("GET", "/api/presets/"),
+      api("GET", "/api/models/"),
+      accessSection(load),
+    ]);
     const providerRows = providers.items.map((item) =>
       h(
         "tr",
@@ -172,6 +178,7 @@ export async function adminPage(main) {
       h("h1", {}, "Operators"),
       section("Providers", table("Providers", ["Name", "Preset", "Base URL", "API key", "Created", ""], providerRows), h("h3", {}, "Add a provider"), providerForm(presets.items, load)),
       section("Models", table("Models", ["Name", "Provider", "Makes", "Variables", ""], modelRows.flat()), h("h3", {}, "Add a model"), modelForm(providers.items, models.items, load)),
+      access,
       section(
         "Presets",
         h("dl", { class: "presets" }, presets.items.map((item) => [h("dt", {}, item.name), h("dd", {}, item.description)])),

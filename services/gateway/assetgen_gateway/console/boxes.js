@@ -38,7 +38,7 @@ function boxRow(box, context, reload) {
       h("button", { type: "button", class: "danger", onclick: () => remove(), "aria-label": `Delete ${box.name}` }, "Delete"),
     );
   }
-  const view = () => replace(row, h("div", { class: "box-main" }, title, h("small", {}, `created ${when(box.created_at)}`)), counts, actions);
+  const view = () => replace(row, h("div", { class: "box-main" }, title, h("small", {}, `created ${when(box.created_at)}${box.project ? ` · project ${box.project}` : ""}`)), counts, actions);
 
   function rename() {
     const input = h("input", { type: "text", value: box.name, required: true, maxlength: 200 });
