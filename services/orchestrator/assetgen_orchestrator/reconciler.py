@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_orchestrator.jobs import ASSET_JOBS, JOBS_STREAM, JOBS_SUBJECT, Job, JobPublisher
 from assetgen_orchestrator.lease import Lease
-from assetgen_orchestrator.models import utcnow
+from assetgen_orchestrator.models import AssetRow, utcnow
 from assetgen_orchestrator.store import AssetStore
 
 __all__ = ["LEASE_NAME", "Reconciler", "StreamMissing", "assets_with_jobs", "start_reconciler"]
@@ -99,31 +99,44 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
 
     async def reconcile(self) -> int | None:
-        """One pass: the number of jobs published, or None if another replica holds the lease."""
+        """One pass: the number of jobs published, or None if another replica holds the lease.
+
+        Every quiet asset is looked at, page by page, against one reading of the stream: an asset
+        that went quiet after the reading has a job or was published during the pass, and is left
+        to the next pass (its job may have been acknowledged or published since).
+        """
         if not await self._lease.acquire():
             return None
-        quiet = await self._store.quiet_in_flight(utcnow() - self._quiet_after, self._batch)
-        if not quiet:
-            return 0
+        before = utcnow() - self._quiet_after
+        live: set[str] | None = None
+        published, after = 0, ""
+        while quiet := await self._store.quiet_in_flight(before, self._batch, after=after):
+            if live is None:
+                live = await self._assets_with_jobs()
+            for asset in quiet:
+                if asset.id not in live and await self._republish(asset):
+                    published += 1
+            after = quiet[-1].id
+        return published
+
+    async def _assets_with_jobs(self) -> set[str]:
         try:
-            live = await self._live_jobs()
+            return await self._live_jobs()
         except StreamMissing:
             logger.warning("the jobs stream is missing; creating it again and republishing every job")
             await self._ensure_streams()
-            live = set()
-        published = 0
-        for asset in quiet:
-            if asset.id in live:
-                continue
-            if not await self._store.update_asset(asset, job_generation=asset.job_generation + 1):
-                continue  # it changed since we read it: something is moving it on
-            await self._jobs.publish(Job(asset.id, asset.attempt, asset.job_generation))
-            published += 1
-            logger.warning(
-                "republished a lost generation job",
-                extra={"asset_id": asset.id, "attempt": asset.attempt, "generation": asset.job_generation},
-            )
-        return published
+            return set()
+
+    async def _republish(self, asset: AssetRow) -> bool:
+        """Publishes a job of a new generation for ``asset``; False if the asset moved meanwhile."""
+        if not await self._store.update_asset(asset, job_generation=asset.job_generation + 1):
+            return False  # it changed since we read it: something is moving it on
+        await self._jobs.publish(Job(asset.id, asset.attempt, asset.job_generation))
+        logger.warning(
+            "republished a lost generation job",
+            extra={"asset_id": asset.id, "attempt": asset.attempt, "generation": asset.job_generation},
+        )
+        return True
 
     def start(self) -> None:
         """Runs a pass every ``interval`` seconds until stopped."""

@@ -315,13 +315,14 @@ class AssetStore:
         written = {row[0] for row in result.all()}
         return [write.asset_id in written for write in writes]
 
-    async def quiet_in_flight(self, before: dt.datetime, limit: int) -> list[AssetRow]:
-        """Up to ``limit`` non-terminal assets unchanged since ``before``, the longest unchanged first."""
+    async def quiet_in_flight(self, before: dt.datetime, limit: int, *, after: str = "") -> list[AssetRow]:
+        """Up to ``limit`` non-terminal assets unchanged since ``before``, by id, from the id ``after``
+        on (a page; the next one starts after the last asset of this one)."""
         query = (
             select(_ASSETS)
             .where(_ASSETS.c.status.in_([Status.PENDING.value, Status.PROCESSING.value]))
-            .where(_ASSETS.c.updated_at < before)
-            .order_by(_ASSETS.c.updated_at)
+            .where(_ASSETS.c.updated_at < before, _ASSETS.c.id > after)
+            .order_by(_ASSETS.c.id)
             .limit(limit)
         )
         return [AssetRow(**row) for row in await self._rows(query)]

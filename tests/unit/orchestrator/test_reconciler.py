@@ -17,9 +17,9 @@ class _Store:
         self.rows = {asset.id: asset for asset in assets}
         self.asked_before: list[dt.datetime] = []
 
-    async def quiet_in_flight(self, before: dt.datetime, limit: int) -> list[AssetRow]:
+    async def quiet_in_flight(self, before: dt.datetime, limit: int, *, after: str = "") -> list[AssetRow]:
         self.asked_before.append(before)
-        return [copy.copy(row) for row in self.rows.values()][:limit]
+        return [copy.copy(row) for key, row in sorted(self.rows.items()) if key > after][:limit]
 
     async def update_asset(self, asset: AssetRow, *, message: str = "", **changes: Any) -> bool:
         if self.rows[asset.id].version != asset.version:
@@ -63,7 +63,7 @@ def _asset(number: int, **values: Any) -> AssetRow:
 
 
 def _reconciler(
-    store: _Store, jobs: _Jobs, lease: _Lease, live: set[str] | None, ensured: list[bool]
+    store: _Store, jobs: _Jobs, lease: _Lease, live: set[str] | None, ensured: list[bool], batch: int = 100
 ) -> Reconciler:
     async def live_jobs() -> set[str]:
         if live is None:
@@ -81,6 +81,7 @@ def _reconciler(
         ensure_streams=ensure_streams,
         interval=30.0,
         quiet_after=120.0,
+        batch=batch,
     )
 
 
@@ -132,3 +133,22 @@ async def test_an_asset_that_moves_meanwhile_is_alive_and_left_alone() -> None:
 
     assert await reconciler.reconcile() == 0
     assert jobs.published == []
+
+
+async def test_every_quiet_asset_is_looked_at_page_by_page_against_one_reading_of_the_stream() -> None:
+    store = _Store([_asset(n) for n in range(10, 35)])
+    jobs = _Jobs()
+    live = {f"ast_{n}" for n in range(10, 33)}  # the oldest pages are all alive; the last two are not
+    readings: list[int] = []
+
+    reconciler = _reconciler(store, jobs, _Lease(held=True), live, [], batch=4)
+    original = reconciler._live_jobs
+
+    async def counted() -> set[str]:
+        readings.append(1)
+        return await original()
+
+    reconciler._live_jobs = counted
+
+    assert await reconciler.reconcile() == 2
+    assert [job.asset_id for job in jobs.published] == ["ast_33", "ast_34"] and readings == [1]
