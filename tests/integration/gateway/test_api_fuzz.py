@@ -40,7 +40,7 @@ TOKEN = "fuzz-admin-token"
 IMAGE_SCHEMA = {"model": "kie/image", "input": {"prompt": "{{prompt}}", "size": "{{size?}}"}}
 # Enough examples per operation and generation mode to reach the interesting corners of each
 # schema (unknown fields, wrong types, odd characters in ids) while the module stays within CI's time.
-MAX_EXAMPLES = 50
+MAX_EXAMPLES = 100
 SEED = 20261204
 STARTUP_TIMEOUT = 120.0
 
@@ -298,7 +298,9 @@ def test_every_answer_matches_the_document(case: schemathesis.Case, seeded: Seed
 
 
 def test_the_fuzzer_reached_every_operation() -> None:
-    assert _fuzz_log.requests > 500, _fuzz_log.requests
+    if not _fuzz_log.statuses:
+        pytest.skip("reads what the fuzzing tests before it in this module sent")
+    assert _fuzz_log.requests > 1000, _fuzz_log.requests
     for label, counts in _fuzz_log.statuses.items():
         assert set(counts) - {401}, f"{label} only met 401: the token was not sent"
     succeeded = {label for label, counts in _fuzz_log.statuses.items() if any(200 <= s < 300 for s in counts)}
