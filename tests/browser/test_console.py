@@ -251,14 +251,24 @@ async def test_operators_see_projects_and_keys(page: Page, console: Console) -> 
     assert key["key"] not in await page.content()
 
 
-async def test_a_read_key_sees_no_generate_form(page: Page, console: Console) -> None:
+async def test_a_read_key_sees_no_generate_form(page: Page, console: Console, artifacts: Path) -> None:
     created = await _read_key(console)
     box_id = await console.box("Read only")
+    upload = await console.http.post(
+        f"/api/boxes/{box_id}/upload/", files={"file": ("seen.png", make_png("seen"), "image/png")}
+    )
+    assert upload.status_code == 201, upload.text
     await sign_in(page, created["key"], f"/boxes/{box_id}")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Read only")
+    await expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
+    seen = card(page, upload.json()["id"])
+    assert await natural_width(seen.locator("img")) > 0
+    await expect(seen.get_by_role("button", name="History")).to_be_visible()
+    await expect(seen.get_by_role("button", name="Delete")).to_have_count(0)
     await expect(page.get_by_role("button", name="Generate")).to_have_count(0)
     await expect(page.get_by_label("Choose files")).to_have_count(0)
     await expect(page.get_by_role("link", name="Operators")).to_have_count(0)
+    await page.screenshot(path=artifacts / "box-read-only.png", full_page=True)
 
 
 async def test_screenshots_of_a_box_at_desktop_and_phone_widths(

@@ -128,6 +128,8 @@ export async function boxPage(main, boxId, context) {
     const imageAssets = () => [...cards.values()].map((card) => card.asset).filter((asset) => asset.status === "COMPLETED" && mediaKind(asset, models) === "image");
     composer = generateForm({ id: boxId, imageAssets }, modelList.items, (asset) => upsert(asset));
     parts.push(h("div", { class: "compose-row" }, composer.element, uploadPanel(boxId, (asset) => upsert(asset))));
+  } else {
+    parts.push(h("p", { class: "hint" }, "This key may look at the box but not change it."));
   }
   parts.push(filters, grid, more);
   replace(main, parts);
