@@ -49,7 +49,11 @@ def _timestamp(value: dt.datetime | None) -> Timestamp:
 def box_to_proto(box: BoxRow) -> common_pb2.Box:
     """The API's view of a box."""
     return common_pb2.Box(
-        id=box.id, name=box.name, created_at=_timestamp(box.created_at), updated_at=_timestamp(box.updated_at)
+        id=box.id,
+        name=box.name,
+        created_at=_timestamp(box.created_at),
+        updated_at=_timestamp(box.updated_at),
+        project=box.project_id,
     )
 
 

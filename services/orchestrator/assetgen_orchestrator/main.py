@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_orchestrator.access import AccessStore
+from assetgen_orchestrator.access_service import AccessServicer
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
@@ -28,6 +30,7 @@ __all__ = ["main", "migrate_database", "run_server"]
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+ACCESS_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name
 
 
 async def migrate_database(settings: OrchestratorSettings) -> None:
@@ -87,11 +90,19 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
             ensure_streams=ensure_streams,
         )
         jobs = JobPublisher(js, on_published=runner.job_published)
+        access = AccessStore(engine)
         servicer = OrchestratorServicer(
-            store, adapter, storage, jobs, events, rpc_timeout=settings.rpc_timeout_seconds
+            store, adapter, storage, jobs, events, access=access, rpc_timeout=settings.rpc_timeout_seconds
         )
         server = await build_grpc_server(
-            [(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME)],
+            [
+                (orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer, SERVICE_NAME),
+                (
+                    orchestrator_pb2_grpc.add_AccessServiceServicer_to_server,
+                    AccessServicer(access),
+                    ACCESS_NAME,
+                ),
+            ],
             port=settings.grpc_port if port is None else port,
             metrics_name="orchestrator",
             cleanups=opened,

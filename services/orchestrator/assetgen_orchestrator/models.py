@@ -1,4 +1,5 @@
-"""The orchestrator's tables — boxes, assets and each asset's history — and their plain row types.
+"""The orchestrator's tables — projects, API keys, boxes, assets and each asset's history — and their
+plain row types.
 
 The tables are SQLAlchemy Core ``Table`` objects (the migrations' target and the store's
 statements); a row read or about to be written is a plain dataclass (``BoxRow``, ``AssetRow``,
@@ -28,15 +29,20 @@ from sqlalchemy import (
 
 __all__ = [
     "ASSET_COLUMNS",
+    "DEFAULT_PROJECT_ID",
+    "ApiKeyRow",
     "AssetRow",
     "BoxRow",
+    "ProjectRow",
     "Status",
     "Step",
     "TransitionRow",
+    "api_keys_table",
     "assets_table",
     "boxes_table",
     "leases_table",
     "metadata",
+    "projects_table",
     "transitions_table",
     "utcnow",
 ]
@@ -82,6 +88,33 @@ def _moment(name: str, *, nullable: bool = False) -> Column[dt.datetime]:
     return Column(name, DateTime(timezone=True), nullable=nullable, default=default)
 
 
+DEFAULT_PROJECT_ID = "default"
+"""The project that boxes made before projects existed moved into; it cannot be deleted."""
+
+projects_table = Table(
+    "projects",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    _moment("created_at"),
+    # Reserved for per-project budgets (a later issue); unused yet.
+    Column("budget", Text, nullable=True),
+)
+
+api_keys_table = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("scopes", String(100), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    _moment("created_at"),
+    _moment("revoked_at", nullable=True),
+    Index("ix_api_keys_project_id", "project_id"),
+)
+"""API keys, stored hashed: ``scopes`` is a space-separated list; the secret itself is never stored."""
+
 boxes_table = Table(
     "boxes",
     metadata,
@@ -89,6 +122,16 @@ boxes_table = Table(
     Column("name", String(200), nullable=False),
     _moment("created_at"),
     _moment("updated_at"),
+    # The server default places boxes an older replica inserts during a rolling upgrade.
+    Column(
+        "project_id",
+        String(40),
+        ForeignKey("projects.id"),
+        nullable=False,
+        default=DEFAULT_PROJECT_ID,
+        server_default=DEFAULT_PROJECT_ID,
+    ),
+    Index("ix_boxes_project_id_id", "project_id", "id"),
 )
 
 assets_table = Table(
@@ -167,6 +210,30 @@ class BoxRow:
     name: str
     created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     updated_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    project_id: str = DEFAULT_PROJECT_ID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProjectRow:
+    """A project: the boxes of one team or service, and the keys that reach them."""
+
+    id: str
+    name: str
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    budget: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """An API key of a project, as stored: the hash of its secret, never the secret."""
+
+    id: str
+    project_id: str
+    name: str
+    scopes: str
+    secret_sha256: str
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    revoked_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -1,4 +1,11 @@
-"""The OrchestratorService gRPC servicer: boxes, assets, and accepting generations and uploads."""
+"""The OrchestratorService gRPC servicer: boxes, assets, and accepting generations and uploads.
+
+Every box belongs to a project. A call carrying ``x-assetgen-project`` metadata (the gateway sets it
+for a project's key) reaches only that project's boxes and their assets (``scope``): another
+project's box or asset answers NOT_FOUND, as a missing one does, and lists hold only the project's.
+A call without it (an admin's) reaches every project. That only the gateway calls here is the deployment's to
+ensure (issue 21 part 5: service credentials).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
+from assetgen_orchestrator.access import AccessStore
 from assetgen_orchestrator.convert import (
     asset_to_proto,
     box_to_proto,
@@ -28,10 +36,17 @@ from assetgen_orchestrator.convert import (
 )
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
-from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
+from assetgen_orchestrator.models import DEFAULT_PROJECT_ID, AssetRow, Status, Step, utcnow
+from assetgen_orchestrator.scope import ProjectScope, caller_project
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
-from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from assetgen_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from assetgen_runtime.ids import new_id
 from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
@@ -55,36 +70,53 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         jobs: JobPublisher,
         events: EventPublisher,
         *,
+        access: AccessStore,
         rpc_timeout: float,
     ) -> None:
         self._store = store
+        self._scope = ProjectScope(store)
+        self._access = access
         self._adapter = adapter
         self._storage = storage
         self._jobs = jobs
         self._events = events
         self._rpc_timeout = rpc_timeout
 
+    # -- boxes and assets -----------------------------------------------------------------------
+
     async def CreateBox(self, request: gateway_pb2.CreateBoxRequest, context: object) -> common_pb2.Box:
-        return box_to_proto(await self._store.create_box(new_id("box"), _box_name(request.name)))
+        project = caller_project(context)
+        if not project:
+            project = (await self._access.get_project(request.project or DEFAULT_PROJECT_ID)).id
+        elif request.project and request.project != project:
+            try:
+                named = (await self._access.get_project(request.project)).id
+            except NotFound:
+                named = ""
+            if named != project:
+                raise PermissionDenied("a project's key creates boxes in its own project only")
+        box = await self._store.create_box(new_id("box"), _box_name(request.name), project)
+        return box_to_proto(box)
 
     async def GetBox(self, request: gateway_pb2.GetBoxRequest, context: object) -> common_pb2.Box:
-        return box_to_proto(await self._store.get_box(request.id))
+        return box_to_proto(await self._scope.box(request.id, context))
 
     async def ListBoxes(
         self, request: gateway_pb2.ListBoxesRequest, context: object
     ) -> gateway_pb2.ListBoxesResponse:
-        page = await self._store.list_boxes(request.page_size, request.cursor)
+        project = caller_project(context)
+        page = await self._store.list_boxes(request.page_size, request.cursor, project)
         return gateway_pb2.ListBoxesResponse(
             items=[box_to_proto(box) for box in page.items], next_cursor=page.next_cursor
         )
 
     async def GetAsset(self, request: gateway_pb2.GetAssetRequest, context: object) -> common_pb2.Asset:
-        return asset_to_proto(await self._store.get_asset(request.id))
+        return asset_to_proto(await self._scope.asset(request.id, context))
 
     async def ListAssets(
         self, request: gateway_pb2.ListAssetsRequest, context: object
     ) -> gateway_pb2.ListAssetsResponse:
-        await self._store.get_box(request.box_id)
+        await self._scope.box(request.box_id, context)
         page = await self._store.list_assets(
             request.box_id,
             request.page_size,
@@ -101,7 +133,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Asset:
         idempotency_key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
-        await self._store.check_box(request.box_id)
+        await self._scope.check_box(request.box_id, context)
         if idempotency_key:
             existing = await self._store.find_by_idempotency_key(request.box_id, idempotency_key)
             if existing is not None:
@@ -110,6 +142,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         parent_url, deferred = "", []
         if request.parent_asset:
             parent = await self._store.find_asset(request.parent_asset)
+            if parent is not None:
+                try:
+                    await self._scope.check_asset(parent, context)
+                except NotFound:
+                    parent = None
             if parent is None:
                 raise InvalidArgument(f"parent asset {request.parent_asset!r} not found")
             if parent.status in (Status.FAILED, Status.CANCELED):
@@ -157,12 +194,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             )
 
     async def UpdateBox(self, request: gateway_pb2.UpdateBoxRequest, context: object) -> common_pb2.Box:
+        await self._scope.box(request.id, context)
         return box_to_proto(await self._store.rename_box(request.id, _box_name(request.name)))
 
     async def DeleteBox(
         self, request: gateway_pb2.DeleteBoxRequest, context: object
     ) -> gateway_pb2.DeleteBoxResponse:
-        await self._store.get_box(request.id)
+        await self._scope.box(request.id, context)
         assets = await self._store.box_assets(request.id)
         for asset in assets:
             await self._discard(asset)
@@ -173,12 +211,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def DeleteAsset(
         self, request: gateway_pb2.DeleteAssetRequest, context: object
     ) -> gateway_pb2.DeleteAssetResponse:
-        asset = await self._store.get_asset(request.id)
+        asset = await self._scope.asset(request.id, context)
         await self._discard(asset)
         await self._store.delete_asset(asset.id)
         return gateway_pb2.DeleteAssetResponse()
 
     async def CancelAsset(self, request: gateway_pb2.CancelAssetRequest, context: object) -> common_pb2.Asset:
+        await self._scope.asset(request.id, context)
         for _ in range(5):
             asset = await self._store.get_asset(request.id)
             if Status(asset.status).terminal:
@@ -190,7 +229,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         raise Unavailable("the asset kept changing while cancelling; try again")
 
     async def RetryAsset(self, request: gateway_pb2.RetryAssetRequest, context: object) -> common_pb2.Asset:
-        asset = await self._store.get_asset(request.id)
+        asset = await self._scope.asset(request.id, context)
         if asset.status not in (Status.FAILED, Status.CANCELED):
             raise FailedPrecondition(
                 f"asset {asset.id} is {asset.status}; only FAILED or CANCELED assets retry"
@@ -230,9 +269,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ListAssetHistory(
         self, request: gateway_pb2.ListAssetHistoryRequest, context: object
     ) -> gateway_pb2.ListAssetHistoryResponse:
-        await self._store.get_asset(request.id)
-        history = await self._store.history(request.id)
-        return gateway_pb2.ListAssetHistoryResponse(items=[transition_to_proto(item) for item in history])
+        await self._scope.asset(request.id, context)
+        history, next_cursor = await self._store.history_page(request.id, request.page_size, request.cursor)
+        return gateway_pb2.ListAssetHistoryResponse(
+            items=[transition_to_proto(item) for item in history], next_cursor=next_cursor
+        )
 
     async def _cancel(self, asset: AssetRow, reason: str) -> bool:
         """Ends an in-flight asset CANCELED, then asks the provider to stop (best effort)."""
@@ -275,7 +316,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> common_pb2.Asset:
         if not request.asset_id or not request.object.key:
             raise InvalidArgument("asset_id and object.key are required")
-        await self._store.check_box(request.box_id)
+        await self._scope.check_box(request.box_id, context)
         stored = request.object
         asset = AssetRow(
             id=request.asset_id,

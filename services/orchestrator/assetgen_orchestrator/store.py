@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_orchestrator.models import (
+    DEFAULT_PROJECT_ID,
     AssetRow,
     BoxRow,
     Status,
@@ -110,10 +111,10 @@ class AssetStore:
 
     # -- boxes ----------------------------------------------------------------------------------
 
-    async def create_box(self, box_id: str, name: str) -> BoxRow:
-        """Inserts a box."""
+    async def create_box(self, box_id: str, name: str, project_id: str = DEFAULT_PROJECT_ID) -> BoxRow:
+        """Inserts a box into a project."""
         now = utcnow()
-        box = BoxRow(id=box_id, name=name, created_at=now, updated_at=now)
+        box = BoxRow(id=box_id, name=name, created_at=now, updated_at=now, project_id=project_id)
         await self._execute(insert(_BOXES).values(dataclasses.asdict(box)))
         return box
 
@@ -139,12 +140,15 @@ class AssetStore:
             self._known_boxes.clear()
         self._known_boxes[box_id] = now + _KNOWN_BOX_SECONDS
 
-    async def list_boxes(self, page_size: int, cursor: str) -> Page[BoxRow]:
-        """Boxes newest first; ids sort by creation time, so the cursor is the last id seen."""
+    async def list_boxes(self, page_size: int, cursor: str, project_id: str = "") -> Page[BoxRow]:
+        """Boxes newest first, of one project if given; ids sort by creation time, so the cursor is
+        the last id seen."""
         size = _page_size(page_size)
         query = select(_BOXES).order_by(_BOXES.c.id.desc()).limit(size + 1)
         if cursor:
             query = query.where(_BOXES.c.id < cursor)
+        if project_id:
+            query = query.where(_BOXES.c.project_id == project_id)
         return _page([BoxRow(**row) for row in await self._rows(query)], size)
 
     async def rename_box(self, box_id: str, name: str) -> BoxRow:
@@ -357,6 +361,26 @@ class AssetStore:
         """Every transition of an asset, oldest first."""
         query = select(_TRANSITIONS).where(_TRANSITIONS.c.asset_id == asset_id).order_by(_TRANSITIONS.c.id)
         return [TransitionRow(**row) for row in await self._rows(query)]
+
+    async def history_page(
+        self, asset_id: str, page_size: int, cursor: str
+    ) -> tuple[list[TransitionRow], str]:
+        """A page of an asset's transitions, oldest first, and the cursor of the next ('' at the end)."""
+        size = _page_size(page_size)
+        query = (
+            select(_TRANSITIONS)
+            .where(_TRANSITIONS.c.asset_id == asset_id)
+            .order_by(_TRANSITIONS.c.id)
+            .limit(size + 1)
+        )
+        if cursor:
+            if not cursor.isdigit():
+                raise InvalidArgument("cursor is not one this listing gave")
+            query = query.where(_TRANSITIONS.c.id > int(cursor))
+        rows = [TransitionRow(**row) for row in await self._rows(query)]
+        if len(rows) > size:
+            return rows[:size], str(rows[size - 1].id)
+        return rows, ""
 
 
 def _page(rows: list[Row], size: int) -> Page[Row]:
