@@ -101,9 +101,10 @@ class Reconciler:
     async def reconcile(self) -> int | None:
         """One pass: the number of jobs published, or None if another replica holds the lease.
 
-        Every quiet asset is looked at, page by page, against one reading of the stream: an asset
-        that went quiet after the reading has a job or was published during the pass, and is left
-        to the next pass (its job may have been acknowledged or published since).
+        Every asset quiet since the pass began is looked at, page by page, against one reading of
+        the stream. Only the reconciler publishes jobs for quiet assets, so one that looks jobless
+        is: unless it ended since it was read (its job acknowledged), and then its version moved,
+        the compare-and-set before the republish fails and it is left alone.
         """
         if not await self._lease.acquire():
             return None
