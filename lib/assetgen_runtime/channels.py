@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from assetgen_runtime.server import GRPC_OPTIONS
@@ -9,7 +11,7 @@ from assetgen_runtime.server import GRPC_OPTIONS
 __all__ = ["open_channel"]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
+def open_channel(address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
     """An insecure channel to a peer inside the deployment, with keepalive and message limits.
 
     Calls are spread round-robin over every address the name resolves to: ``dns:///adapter:50053``
@@ -18,7 +20,7 @@ def open_channel(address: str) -> grpc.aio.Channel:
 
     A peer that restarts under us is bridged: service config retries UNAVAILABLE for up to a few
     seconds, and a lost peer is reconnected every tenth of a second, so a call made just after it
-    serves again finds it.
+    serves again finds it. ``interceptors`` see every call made on the channel.
     """
     service_config = (
         '{"loadBalancingConfig":[{"round_robin":{}}],'
@@ -27,6 +29,7 @@ def open_channel(address: str) -> grpc.aio.Channel:
     )
     return grpc.aio.insecure_channel(
         address,
+        interceptors=list(interceptors) or None,
         options=[
             *GRPC_OPTIONS,
             ("grpc.service_config", service_config),

@@ -1,9 +1,10 @@
 """The public GatewayService: forwards to the service that owns each resource.
 
 Boxes, assets and generation go to the orchestrator; providers and models to the provider-adapter;
-file bytes to storage. The same servicer object answers gRPC and (through ``http_api``) HTTP, so both
-share one behaviour. Servicer methods never touch their ``context`` except to read metadata, which is
-what lets the HTTP side call them with a small stand-in.
+file bytes to storage; projects and keys to the orchestrator's AccessService (``access_api``). The
+same servicer object answers gRPC and (through ``http_api``) HTTP, so both share one behaviour.
+Servicer methods never touch their ``context`` except to read metadata, which is what lets the HTTP
+side call them with a small stand-in; who calls comes from ``access.current_caller()``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import grpc
 
@@ -25,7 +26,11 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
+from assetgen_gateway.access import current_caller
+from assetgen_gateway.access_api import AccessRpcs
+from assetgen_gateway.limits import PerKeyLimit
 from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
+from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_runtime.batching import Batcher
 from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
 from assetgen_runtime.ids import new_id
@@ -73,7 +78,7 @@ def _forwarded(context: object) -> list[tuple[str, str]]:
     return forwarded
 
 
-class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     """Implements every public RPC by calling the owning internal service with a deadline."""
 
     def __init__(
@@ -85,7 +90,17 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         timeout: float,
         max_upload_bytes: int,
         watcher: EventWatcher | None = None,
+        access: orchestrator_pb2_grpc.AccessServiceStub | None = None,
+        watch_tokens: WatchTokenSigner | None = None,
+        on_key_revoked: Callable[[str], None] = lambda key_id: None,
+        max_watchers_per_key: int = 32,
+        max_uploads_per_key: int = 4,
     ) -> None:
+        self._access = access
+        self._watch_tokens = watch_tokens
+        self._on_key_revoked = on_key_revoked
+        self._watchers = PerKeyLimit("open watches", max_watchers_per_key, "ASSETGEN_MAX_WATCHERS_PER_KEY")
+        self._uploads = PerKeyLimit("uploads in flight", max_uploads_per_key, "ASSETGEN_MAX_UPLOADS_PER_KEY")
         self._orchestrator = orchestrator
         self._adapter = adapter
         self._storage = storage
@@ -168,6 +183,12 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self, box_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
     ) -> common_pb2.Asset:
         """Streams a file into storage and records it as an UPLOADED asset; nothing is left on failure."""
+        with self._uploads.hold(current_caller().key_id):
+            return await self._upload_stream(box_id, filename, content_type, chunks)
+
+    async def _upload_stream(
+        self, box_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
+    ) -> common_pb2.Asset:
         await self._orchestrator.GetBox(gateway_pb2.GetBoxRequest(id=box_id), timeout=self._timeout)
         asset_id = new_id("ast")
         limit = self._max_upload_bytes
@@ -233,8 +254,11 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
                 if not cursor:
                     return assets[::-1]  # oldest first, as the events that follow
 
-        return self._require_watcher().watch(
-            box_subject(box_id), after_sequence, snapshot, end_on_terminal=False
+        return self._watchers.holding(
+            current_caller().key_id,
+            self._require_watcher().watch(
+                box_subject(box_id), after_sequence, snapshot, end_on_terminal=False
+            ),
         )
 
     def watch_asset(
@@ -245,8 +269,11 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         async def snapshot() -> list[common_pb2.Asset]:
             return [await self.GetAsset(gateway_pb2.GetAssetRequest(id=asset_id), None)]
 
-        return self._require_watcher().watch(
-            asset_subject(asset_id), after_sequence, snapshot, end_on_terminal=True
+        return self._watchers.holding(
+            current_caller().key_id,
+            self._require_watcher().watch(
+                asset_subject(asset_id), after_sequence, snapshot, end_on_terminal=True
+            ),
         )
 
     def _require_watcher(self) -> EventWatcher:

@@ -9,15 +9,17 @@ here; path parameters, the query string and the JSON body fill the request messa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from google.protobuf.message import Message
 
 from assetgen.v1 import gateway_pb2
+from assetgen_gateway.access import authorized, current_caller
 from assetgen_gateway.api import GatewayApi, MetadataContext
-from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.auth import Authenticator, TokenSet
 from assetgen_gateway.console import add_console
 from assetgen_gateway.middleware import (
     auth_middleware,
@@ -41,11 +43,14 @@ from assetgen_gateway.routes import (
 )
 from assetgen_gateway.streams import sse_handler, websocket_handler
 from assetgen_gateway.upload import upload_handler
+from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_runtime.codec import message_from_json, message_to_json
 from assetgen_runtime.errors import InvalidArgument, TooLarge
 from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
 __all__ = ["build_http_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _metadata(request: web.Request) -> MetadataContext:
@@ -75,10 +80,21 @@ def _rpc_handler(api: GatewayApi, route: HttpRoute, max_json_bytes: int) -> Any:
     return handle
 
 
+def _guarded(rpc: str, handler: Handler) -> Handler:
+    """``handler``, run only if the request's caller has the scope ``rpc`` needs."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        with authorized(current_caller(), rpc, request.match_info.get("id", "")):
+            return await handler(request)
+
+    return guarded
+
+
 def build_http_app(
     api: GatewayApi,
-    tokens: TokenSet,
+    tokens: TokenSet | Authenticator,
     *,
+    watch_tokens: WatchTokenSigner | None = None,
     cors_origins: tuple[str, ...],
     max_json_bytes: int,
     max_upload_bytes: int,
@@ -86,28 +102,34 @@ def build_http_app(
     heartbeat: float = 15.0,
     console_media_origins: tuple[str, ...] = (),
 ) -> web.Application:
-    """The aiohttp application serving the whole public HTTP API, and the web console at ``/``."""
+    """The aiohttp application serving the whole public HTTP API, and the web console at ``/``.
+
+    ``tokens`` as a bare TokenSet accepts its bootstrap tokens only (no API keys); without
+    ``watch_tokens`` watch tokens are checked with a secret of this app's own.
+    """
+    authenticator = tokens if isinstance(tokens, Authenticator) else Authenticator(tokens, None)
+    signer = watch_tokens or WatchTokenSigner(secrets.token_bytes(32), 900)
     app = web.Application(
         middlewares=[
             metrics_middleware,
             cors_middleware(cors_origins),
             errors_middleware,
-            auth_middleware(tokens),
+            auth_middleware(authenticator, signer),
         ],
         client_max_size=max_json_bytes,
     )
     for route in http_routes():
-        handler = _rpc_handler(api, route, max_json_bytes)
+        handler = _guarded(route.rpc.name, _rpc_handler(api, route, max_json_bytes))
         for path in served_paths(route.path):
             app.router.add_route(route.method, path, handler)
-    upload = upload_handler(api, max_upload_bytes)
+    upload = _guarded("Upload", upload_handler(api, max_upload_bytes))
     for path in served_paths(UPLOAD_PATH):
         app.router.add_post(path, upload)
-    events = sse_handler(api)
-    for template in (BOX_EVENTS_PATH, ASSET_EVENTS_PATH):
+    for template, rpc in ((BOX_EVENTS_PATH, "WatchBox"), (ASSET_EVENTS_PATH, "WatchAsset")):
+        events = _guarded(rpc, sse_handler(api))
         for path in served_paths(template):
             app.router.add_get(path, events)
-    websocket = websocket_handler(api, heartbeat)
+    websocket = _guarded("WatchBox", websocket_handler(api, heartbeat))
     for path in served_paths(BOX_WEBSOCKET_PATH):
         app.router.add_get(path, websocket)
 

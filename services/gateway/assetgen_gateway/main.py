@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import secrets
 from dataclasses import dataclass
 
 import grpc
@@ -16,11 +18,13 @@ from assetgen.v1 import (
     provider_adapter_pb2_grpc,
     storage_pb2_grpc,
 )
+from assetgen_gateway.access import ProjectMetadataInterceptor
 from assetgen_gateway.api import GatewayApi
-from assetgen_gateway.auth import AuthInterceptor, load_tokens
+from assetgen_gateway.auth import Authenticator, AuthInterceptor, load_tokens
 from assetgen_gateway.http_api import build_http_app
 from assetgen_gateway.settings import GatewaySettings
 from assetgen_gateway.watch import EventWatcher
+from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.jetstream import connect
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
@@ -30,6 +34,10 @@ from assetgen_runtime.settings import load
 __all__ = ["GatewayService", "main", "run_server"]
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+# Watch tokens travel in URLs, which end up in logs: none lives longer than this.
+MAX_WATCH_TOKEN_SECONDS = 900.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,7 +62,7 @@ async def run_server(
     async with Cleanups() as opened:
         metrics_port = await open_metrics(opened, settings.metrics_port)
         channels = [
-            open_channel(settings.orchestrator_addr),
+            open_channel(settings.orchestrator_addr, interceptors=[ProjectMetadataInterceptor()]),
             open_channel(settings.provider_adapter_addr),
             open_channel(settings.storage_addr),
         ]
@@ -62,6 +70,11 @@ async def run_server(
         nc = await connect(settings.nats_url, "assetgen-gateway")
         opened.push_async_callback(_drain, nc)
         watcher = EventWatcher(nc.jetstream(), heartbeat=settings.watch_heartbeat_seconds)
+        access = orchestrator_pb2_grpc.AccessServiceStub(channels[0])
+        authenticator = Authenticator(
+            tokens, access, cache_seconds=settings.key_cache_seconds, timeout=settings.request_timeout_seconds
+        )
+        watch_tokens = _watch_token_signer(settings)
         api = GatewayApi(
             orchestrator_pb2_grpc.OrchestratorServiceStub(channels[0]),
             provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channels[1]),
@@ -69,18 +82,24 @@ async def run_server(
             timeout=settings.request_timeout_seconds,
             max_upload_bytes=settings.max_object_bytes,
             watcher=watcher,
+            access=access,
+            watch_tokens=watch_tokens,
+            on_key_revoked=authenticator.forget_key,
+            max_watchers_per_key=settings.max_watchers_per_key,
+            max_uploads_per_key=settings.max_uploads_per_key,
         )
         server = await build_grpc_server(
             [(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, api, SERVICE_NAME)],
             port=settings.grpc_port if port is None else port,
             metrics_name="gateway",
-            interceptors=[AuthInterceptor(tokens)],
+            interceptors=[AuthInterceptor(authenticator)],
             cleanups=opened,
         )
         ready = False
         app = build_http_app(
             api,
-            tokens,
+            authenticator,
+            watch_tokens=watch_tokens,
             cors_origins=settings.cors_origins,
             console_media_origins=settings.console_media_origins,
             max_json_bytes=settings.max_json_body_bytes,
@@ -104,6 +123,19 @@ async def run_server(
             http_port=bound_http,
             watcher=watcher,
         )
+
+
+def _watch_token_signer(settings: GatewaySettings) -> WatchTokenSigner:
+    """The signer of watch tokens, with the configured secret or, lacking one, a random one."""
+    ttl = min(settings.watch_token_ttl_seconds, MAX_WATCH_TOKEN_SECONDS)
+    if settings.watch_token_secret:
+        return WatchTokenSigner(settings.watch_token_secret.encode(), ttl)
+    logger.warning(
+        "ASSETGEN_WATCH_TOKEN_SECRET is not set: watch tokens are signed with a random secret of this "
+        "process, so another replica (or this one after a restart) refuses them; set it when running "
+        "more than one gateway"
+    )
+    return WatchTokenSigner(secrets.token_bytes(32), ttl)
 
 
 async def _close_channels(channels: list[grpc.aio.Channel]) -> None:

@@ -1,5 +1,7 @@
 """The middlewares every HTTP request passes, outermost first: metrics, CORS, errors, auth.
 
+Auth only authenticates (the caller of the request); each route checks the scope its RPC needs.
+
 Errors become ``{"error": "..."}`` with the HTTP status of their gRPC code (``assetgen_runtime.errors``
 holds the table); internal details are logged, never returned.
 """
@@ -15,11 +17,14 @@ import grpc
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from assetgen_gateway.auth import TokenSet
+from assetgen_gateway.access import Caller, use_caller
+from assetgen_gateway.auth import Authenticator
 from assetgen_gateway.console import is_console_route
 from assetgen_gateway.responses import error_response
 from assetgen_gateway.routes import OPEN_PATHS, STREAM_PATHS
-from assetgen_runtime.errors import AssetGenError, http_status, reason_of
+from assetgen_gateway.watch_tokens import WatchTokenSigner
+from assetgen_runtime.errors import AssetGenError, Unauthenticated, http_status, reason_of
+from assetgen_runtime.scopes import Scope
 
 __all__ = [
     "HTTP_LATENCY",
@@ -96,20 +101,38 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal error")
 
 
-def auth_middleware(tokens: TokenSet) -> Any:
-    """Checks the bearer token on every path but the open ones, the console's, and CORS preflights."""
+def auth_middleware(authenticator: Authenticator, watch_tokens: WatchTokenSigner) -> Any:
+    """Authenticates every path but the open ones, the console's, and CORS preflights.
+
+    The caller comes from the bearer header, or on a box's stream routes from a watch token in
+    ``?token=``; an API key in the URL is refused, as is any ``?token=`` elsewhere.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "OPTIONS" and request.path not in OPEN_PATHS and not is_console_route(request):
             header = request.headers.get("Authorization")
             query_token = request.query.get("token")
-            if not header and query_token and _is_stream_route(request):
-                header = f"Bearer {query_token}"
-            tokens.check_header(header)
+            if not header and query_token:
+                use_caller(_watcher(request, query_token, watch_tokens))
+            else:
+                use_caller(await authenticator.authenticate(header))
         return await handler(request)
 
     return middleware
+
+
+def _watcher(request: web.Request, token: str, watch_tokens: WatchTokenSigner) -> Caller:
+    """The caller a watch token in the URL stands for, on the one box it names."""
+    if not _is_stream_route(request):
+        raise Unauthenticated(
+            "?token= takes a watch token, on a box's events and WebSocket routes only; "
+            "send API keys as Authorization: Bearer"
+        )
+    grant = watch_tokens.verify(token, request.match_info["box_id"])
+    return Caller(
+        key_id=grant.key_id, project=grant.project, scopes=(Scope.READ.value,), watch_box=grant.box_id
+    )
 
 
 def _is_stream_route(request: web.Request) -> bool:

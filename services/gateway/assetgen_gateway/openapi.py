@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from assetgen.v1 import common_pb2, gateway_pb2
+from assetgen_gateway.access import REQUIRED_SCOPE
 from assetgen_gateway.api import IDEMPOTENCY_KEY_CHARS, IDEMPOTENCY_KEY_MAX
 from assetgen_gateway.message_schemas import MessageSchemas
 from assetgen_gateway.routes import (
@@ -39,7 +40,8 @@ __all__ = ["Operation", "build_openapi", "operations", "routes_markdown"]
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_RESPONSES = {
     "400": "Invalid argument (bad JSON, unknown field, failed validation).",
-    "401": "Missing or wrong bearer token.",
+    "401": "Missing, unknown or revoked bearer token (or an expired or misplaced watch token).",
+    "403": "The key lacks the scope this needs (read, write or admin).",
     "404": "No such resource.",
     "409": "Conflict: already exists, or not allowed in the resource's current state.",
     "429": "Rate limited.",
@@ -77,7 +79,7 @@ def _path_parameter(name: str, description: str = "") -> dict[str, Any]:
 
 def _responses(success: str, body: dict[str, Any], *codes: str) -> dict[str, Any]:
     responses: dict[str, Any] = {success: body}
-    for code in ("400", "401", *codes, "429", "500", "503", "504"):
+    for code in ("400", "401", "403", *codes, "429", "500", "503", "504"):
         responses[code] = {"$ref": f"#/components/responses/E{code}"}
     return responses
 
@@ -152,7 +154,8 @@ def _hand_operations(schemas: MessageSchemas) -> list[Operation]:
             "description": description
             + " Each event is `id: <sequence>`, `event: asset`, `data: <AssetEvent JSON>`; "
             "comment lines keep idle connections open.",
-            "security": _STREAM_AUTH,
+            # Only a box's stream takes a watch token in the URL.
+            "security": _STREAM_AUTH if param == "box_id" else [{"bearer": []}],
             "parameters": [_path_parameter(param), *stream_parameters],
             "responses": _responses(
                 "200",
@@ -295,7 +298,8 @@ def build_openapi() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The API token as ?token=, for EventSource and WebSocket only.",
+                    "description": "A watch token (POST /api/boxes/{box_id}/watch-token) as ?token=, "
+                    "on that box's events and WebSocket only; API keys are refused in URLs.",
                 },
             },
             "responses": {
@@ -323,7 +327,7 @@ def routes_markdown() -> str:
         "it is out of date. Every path also answers with a trailing slash. The full description is the "
         f"OpenAPI 3.1 document served at `{OPENAPI_PATH}`.",
         "",
-        "| Method | Path | What | Served by | Auth |",
+        "| Method | Path | What | Served by | Auth (scope) |",
         "|---|---|---|---|---|",
     ]
     for operation in operations():
@@ -331,9 +335,11 @@ def routes_markdown() -> str:
         if operation.path in OPEN_PATHS:
             auth = "none"
         elif spec.get("security") == _STREAM_AUTH:
-            auth = "bearer or `?token=`"
+            auth = "bearer or watch `?token=`"
         else:
             auth = "bearer"
+        if operation.source.startswith("rpc "):
+            auth += f" ({REQUIRED_SCOPE[operation.source.split()[1]].value})"
         cells = [operation.method, f"`{operation.path}`", operation.summary, operation.source, auth]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

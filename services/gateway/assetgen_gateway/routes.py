@@ -42,8 +42,9 @@ UPLOAD_PATH = "/api/boxes/{box_id}/upload"
 BOX_EVENTS_PATH = "/api/boxes/{box_id}/events"
 ASSET_EVENTS_PATH = "/api/assets/{asset_id}/events"
 BOX_WEBSOCKET_PATH = "/ws/boxes/{box_id}"
-# Browsers can't set headers on EventSource or WebSocket, so only these paths take ?token=.
-STREAM_PATHS = frozenset({BOX_EVENTS_PATH, ASSET_EVENTS_PATH, BOX_WEBSOCKET_PATH})
+# Browsers can't set headers on EventSource or WebSocket, so only these paths take ?token=: a watch
+# token for that box (never an API key).
+STREAM_PATHS = frozenset({BOX_EVENTS_PATH, BOX_WEBSOCKET_PATH})
 
 
 @dataclass(frozen=True)

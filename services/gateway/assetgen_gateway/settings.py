@@ -32,6 +32,26 @@ class GatewaySettings(ServiceSettings):
     )
     api_tokens: tuple[str, ...] = env("ASSETGEN_API_TOKENS", "Comma-separated bearer tokens accepted.", ())
     api_token_file: str = env("ASSETGEN_API_TOKEN_FILE", "File with one accepted token per line.", "")
+    key_cache_seconds: float = env(
+        "ASSETGEN_KEY_CACHE_SECONDS",
+        "How long an API key's check is reused; a key revoked on another gateway replica is refused "
+        "within this time (on this one at once).",
+        5.0,
+    )
+    watch_token_secret: str = env(
+        "ASSETGEN_WATCH_TOKEN_SECRET",
+        "Secret that signs watch tokens; every replica needs the same one (empty: a random one per process).",
+        "",
+    )
+    watch_token_ttl_seconds: float = env(
+        "ASSETGEN_WATCH_TOKEN_TTL_SECONDS", "How long a watch token is accepted (at most 900).", 900.0
+    )
+    max_watchers_per_key: int = env(
+        "ASSETGEN_MAX_WATCHERS_PER_KEY", "Open watches (streams, WebSockets) one key may hold at once.", 32
+    )
+    max_uploads_per_key: int = env(
+        "ASSETGEN_MAX_UPLOADS_PER_KEY", "Uploads one key may have in flight at once.", 4
+    )
     max_object_bytes: int = env(
         "ASSETGEN_MAX_OBJECT_BYTES", "Largest upload accepted, in bytes.", 2 * 1024**3
     )

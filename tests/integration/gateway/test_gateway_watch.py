@@ -41,6 +41,12 @@ async def _box(env: Env) -> str:
     return str(response.json()["id"])
 
 
+async def _watch_token(env: Env, box: str) -> str:
+    response = await env.http.post(f"/api/boxes/{box}/watch-token/")
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
 async def _generate(env: Env, box: str, prompt: str = "a fox") -> str:
     response = await env.http.post(f"/api/boxes/{box}/generate/", json={"model": "img", "prompt": prompt})
     assert response.status_code == 202, response.text
@@ -209,7 +215,8 @@ async def test_websocket_with_query_token_follows_the_box(env: Env) -> None:
     box = await _box(env)
     received: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session:
-        url = f"{env.stack.http_url}/ws/boxes/{box}/?token={env.stack.token}"
+        token = await _watch_token(env, box)
+        url = f"{env.stack.http_url}/ws/boxes/{box}/?token={token}"
         async with session.ws_connect(url) as socket:
             asset = await _generate(env, box, "over a websocket")
             async with asyncio.timeout(60):
@@ -232,8 +239,11 @@ async def test_streams_refuse_missing_or_wrong_tokens_and_unknown_ids(env: Env) 
         assert (await anonymous.get(f"/ws/boxes/{box}/")).status_code == 401
         # ?token= is accepted only on the streaming routes.
         assert (await anonymous.get("/api/boxes/", params={"token": env.stack.token})).status_code == 401
+        # A full API key is never accepted in a URL (issue 21); a watch token for the box is.
+        full_key = await anonymous.get(f"/api/boxes/{box}/events", params={"token": env.stack.token})
+        assert full_key.status_code == 401
         async with anonymous.stream(
-            "GET", f"/api/boxes/{box}/events", params={"token": env.stack.token}
+            "GET", f"/api/boxes/{box}/events", params={"token": await _watch_token(env, box)}
         ) as response:
             assert response.status_code == 200
     missing = await env.http.get("/api/boxes/box_missing/events/")
