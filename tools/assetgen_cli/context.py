@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from google.protobuf.message import Message
@@ -21,6 +22,7 @@ __all__ = [
     "Cli",
     "UsageError",
     "model_type_name",
+    "resolve_token",
     "source_type_name",
     "status_name",
 ]
@@ -67,6 +69,26 @@ class Cli:
     def note(self, text: str) -> None:
         """Progress and hints, on stderr so stdout stays parseable."""
         print(text, file=self.err, flush=True)
+
+
+def resolve_token(token: str | None, token_file: str | None, environ: Mapping[str, str]) -> str:
+    """The API token: --token, --token-file, $ASSETGEN_TOKEN, then $ASSETGEN_TOKEN_FILE ('' if none).
+
+    A file holds the token on its first line, so it never has to appear on a command line.
+    """
+    if token:
+        return token
+    path = token_file or ("" if environ.get("ASSETGEN_TOKEN") else environ.get("ASSETGEN_TOKEN_FILE", ""))
+    if not path:
+        return environ.get("ASSETGEN_TOKEN", "")
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+    first = lines[0].strip() if lines else ""
+    if not first:
+        raise UsageError(f"the token file {path} is empty")
+    return first
 
 
 def status_name(value: int) -> str:

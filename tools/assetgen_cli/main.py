@@ -1,8 +1,10 @@
 """The ``assetgen`` command: operators' management of an AssetGen over the gateway's gRPC API.
 
 It adds provider accounts from presets, lists and adds models, creates boxes, uploads files, starts
-generations (``--wait`` follows one to its file) and follows a box live; ``parser`` lists every
-command and ``commands`` holds what each one does. Exit codes scripts can trust:
+generations (``--wait`` follows one to its file), follows a box live, and manages projects and API
+keys; ``parser`` lists every command and ``commands`` / ``access_commands`` hold what each one does.
+The token comes from ``--token-file``, ``$ASSETGEN_TOKEN`` or ``$ASSETGEN_TOKEN_FILE``, so it never
+has to be on the command line. Exit codes scripts can trust:
 
 - 0: done (for ``generate --wait``: the asset COMPLETED);
 - 1: the asset FAILED or was CANCELED, or the server failed the call;
@@ -30,6 +32,7 @@ from assetgen_cli.context import (
     EXIT_USAGE,
     Cli,
     UsageError,
+    resolve_token,
 )
 from assetgen_cli.parser import build_parser
 
@@ -77,9 +80,9 @@ async def run_cli(
     except SystemExit as exit_:
         return int(exit_.code or 0)
     url = args.url or environ.get("ASSETGEN_URL") or DEFAULT_URL
-    token = args.token or environ.get("ASSETGEN_TOKEN", "")
-    metadata = [("authorization", f"Bearer {token}")] if token else []
     try:
+        token = resolve_token(args.token, args.token_file, environ)
+        metadata = [("authorization", f"Bearer {token}")] if token else []
         async with grpc.aio.insecure_channel(url) as channel:
             cli = Cli(
                 api=gateway_pb2_grpc.GatewayServiceStub(channel),
@@ -101,7 +104,9 @@ async def run_cli(
             if code == grpc.StatusCode.UNAVAILABLE:
                 print(f"assetgen: is the gateway running at {url}? (ASSETGEN_URL)", file=err)
             elif code == grpc.StatusCode.UNAUTHENTICATED:
-                print("assetgen: check ASSETGEN_TOKEN", file=err)
+                print("assetgen: check ASSETGEN_TOKEN (or ASSETGEN_TOKEN_FILE)", file=err)
+            elif code == grpc.StatusCode.PERMISSION_DENIED:
+                print("assetgen: the token lacks the scope this needs", file=err)
             return EXIT_UNREACHABLE
         return EXIT_USAGE if code in _USAGE_CODES else EXIT_FAILED
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from assetgen_cli import commands
+from assetgen_cli import access_commands, commands
 from assetgen_cli.context import DEFAULT_URL, Cli
 
 __all__ = ["build_parser"]
@@ -20,14 +20,15 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 _EPILOG = """\
 environment:
-  ASSETGEN_URL    host:port of the gateway's gRPC API (default 127.0.0.1:50051)
-  ASSETGEN_TOKEN  bearer API token
+  ASSETGEN_URL         host:port of the gateway's gRPC API (default 127.0.0.1:50051)
+  ASSETGEN_TOKEN       bearer API token (an API key, or the admin token make run prints)
+  ASSETGEN_TOKEN_FILE  file whose first line is the token, when ASSETGEN_TOKEN is not set
 
 exit codes:
   0  done (generate --wait: the asset COMPLETED)
   1  the asset FAILED or was CANCELED, or the server failed the call
   2  usage error, or a request the API refused as invalid
-  3  cannot reach the gateway, or the token was refused
+  3  cannot reach the gateway, or the token was refused (unknown, revoked, or lacking the scope)
 
 from a new deployment to a generated image and video:
   assetgen presets list
@@ -58,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--url", help=f"gateway gRPC host:port (default: $ASSETGEN_URL or {DEFAULT_URL})")
-    parser.add_argument("--token", help="API token (default: $ASSETGEN_TOKEN)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the API token from FILE (default: $ASSETGEN_TOKEN, then $ASSETGEN_TOKEN_FILE)",
+    )
+    tokens.add_argument("--token", help="API token; prefer --token-file or $ASSETGEN_TOKEN (kept off ps)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds each call may take (default 30)")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -154,6 +161,44 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=commands.watch)
     watch.add_argument("box", help="box id")
     watch.add_argument("--after", type=int, default=0, metavar="SEQ", help="resume after this event sequence")
+
+    projects = group("projects", "projects: the boxes of one team or service, and its keys (admin)")
+    leaf(projects, "list", "list projects by name", access_commands.projects_list)
+    create = leaf(projects, "create", "create a project", access_commands.projects_create)
+    create.add_argument("name", help="unique name: lower-case letters, digits, '-' and '_'")
+    get = leaf(projects, "get", "show a project", access_commands.projects_get)
+    get.add_argument("project", help="project id or name")
+    rename = leaf(projects, "rename", "rename a project", access_commands.projects_rename)
+    rename.add_argument("project", help="project id or name")
+    rename.add_argument("name", help="new unique name")
+    delete = leaf(
+        projects,
+        "delete",
+        "delete a project that has no boxes, with its keys",
+        access_commands.projects_delete,
+    )
+    delete.add_argument("project", help="project id or name")
+
+    keys = group("keys", "API keys of projects, with scopes read, write, admin (admin)")
+    listing = leaf(keys, "list", "list keys (never their secrets)", access_commands.keys_list)
+    listing.add_argument("--project", help="only this project's keys (id or name)")
+    create = leaf(
+        keys,
+        "create",
+        "create a key; its secret is printed once, alone on stdout",
+        access_commands.keys_create,
+    )
+    create.add_argument("name", help="who or what uses the key")
+    create.add_argument("--project", required=True, help="project id or name")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help="read, write or admin (repeatable, or comma-separated); write includes read",
+    )
+    revoke = leaf(keys, "revoke", "revoke a key: refused from now on", access_commands.keys_revoke)
+    revoke.add_argument("id", help="key id (key_...)")
 
     asset = group("asset", "one asset")
     show = leaf(asset, "show", "show an asset with a fresh file URL", commands.asset_show)
