@@ -221,6 +221,11 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     )
     env = {**environ, "ASSETGEN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     env.setdefault("ASSETGEN_API_TOKENS", token)
+    if "ASSETGEN_WATCH_TOKEN_SECRET" not in environ:
+        # Kept across restarts, so a browser's watch token outlives a restart of the gateway.
+        env["ASSETGEN_WATCH_TOKEN_SECRET"] = _secret_file(
+            data_dir / "watch-token-secret", secrets.token_urlsafe(32)
+        )
     env.setdefault("ASSETGEN_ALLOWED_FETCH_NETWORKS", "127.0.0.0/8")
 
     if "ASSETGEN_NATS_URL" not in environ:
