@@ -79,6 +79,9 @@ def message_to_json(message: Message) -> Any:
 
 
 def _field_value_from_json(field: Any, value: Any) -> Any:
+    # protobuf's parser would read true as the enum's value 1.
+    if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, bool):
+        raise InvalidArgument(f"invalid {field.name}: {json.dumps(value)} is not a {field.enum_type.name}")
     if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
         prefix = _enum_prefix(field.enum_type)
         name = value.upper()

@@ -28,6 +28,7 @@ from assetgen_gateway.middleware import (
     metrics_middleware,
 )
 from assetgen_gateway.openapi import build_openapi
+from assetgen_gateway.request_text import refuse_nul_characters
 from assetgen_gateway.responses import json_response
 from assetgen_gateway.routes import (
     ASSET_EVENTS_PATH,
@@ -73,7 +74,7 @@ def _rpc_handler(api: GatewayApi, route: HttpRoute, max_json_bytes: int) -> Any:
         else:
             values.update(request.query)
         values.update(request.match_info)
-        message = message_from_json(request_class(), values)
+        message = refuse_nul_characters(message_from_json(request_class(), values))
         response = await call(message, _metadata(request))
         return json_response(message_to_json(response), status=route.success_status)
 

@@ -13,6 +13,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from assetgen_gateway.api import GatewayApi
+from assetgen_gateway.request_text import check_text
 from assetgen_gateway.responses import json_response
 from assetgen_runtime.codec import message_to_json
 from assetgen_runtime.errors import InvalidArgument, TooLarge
@@ -45,8 +46,8 @@ def upload_handler(api: GatewayApi, max_upload_bytes: int) -> Any:
                 raise InvalidArgument("malformed multipart body: it ends inside the file part")
 
         asset = await api.upload_stream(
-            request.match_info["box_id"],
-            part.filename or "",
+            check_text(request.match_info["box_id"], "box_id"),
+            check_text(part.filename or "", "filename"),
             part.headers.get("Content-Type", ""),
             chunks(),
         )

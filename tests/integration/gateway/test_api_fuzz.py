@@ -1,6 +1,6 @@
 """The public HTTP API fuzzed against its own OpenAPI document with schemathesis.
 
-The whole system runs in this process (four services over real NATS, SeaweedFS and SQLite, with a
+The whole system runs in this process (four services over real NATS, SeaweedFS and PostgreSQL, with a
 fake Kie.ai provider). Schemathesis reads ``/api/openapi.json`` and sends every operation generated
 requests, schema-valid (positive) and schema-breaking (negative), in its coverage and fuzzing phases.
 Every answer must be no 5xx, carry a status, content type and body the document lists, and negative
@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -43,6 +46,8 @@ IMAGE_SCHEMA = {"model": "kie/image", "input": {"prompt": "{{prompt}}", "size": 
 MAX_EXAMPLES = 100
 SEED = 20261204
 STARTUP_TIMEOUT = 120.0
+# The tests' PostgreSQL, as tests/conftest.py reaches it.
+POSTGRES_ADMIN_URL = os.environ.get("ASSETGEN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 FUZZ_CONFIG: dict[str, Any] = {
     "seed": SEED,
@@ -51,6 +56,9 @@ FUZZ_CONFIG: dict[str, Any] = {
         "max-examples": MAX_EXAMPLES,
         "deterministic": True,
         "database": "none",
+        # Now and then a string of the kind that broke the API: NUL (PostgreSQL refuses it), NATS
+        # subject and path syntax, text that is long or not text at all.
+        "dictionaries": {"string": {"dictionary": "awkward-text", "probability": 0.1}},
         # The token comes from the config's headers; made-up credentials would only meet 401s.
         "with-security-parameters": False,
     },
@@ -79,6 +87,11 @@ FUZZ_CONFIG: dict[str, Any] = {
         "ensure_resource_availability": {"enabled": False},
     },
     "request-timeout": 30,
+    "dictionaries": {
+        "awkward-text": {
+            "values": ["\x00", "a\x00b", "a.b", "*", ">", " ", "../..", "%00", "\u202e", "x" * 300]
+        }
+    },
 }
 
 
@@ -123,6 +136,30 @@ async def _seed(url: str, token: str, provider_url: str) -> Seeded:
             provider_id=provider.json()["id"],
             model_id=model.json()["id"],
         )
+
+
+@contextlib.asynccontextmanager
+async def _fresh_postgres_database() -> AsyncIterator[str]:
+    """A database of its own on the tests' PostgreSQL (SQLAlchemy URL), dropped afterwards.
+
+    PostgreSQL, not SQLite, because it is what production runs and it is the stricter of the two
+    (a NUL character in text is an error there).
+    """
+    name = f"assetgen_fuzz_{uuid.uuid4().hex[:12]}"
+    await _postgres_execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await _postgres_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _postgres_execute(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 class _ServedStack:
@@ -176,7 +213,15 @@ class _ServedStack:
             provider = FakeKieJobs(PROVIDER_KEY)
             provider_url = await provider.start()
             cleanup.push_async_callback(provider.stop)
-            stack = await start_stack(self._data_dir, nats_url=self._nats_url, s3=self._s3, token=TOKEN)
+            database_url = await cleanup.enter_async_context(_fresh_postgres_database())
+            stack = await start_stack(
+                self._data_dir,
+                nats_url=self._nats_url,
+                s3=self._s3,
+                token=TOKEN,
+                database_url=database_url,
+                catalog_database_url=database_url,
+            )
             cleanup.push_async_callback(stack.stop)
             self._seeded = await _seed(stack.http_url, stack.token, provider_url)
             self._ready.set()

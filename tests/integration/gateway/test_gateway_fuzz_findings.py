@@ -1,8 +1,8 @@
 """What fuzzing the public API found (test_api_fuzz.py), each pinned by a request of its own.
 
-Malformed multipart bodies and odd Idempotency-Keys were internal errors; a model's request_schema
-took any JSON array and then answered with a body the document does not allow; a 405 did not say
-which methods the path has.
+Malformed multipart bodies, odd Idempotency-Keys and NUL characters (on PostgreSQL) were internal
+errors; a model's request_schema took any JSON array and then answered with a body the document
+does not allow, and its model_type took true for IMAGE; a 405 did not say which methods the path has.
 """
 
 from __future__ import annotations
@@ -117,6 +117,29 @@ async def test_box_ids_of_unusual_characters_are_not_found(env: Env, box_id: str
         assert response.status_code in (400, 404), (response.request.url, response.status_code, response.text)
 
 
+async def test_text_with_a_nul_character_is_refused_with_400(env: Env) -> None:
+    # PostgreSQL's text can't hold U+0000: it failed there as an internal error.
+    responses = {
+        "id": await env.http.get("/api/boxes/a%00b"),
+        "box_id": await env.http.post("/api/boxes/%00/generate", json={"model": "img", "prompt": "p"}),
+        "name": await env.http.post("/api/boxes", json={"name": "a\u0000b"}),
+        "model": await env.http.post(f"/api/boxes/{env.box_id}/generate", json={"model": "i\u0000"}),
+        "cursor": await env.http.get(f"/api/boxes/{env.box_id}/assets", params={"cursor": "\x00"}),
+        "filename": await env.http.post(
+            f"/api/boxes/{env.box_id}/upload",
+            # Raw in a part header aiohttp refuses it; RFC 5987 encoding brings it through.
+            content=f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=file; filename*=UTF-8''a%00.png"
+            "\r\n\r\n".encode()
+            + make_png("nul")
+            + f"\r\n--{BOUNDARY}--\r\n".encode(),
+            headers={"Content-Type": MULTIPART},
+        ),
+    }
+    for field, response in responses.items():
+        assert response.status_code == 400, (field, response.text)
+        assert response.json() == {"error": f"{field} must not contain NUL characters"}
+
+
 @pytest.mark.parametrize("key", ["clé", "tab\there", "k" * (IDEMPOTENCY_KEY_MAX + 1)])
 async def test_an_idempotency_key_grpc_cannot_carry_is_refused_with_400(env: Env, key: str) -> None:
     response = await env.http.post(
@@ -174,6 +197,13 @@ async def test_models_answer_as_the_document_says(env: Env) -> None:
     assert listing.status_code == 200
     assert {model["name"] for model in listing.json()["items"]} >= {"img", "batch"}
     assert _conforms("ListModelsResponse", listing.json())
+
+
+async def test_true_is_no_model_type(env: Env) -> None:
+    # protobuf's parser read it as the enum's value 1 (IMAGE).
+    response = await env.http.patch(f"/api/models/{env.model_id}", json={"model_type": True})
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "invalid model_type: true is not a ModelType"}
 
 
 async def test_a_method_the_path_lacks_is_405_naming_the_ones_it_has(env: Env) -> None:
