@@ -167,3 +167,65 @@ async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
     assert await asyncio.to_thread(process.wait, 60) == 0
     leftovers = _processes_with(str(data_dir))
     assert leftovers == {}, leftovers
+
+
+async def test_make_run_brings_back_a_killed_nats_and_s3_and_finishes_the_work_in_flight(
+    system: tuple[subprocess.Popen[str], dict[str, str], Path],
+) -> None:
+    process, ports, data_dir = system
+    await asyncio.wait_for(asyncio.to_thread(_ready_line, process), timeout=120)
+    token = (data_dir / "api-token").read_text().strip()
+    base = f"http://127.0.0.1:{ports['ASSETGEN_HTTP_PORT']}"
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        box = (await http.post("/api/boxes/", json={"name": "infra restarts"})).json()["id"]
+        in_flight = []
+        for n in range(5):
+            accepted = await http.post(
+                f"/api/boxes/{box}/generate/", json={"model": "demo-image", "prompt": f"in flight {n}"}
+            )
+            assert accepted.status_code == 202, accepted.text
+            in_flight.append(accepted.json()["id"])
+
+        def infrastructure() -> dict[int, str]:
+            return {
+                pid: cmd
+                for pid, cmd in _processes_with(str(data_dir)).items()
+                if "nats-server" in cmd or "weed server" in cmd
+            }
+
+        killed = infrastructure()
+        assert len(killed) == 2, killed
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+
+        async def restarted() -> dict[int, str]:
+            return {pid: cmd for pid, cmd in infrastructure().items() if pid not in killed}
+
+        await eventually(restarted, lambda found: len(found) == 2, timeout=90, what="NATS and S3 restarted")
+
+        async def statuses() -> list[str]:
+            return [
+                str((await http.get(f"/api/assets/{asset}/")).json().get("status")) for asset in in_flight
+            ]
+
+        ended = await eventually(
+            statuses, lambda found: all(s in ("COMPLETED", "FAILED") for s in found), timeout=180
+        )
+        assert ended == ["COMPLETED"] * len(in_flight)
+        after = await http.post(
+            f"/api/boxes/{box}/generate/", json={"model": "demo-image", "prompt": "after"}
+        )
+        assert after.status_code == 202, after.text
+
+        async def read_after() -> str:
+            return str((await http.get(f"/api/assets/{after.json()['id']}/")).json().get("status"))
+
+        assert await eventually(read_after, lambda s: s in ("COMPLETED", "FAILED"), timeout=90) == "COMPLETED"
+        image = (await http.get(f"/api/assets/{in_flight[0]}/")).json()
+        async with httpx.AsyncClient(timeout=30) as plain:
+            assert (await plain.get(str(image["file_url"]))).content.startswith(b"\x89PNG")
+
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.wait, 60) == 0
