@@ -12,7 +12,9 @@ Errors a call can end with:
   (connect errors, the profile's retryable statuses or ``retry_when`` bodies); for a submit it means
   nothing was accepted, so sending again later is safe;
 * :class:`SubmitOutcomeUnknown` (FAILED_PRECONDITION) — a submit was sent but no answer came back
-  (read timeout, dropped connection): the task may or may not exist, so it must not be sent again.
+  (read timeout, dropped connection) or a 408/5xx did: the task may or may not exist, so it must not
+  be sent again — unless the profile names an ``idempotency_header``: then the submit carries a key
+  stable per asset attempt and is retried like any idempotent request.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeU
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.request_builder import RequestBuilder, auth_headers
-from assetgen_provider_adapter.sending import RetryPolicy, Sender
+from assetgen_provider_adapter.sending import RetryPolicy, Sender, WireLog
 from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import NetworkGuard
 
@@ -112,9 +114,14 @@ class ProviderEngine:
         *,
         request_schema: Any,
         api_endpoint: str = "",
+        idempotency_key: str = "",
+        wire: WireLog | None = None,
     ) -> TaskResult:
         """Renders the model's template into the profile's submit request and sends it once.
 
+        With the profile's ``idempotency_header`` and an ``idempotency_key`` (stable per asset
+        attempt) the provider deduplicates, so transient trouble after sending is retried too.
+        ``wire`` hears when the request goes out and when it was refused (the submission ledger).
         Raises ``MissingVariables`` (before sending) when the template needs a variable not given.
         """
         profile = target.profile
@@ -122,7 +129,10 @@ class ProviderEngine:
         request = await self._requests.build(
             target, submit.request, variables, url_override=api_endpoint, body_template=request_schema
         )
-        answer = await self._sender.send(target, request, idempotent=False)
+        deduplicated = bool(submit.idempotency_header and idempotency_key)
+        if deduplicated:
+            request.headers[submit.idempotency_header] = idempotency_key
+        answer = await self._sender.send(target, request, idempotent=deduplicated, wire=wire)
         if not answer.ok:
             return failure(profile, answer, f"the provider refused the task with HTTP {answer.status}")
         body = answer.body

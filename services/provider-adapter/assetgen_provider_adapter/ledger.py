@@ -1,12 +1,15 @@
 """The submission ledger: what makes SubmitTask idempotent per (asset_id, attempt).
 
 The intent is written (SENDING) *before* the provider is called and the outcome (SENT, with the task
-status) right after, or UNKNOWN when the request went out but its answer was lost. A repeated call
-finding SENT gets the stored status without a provider call; one finding UNKNOWN fails with
-:class:`SubmitOutcomeUnknown`, since the adapter refuses to risk a duplicate (paid) generation. One
-finding SENDING looks at the claim's age: younger than the longest a submit can take, the first call
-may still be sending, so the caller is told to retry later (:class:`SubmissionInProgress`); older, that
-call died mid-flight and the outcome is unknown as well.
+status) right after, or UNKNOWN when the request went out and what came back does not say whether the
+provider took it (kept for an operator, never released). A repeated call finding SENT gets the stored
+status without a provider call; one finding UNKNOWN fails with :class:`SubmitOutcomeUnknown`, since
+the adapter refuses to risk a duplicate (paid) generation. One finding SENDING looks at the age of the
+last send: younger than the longest a submit can take, the first call may still be sending, so the
+caller is told to retry later (:class:`SubmissionInProgress`); older, that call died mid-flight and
+the outcome is unknown as well. Between a definite refusal (a 429, a refused connect) and the retry
+the entry is WAITING, off the wire: a call dying then left nothing at the provider, so once the wait
+is over-long another call takes the claim over and sends.
 
 Every write is a single statement run in autocommit: one database round trip, durable when it
 returns, so the claim is on disk before the provider request leaves. SQLAlchemy Core statements are
@@ -32,13 +35,14 @@ from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcome
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER, GroupCommit
 from assetgen_runtime.database import array_parameters, array_rows
 
-__all__ = ["SENDING", "SENT", "UNKNOWN", "Limits", "SubmissionLedger"]
+__all__ = ["SENDING", "SENT", "UNKNOWN", "WAITING", "Limits", "SubmissionLedger", "SubmissionWire"]
 
 logger = logging.getLogger(__name__)
 
 SENDING = "SENDING"
 SENT = "SENT"
 UNKNOWN = "UNKNOWN"
+WAITING = "WAITING"
 
 _TABLE = cast(Table, SubmissionRow.__table__)
 _COLUMNS = _TABLE.c
@@ -63,8 +67,20 @@ _RECORD_FIELDS = {
     "updated_at": _COLUMNS.updated_at.type,
 }
 
-_FIND = select(_COLUMNS.state, _COLUMNS.status_json, _COLUMNS.created_at).where(
+_FIND = select(_COLUMNS.state, _COLUMNS.status_json, _COLUMNS.created_at, _COLUMNS.updated_at).where(
     _COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt")
+)
+_KEY = (_COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt"))
+# Off the wire after a definite refusal; back on it (only if nobody took the claim over) to retry.
+_WAIT = (
+    update(_TABLE)
+    .where(*_KEY, _COLUMNS.state == SENDING)
+    .values(state=WAITING, updated_at=bindparam("updated_at"))
+)
+_RESEND = (
+    update(_TABLE)
+    .where(*_KEY, _COLUMNS.state == WAITING, _COLUMNS.updated_at == bindparam("since"))
+    .values(state=SENDING, updated_at=bindparam("updated_at"))
 )
 _RECORD = (
     update(_TABLE)
@@ -97,7 +113,7 @@ _FINISH = (
 _ABANDON = delete(_TABLE).where(
     _COLUMNS.asset_id == bindparam("key_asset"),
     _COLUMNS.attempt == bindparam("key_attempt"),
-    _COLUMNS.state == SENDING,
+    _COLUMNS.state.in_((SENDING, WAITING)),
 )
 _RUNNING = (
     select(func.count())
@@ -188,6 +204,12 @@ class SubmissionLedger:
             result = await connection.execute(statement, parameters)
             return list(result.all()) if result.returns_rows else []
 
+    async def _changed(self, statement: Any, parameters: dict[str, Any]) -> bool:
+        """Runs one update on its own (autocommit); whether it changed a row."""
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statement, parameters)
+            return bool(result.rowcount)
+
     async def _claim_alone(self, claim: dict[str, Any]) -> bool:
         return bool(await self._execute(self._claim, claim))
 
@@ -238,7 +260,7 @@ class SubmissionLedger:
             rows = await self._execute(_FIND, {"key_asset": asset_id, "key_attempt": attempt})
             if not rows:
                 continue
-            state, status_json, created_at = rows[0]
+            state, status_json, created_at, updated_at = rows[0]
             if state == SENT:
                 return str(status_json)
             if state == UNKNOWN:
@@ -247,7 +269,17 @@ class SubmissionLedger:
                     "but the provider's answer was lost; the provider may or may not have the task, so it "
                     "will not be submitted again; use a new attempt"
                 )
-            if now - created_at < timedelta(seconds=in_progress_for):
+            if state == WAITING and now - updated_at >= timedelta(seconds=in_progress_for):
+                # Its call stopped while waiting to retry a refusal: nothing is at the provider.
+                taken = {"key_asset": asset_id, "key_attempt": attempt, "since": updated_at}
+                if await self._changed(_RESEND, {**taken, "updated_at": now}):
+                    logger.info(
+                        "took over a submission whose call stopped after a refusal",
+                        extra={"asset_id": asset_id, "attempt": attempt},
+                    )
+                    return None
+                continue
+            if now - updated_at < timedelta(seconds=in_progress_for):
                 raise SubmissionInProgress(
                     f"submission of asset {asset_id} attempt {attempt} is in progress; retry (another call "
                     f"claimed it at {created_at.isoformat()} and may still be waiting for the provider)"
@@ -282,6 +314,28 @@ class SubmissionLedger:
             _LOSE, {"key_asset": asset_id, "key_attempt": attempt, "updated_at": self._clock()}
         )
 
+    async def refused(self, asset_id: str, attempt: int) -> datetime:
+        """Marks a claim off the wire (WAITING) after a definite refusal; returns when, for :meth:`resend`."""
+        now = self._clock()
+        await self._changed(_WAIT, {"key_asset": asset_id, "key_attempt": attempt, "updated_at": now})
+        return now
+
+    async def resend(self, asset_id: str, attempt: int, since: datetime) -> None:
+        """Puts a WAITING claim back on the wire (SENDING) before it is retried.
+
+        Raises :class:`SubmissionInProgress` when another call took the claim over meanwhile.
+        """
+        parameters = {
+            "key_asset": asset_id,
+            "key_attempt": attempt,
+            "since": since,
+            "updated_at": self._clock(),
+        }
+        if not await self._changed(_RESEND, parameters):
+            raise SubmissionInProgress(
+                f"submission of asset {asset_id} attempt {attempt} was taken over by another call; retry"
+            )
+
     async def finish(self, tasks: Collection[tuple[str, str]]) -> None:
         """Marks tasks, as (asset_id, task_id), terminal at their provider, freeing their concurrency slots.
 
@@ -315,5 +369,27 @@ class SubmissionLedger:
         return 0.0
 
     async def abandon(self, asset_id: str, attempt: int) -> None:
-        """Drops a SENDING claim whose request never reached the provider, so a later call may send it."""
+        """Drops a claim whose request never reached the provider (or was definitely refused), so a later
+        call may send it."""
         await self._execute(_ABANDON, {"key_asset": asset_id, "key_attempt": attempt})
+
+
+class SubmissionWire:
+    """One submission's ``sending.WireLog`` over the ledger: SENDING while on the wire, WAITING between a
+    refusal and the retry. The claim itself (made moments before the first attempt) is the first
+    SENDING record, so only an attempt after a refusal writes again.
+    """
+
+    def __init__(self, ledger: SubmissionLedger, asset_id: str, attempt: int) -> None:
+        self._ledger = ledger
+        self._asset_id = asset_id
+        self._attempt = attempt
+        self._waiting_since: datetime | None = None
+
+    async def sending(self) -> None:
+        if self._waiting_since is not None:
+            await self._ledger.resend(self._asset_id, self._attempt, self._waiting_since)
+            self._waiting_since = None
+
+    async def refused(self) -> None:
+        self._waiting_since = await self._ledger.refused(self._asset_id, self._attempt)

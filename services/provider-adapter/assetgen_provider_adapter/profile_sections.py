@@ -193,6 +193,7 @@ class SubmitSpec(_ByFieldName):
     task_id: ParsedResult | None = None
     captures: tuple[tuple[str, ParsedResult], ...] = ()
     accept_when: ParsedResult | None = None
+    idempotency_header: str = ""
 
 
 def submit_of(data: Mapping[str, Any]) -> SubmitSpec:
@@ -203,6 +204,7 @@ def submit_of(data: Mapping[str, Any]) -> SubmitSpec:
         task_id=_path(submit.get("task_id")),
         captures=tuple((name, compile_path(path)) for name, path in submit.get("captures", {}).items()),
         accept_when=_path(submit.get("accept_when")),
+        idempotency_header=str(submit.get("idempotency_header", "")),
     )
 
 

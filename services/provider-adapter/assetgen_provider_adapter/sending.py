@@ -5,8 +5,10 @@ How a send can end:
 * a :class:`ProviderAnswer` — the provider answered (any status the profile does not call transient);
 * :class:`ProviderUnreachable` — transient trouble (connect errors, the profile's retryable statuses
   or ``retry_when`` bodies) outlived the retries; for a submit nothing was accepted;
-* :class:`SubmitOutcomeUnknown` — a non-idempotent request (a submit) was sent but its answer was
-  lost, so it must not be sent again.
+* :class:`SubmitOutcomeUnknown` — a non-idempotent request (a submit) was sent and then failed in
+  a way that does not prove the provider refused it (a lost answer, a 408 or 5xx), so it must not be
+  sent again. Only a refused connect, a 429 or a ``retry_when`` body (the provider's own "not
+  accepted" envelope) is a definite refusal, retried as any transient trouble.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -25,12 +27,25 @@ from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeU
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_runtime.http import DirectClient
 
-__all__ = ["RetryPolicy", "Sender"]
+__all__ = ["RetryPolicy", "Sender", "WireLog"]
 
 logger = logging.getLogger(__name__)
 
 # Errors raised before any byte of the request can have reached the provider.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The one answer status that says "not taken" for certain: a provider rate-limits before it accepts.
+_REFUSED_STATUS = 429
+
+
+class WireLog(Protocol):
+    """Told when a request goes on the wire and when it came back definitely refused, so that the
+    window in which its outcome could be unknown is exactly the time it is on the wire."""
+
+    async def sending(self) -> None:
+        """Right before the request goes out (durably recorded when it returns)."""
+
+    async def refused(self) -> None:
+        """The request was definitely refused (it may wait to be retried)."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +106,27 @@ class Sender:
         return self._retry
 
     async def send(
-        self, target: ProviderTarget, request: httpx.Request, *, idempotent: bool
+        self,
+        target: ProviderTarget,
+        request: httpx.Request,
+        *,
+        idempotent: bool,
+        wire: WireLog | None = None,
     ) -> ProviderAnswer:
-        """Sends with quick retries of transient trouble; raises ProviderUnreachable when it persists."""
+        """Sends with quick retries of transient trouble; raises ProviderUnreachable when it persists.
+
+        ``wire`` (a submit's ledger entry) hears of every attempt going out and of every refusal.
+        """
         policy = self._retry
         slept = 0.0
         for attempt in range(1, policy.attempts + 1):
             try:
+                if wire is not None:
+                    await wire.sending()
                 return await self._send_once(target, request, idempotent=idempotent)
             except _Transient as exc:
+                if wire is not None:
+                    await wire.refused()
                 delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
@@ -132,13 +159,22 @@ class Sender:
             if idempotent:
                 raise _Transient(f"no answer: {type(exc).__name__}") from exc
             raise SubmitOutcomeUnknown(
-                f"provider {target.name} received the submission but its answer was lost "
-                f"({type(exc).__name__}); the outcome is unknown and it will not be resubmitted"
+                f"outcome unknown at {target.name}: provider {target.name} received the submission but "
+                f"its answer was lost ({type(exc).__name__}); the outcome is unknown and it will not be "
+                "resubmitted"
             ) from exc
         body, text = _parse_body(content, response.headers.get("content-type", ""))
         http_errors = profile.http_errors
         retry_after = _retry_after_seconds(response.headers, http_errors.retry_after_header)
         if response.status_code in http_errors.retryable:
+            if not idempotent and response.status_code != _REFUSED_STATUS:
+                # A 408 or 5xx can come after the provider created the task (a gateway timing out
+                # in front of it): sending again could pay twice.
+                raise SubmitOutcomeUnknown(
+                    f"outcome unknown at {target.name}: provider {target.name} answered the submission "
+                    f"with HTTP {response.status_code}, which does not say whether it created the task; "
+                    "the outcome is unknown and it will not be resubmitted"
+                )
             raise _Transient(f"HTTP {response.status_code}", retry_after)
         if (
             http_errors.retry_when is not None

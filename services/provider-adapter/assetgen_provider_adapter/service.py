@@ -29,7 +29,7 @@ from assetgen_provider_adapter.engine import (
     SubmitOutcomeUnknown,
     TaskResult,
 )
-from assetgen_provider_adapter.ledger import SubmissionLedger
+from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
@@ -335,14 +335,18 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 variables,
                 request_schema=resolved.template,
                 api_endpoint=resolved.model.api_endpoint,
+                idempotency_key=f"assetgen-{request.asset_id}-{request.attempt}",
+                wire=SubmissionWire(self._ledger, request.asset_id, request.attempt),
             )
         except (ProviderUnreachable, InvalidArgument):
-            # Nothing reached the provider (or it refused transiently): a later call may send it.
+            # Nothing reached the provider, or it definitely refused (a 429, a refused connect), or
+            # it deduplicates by our key: a later call may send it.
             await self._ledger.abandon(request.asset_id, request.attempt)
             logger.warning("submission not sent; released", extra=log_fields)
             raise
         except SubmitOutcomeUnknown:
-            # This call is over: a repeat must hear "unknown" at once, not "in progress".
+            # This call is over: a repeat must hear "unknown" at once, not "in progress". The entry
+            # is kept (never released) for an operator: the provider may have the task.
             await self._ledger.record_unknown(request.asset_id, request.attempt)
             raise
         stored = None

@@ -124,8 +124,10 @@ async def test_missing_task_id_in_an_accepted_answer_is_a_failure() -> None:
 
 
 async def test_transient_statuses_and_envelopes_are_retried() -> None:
+    # A 429 and the provider's own "not accepted" envelope are definite refusals: retried. (A 5xx
+    # after sending is an unknown outcome, never resent: test_submit_outcome.py.)
     recorder = Recorder(
-        httpx.Response(503, text="busy"),
+        httpx.Response(429, text="busy"),
         httpx.Response(200, json={"code": 455, "msg": "Service Unavailable (maintenance)"}),
         httpx.Response(200, json={"code": 200, "data": {"taskId": "t"}}),
     )
