@@ -170,15 +170,16 @@ def _with_options(
 class AsyncioHTTPTransport(httpx.AsyncHTTPTransport):
     """httpx's transport, with every connection made by :class:`AsyncioNetworkBackend`.
 
-    Takes ``httpx.AsyncHTTPTransport``'s arguments. httpx does not pass a network backend on to the
+    Takes ``httpx.AsyncHTTPTransport``'s arguments, and optionally the backend (a subclass, e.g. one
+    that guards where connections go). httpx does not pass a network backend on to the
     httpcore pool it builds (httpcore takes one), so the pool is handed ours before it has made any
     connection (:mod:`assetgen_runtime.httpx_internals`); a test checks the requests really go
     through it.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, network_backend: AsyncioNetworkBackend | None = None, **options: Any) -> None:
         super().__init__(**options)
-        set_network_backend(self, AsyncioNetworkBackend())
+        set_network_backend(self, network_backend or AsyncioNetworkBackend())
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -190,7 +191,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     figures); keep-alive reuse works within each pool as before.
     """
 
-    def __init__(self, shards: int, limits: httpx.Limits, **options: object) -> None:
+    def __init__(self, shards: int, limits: httpx.Limits, **options: Any) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
         self._pools = [AsyncioHTTPTransport(limits=limits, **options) for _ in range(shards)]

@@ -33,10 +33,23 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# Cloud instance metadata services: the first thing a forged request goes for, so named as such.
+_METADATA = frozenset({ipaddress.IPv4Address("169.254.169.254"), ipaddress.IPv6Address("fd00:ec2::254")})
 
 
 class FetchRefused(InvalidArgument):
     """A URL may not be fetched: wrong scheme, a forbidden address, or too many redirects."""
+
+
+class AddressRefused(FetchRefused):
+    """An address a fetch may not reach; ``address`` and ``reason`` ("is loopback") say which and why."""
+
+    def __init__(self, message: str, *, address: str, reason: str) -> None:
+        super().__init__(message)
+        self.address = address
+        self.reason = reason
 
 
 class FetchFailed(AssetGenError):
@@ -71,7 +84,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64:
+    if address in _NAT64 or address in _LOCAL_NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -83,6 +96,10 @@ def _forbidden_reason(address: IPAddress) -> str | None:
         if embedded is not None:
             inner = _forbidden_reason(embedded)
             return f"embeds {embedded}, which {inner}" if inner else None
+    if address in _METADATA:
+        return "is link-local (metadata)" if address.is_link_local else "is private (metadata)"
+    if address in _CGNAT:
+        return "is shared address space (CGNAT)"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -139,7 +156,9 @@ class NetworkGuard:
             return parsed
         reason = _forbidden_reason(parsed)
         if reason:
-            raise FetchRefused(f"refusing to fetch {url}: address {parsed} {reason}")
+            raise AddressRefused(
+                f"refusing to fetch {url}: address {parsed} {reason}", address=str(parsed), reason=reason
+            )
         return parsed
 
     async def check_url(self, url: str) -> tuple[httpx.URL, str]:
@@ -159,6 +178,14 @@ class NetworkGuard:
         if not host:
             raise FetchRefused(f"refusing to fetch {shown}: the URL has no host")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return parsed, await self.check_host(host, port, shown=shown)
+
+    async def check_host(self, host: str, port: int, *, shown: str = "") -> str:
+        """The IP to connect to for ``host``: resolved (unless a literal) and every answer checked.
+
+        ``shown`` names the fetch in messages (default ``host:port``).
+        """
+        shown = shown or f"{host}:{port}"
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
@@ -173,7 +200,7 @@ class NetworkGuard:
             if not addresses:
                 raise FetchRefused(f"cannot fetch {shown}: host {host!r} resolves to no address")
         checked = [self.check_address(address, url=f"{shown} (host {host})") for address in addresses]
-        return parsed, str(checked[0])
+        return str(checked[0])
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

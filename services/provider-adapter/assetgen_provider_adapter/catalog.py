@@ -28,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from assetgen_provider_adapter.credentials import KeyReferences, SecretBox, SecretUnreadable
 from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
+from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderTarget
+from assetgen_provider_adapter.key_binding import KeyRefAllowList, check_destination_change
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
 from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -105,10 +107,14 @@ class Catalog:
         cache_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         references: KeyReferences | None = None,
+        egress: ProviderEgress | None = None,
+        key_ref_allowlist: KeyRefAllowList | None = None,
     ) -> None:
         self._sessions = sessions
         self._box = box
         self._references = references
+        self._egress = egress
+        self._key_refs = key_ref_allowlist or KeyRefAllowList()
         self._ttl = cache_ttl
         self._clock = clock
         self._resolved: dict[str, tuple[float, ResolvedModel]] = {}
@@ -162,12 +168,14 @@ class Catalog:
                 known = ", ".join(sorted(load_presets()))
                 raise InvalidArgument(f"unknown preset {preset!r}; known presets: {known}")
             profile = found
+        checked_base_url = _check_base_url(base_url or profile.base_url)
+        await self._check_destinations(checked_base_url, profile)
         now = utcnow()
         row = ProviderRow(
             id=new_id("prv"),
             name=name,
             preset=preset,
-            base_url=_check_base_url(base_url or profile.base_url),
+            base_url=checked_base_url,
             profile_json=json.dumps(profile.data, separators=(",", ":")),
             api_key_encrypted=self._box.encrypt(api_key) if api_key else None,
             api_key_ref=api_key_ref,
@@ -177,6 +185,8 @@ class Catalog:
         async with self._sessions() as session:
             if await self._find_provider(session, name) is not None:
                 raise AlreadyExists(f"provider {name!r} already exists")
+            if api_key_ref:
+                await self._check_key_ref(session, api_key_ref, name, own_id=row.id)
             session.add(row)
             try:
                 await session.commit()
@@ -213,12 +223,25 @@ class Catalog:
                 raise InvalidArgument(
                     f"unknown preset {preset!r}; known presets: {', '.join(sorted(load_presets()))}"
                 )
+        new_base_url = _check_base_url(base_url) if base_url is not None else None
+        if new_base_url is not None or profile is not None:
+            await self._check_destinations(new_base_url, profile)
         async with self._sessions() as session:
             row = await self._find_provider(session, ref)
             if row is None:
                 raise NotFound(f"provider {ref!r} not found")
-            if base_url is not None:
-                row.base_url = _check_base_url(base_url)
+            check_destination_change(
+                has_key=bool(row.api_key_encrypted or row.api_key_ref),
+                key_given=api_key is not None or api_key_ref is not None,
+                old_base_url=row.base_url,
+                new_base_url=new_base_url or row.base_url,
+                old_key_hosts=_profile_of(row.profile_json).auth.hosts,
+                new_key_hosts=(profile or _profile_of(row.profile_json)).auth.hosts,
+            )
+            if api_key_ref:
+                await self._check_key_ref(session, KeyReferences.check(api_key_ref), row.name, own_id=row.id)
+            if new_base_url is not None:
+                row.base_url = new_base_url
             if profile is not None:
                 row.profile_json = json.dumps(profile.data, separators=(",", ":"))
                 row.preset = preset or ""
@@ -250,6 +273,23 @@ class Catalog:
             await session.commit()
         self.invalidate()
         logger.info("provider deleted", extra={"provider": row.name})
+
+    async def _check_destinations(self, base_url: str | None, profile: Profile | None) -> None:
+        """Refuses a base URL or key hosts that provider calls may not reach (see :mod:`egress`)."""
+        if self._egress is None:
+            return
+        if base_url is not None:
+            await self._egress.check_url("base_url", base_url)
+        if profile is not None:
+            self._egress.check_key_hosts("auth.hosts", profile.auth.hosts)
+
+    async def _check_key_ref(
+        self, session: AsyncSession, reference: str, provider: str, *, own_id: str
+    ) -> None:
+        users = await session.scalars(
+            select(ProviderRow.name).where(ProviderRow.api_key_ref == reference, ProviderRow.id != own_id)
+        )
+        self._key_refs.check(reference, provider, list(users))
 
     @staticmethod
     async def _find_provider(session: AsyncSession, ref: str) -> ProviderRow | None:
@@ -283,6 +323,7 @@ class Catalog:
             raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
         template_text = _check_template(request_schema_json)
         api_endpoint = _check_endpoint(api_endpoint)
+        await self._check_endpoint_destination(api_endpoint)
         now = utcnow()
         async with self._sessions() as session:
             provider = await self._find_provider(session, provider_ref)
@@ -322,6 +363,8 @@ class Catalog:
             raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
         template_text = _check_template(request_schema_json) if request_schema_json is not None else None
         endpoint = _check_endpoint(api_endpoint) if api_endpoint is not None else None
+        if endpoint is not None:
+            await self._check_endpoint_destination(endpoint)
         async with self._sessions() as session:
             row = await self._find_model(session, ref)
             provider = await session.get(ProviderRow, row.provider_id) if row else None
@@ -350,6 +393,10 @@ class Catalog:
             await session.commit()
         self.invalidate()
         logger.info("model deleted", extra={"model": row.name})
+
+    async def _check_endpoint_destination(self, api_endpoint: str) -> None:
+        if self._egress is not None and api_endpoint.startswith(("http://", "https://")):
+            await self._egress.check_url("api_endpoint", api_endpoint)
 
     @staticmethod
     async def _find_model(session: AsyncSession, ref: str) -> ModelRow | None:
@@ -404,6 +451,9 @@ class Catalog:
             model, provider = await self.get_model(ref)
         except NotFound:
             raise InvalidArgument(f"unknown model {ref!r}") from None
+        if self._egress is not None:
+            # A host list set after the provider was stored applies to its calls too.
+            self._egress.check_host_allowed("base_url", urlsplit(provider.base_url).hostname or "")
         template = json.loads(model.request_schema_json)
         try:
             api_key = self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None

@@ -12,7 +12,9 @@ import httpx
 from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_provider_adapter.catalog import Catalog
 from assetgen_provider_adapter.credentials import KeyReferences, load_secret_box
+from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
+from assetgen_provider_adapter.key_binding import KeyRefAllowList
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore
@@ -20,6 +22,7 @@ from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
+from assetgen_runtime.guarded_backend import GuardedNetworkBackend
 from assetgen_runtime.http import DirectClient, ShardedTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
@@ -46,15 +49,17 @@ async def migrate_database(settings: ProviderAdapterSettings) -> None:
     await migrate(url, MIGRATIONS, version_table="alembic_version_catalog")
 
 
-def new_http_client(settings: ProviderAdapterSettings) -> DirectClient:
-    """The process's one client for provider calls; redirects are not followed (keys stay put), and
-    no cookie is kept from one call to the next."""
+def new_http_client(settings: ProviderAdapterSettings, guard: NetworkGuard | None = None) -> DirectClient:
+    """The process's one client for provider calls; redirects are not followed (keys stay put), no
+    cookie is kept from one call to the next, and every connection goes only to an address ``guard``
+    (default: one for ``settings``) allows, the very one it checked."""
+    backend = GuardedNetworkBackend(guard or NetworkGuard(settings.allowed_fetch_networks))
     return DirectClient(
         cookies=cookieless_jar(),
         timeout=httpx.Timeout(
             settings.http_timeout_seconds, connect=min(settings.http_timeout_seconds, 10.0)
         ),
-        transport=ShardedTransport(_HTTP_POOLS, _HTTP_POOL_LIMITS),
+        transport=ShardedTransport(_HTTP_POOLS, _HTTP_POOL_LIMITS, network_backend=backend),
         follow_redirects=False,
         headers={"User-Agent": "assetgen-provider-adapter/0.1"},
     )
@@ -79,10 +84,10 @@ async def run_server(
         box = load_secret_box(settings.secret_key, settings.data_dir)
         storage_channel = open_channel(settings.storage_addr)
         opened.push_async_callback(storage_channel.close)
-        client = http_client or new_http_client(settings)
+        guard = NetworkGuard(settings.allowed_fetch_networks)
+        client = http_client or new_http_client(settings, guard)
         if http_client is None:
             opened.push_async_callback(client.aclose)
-        guard = NetworkGuard(settings.allowed_fetch_networks)
         results = ResultStore(
             storage_pb2_grpc.StorageServiceStub(storage_channel),
             client,
@@ -95,6 +100,8 @@ async def run_server(
             box,
             cache_ttl=cache_ttl,
             references=KeyReferences(os.environ, settings.provider_secrets_dir),
+            egress=ProviderEgress(guard, settings.provider_hosts),
+            key_ref_allowlist=KeyRefAllowList(settings.key_ref_allowlist),
         )
         opened.push_async_callback(catalog.aclose)
         servicer = ProviderAdapterServicer(

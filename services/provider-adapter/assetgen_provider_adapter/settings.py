@@ -37,6 +37,21 @@ class ProviderAdapterSettings(ServiceSettings):
         "Comma-separated CIDRs provider-supplied URLs may reach besides public addresses.",
         (),
     )
+    provider_hosts: tuple[str, ...] = env(
+        "ASSETGEN_PROVIDER_HOSTS",
+        "Comma-separated hosts provider base URLs, absolute model endpoints and profiles' auth.hosts may "
+        "name: exact (api.kie.ai) or any subdomain (*.replicate.com). Empty: any host whose addresses "
+        "pass the fetch guard.",
+        (),
+    )
+    key_ref_allowlist: tuple[str, ...] = env(
+        "ASSETGEN_KEY_REF_ALLOWLIST",
+        "Providers that may use an env:/file: API key reference, as ref=provider[,provider...] entries "
+        "separated by commas, e.g. env:ASSETGEN_PROVIDER_KEY_KIE=kie,file:shared=prov-a,prov-b (an item "
+        "without '=' adds a provider to the entry before it). A listed reference is usable by exactly "
+        "those providers; an unlisted one only by the provider first created with it.",
+        (),
+    )
     max_inline_result_bytes: int = env(
         "ASSETGEN_MAX_INLINE_RESULT_BYTES", "Largest inline (base64 or body) result accepted.", 64 * 1024**2
     )

@@ -77,6 +77,7 @@ async def adapter(
         catalog_database_url=database_url,
         data_dir=str(tmp_path / "data"),
         secret_key="integration-test-secret",
+        allowed_fetch_networks=("127.0.0.0/8",),  # the fake providers listen on loopback
         shutdown_grace_seconds=1.0,
     )
     service: RunningService = await run_server(

@@ -158,6 +158,7 @@ async def test_concurrent_duplicate_submits_reach_the_provider_once(
         catalog_database_url=database_url,
         data_dir=str(tmp_path),
         secret_key="s",
+        allowed_fetch_networks=("127.0.0.0/8",),  # the fake provider listens on loopback
     )
     service = await run_server(settings, port=0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")

@@ -77,8 +77,12 @@ async def test_update_and_delete_providers_and_models(env: Env) -> None:
     assert broken.status_code == 400 and "$" in broken.text
     assert (await env.http.get(f"/api/providers/{provider}/")).json()["preset"] == "kie-ai"
 
-    # The provider points nowhere yet; moving it to the fake takes effect on the next generation.
-    response = await env.http.patch(f"/api/providers/{provider}/", json={"base_url": env.fake.base_url})
+    # The provider points nowhere yet; moving it to the fake takes effect on the next generation. A
+    # stored key goes only where it was given for: a move to another origin needs it again.
+    moved = {"base_url": env.fake.base_url}
+    refused_move = await env.http.patch(f"/api/providers/{provider}/", json=moved)
+    assert refused_move.status_code == 400 and "api_key" in refused_move.text
+    response = await env.http.patch(f"/api/providers/{provider}/", json={**moved, "api_key": KEY})
     assert response.status_code == 200 and response.json()["base_url"] == env.fake.base_url
     done = await _generate(env, model)
     assert done["status"] == "COMPLETED", done["error_message"]
