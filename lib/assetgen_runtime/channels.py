@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import grpc
 
 from assetgen_runtime.server import GRPC_OPTIONS
 
-__all__ = ["open_channel"]
+__all__ = ["NOT_RETRIED", "open_channel"]
+
+# Methods a repeat of which could do the work twice (a second box, API key, project, provider,
+# model, or a second attempt of an asset): never retried by the channel. Every other method is
+# idempotent, or made so by a key: SubmitTask by (asset, attempt) in the adapter's ledger, Generate
+# by the gateway's request id (or the client's Idempotency-Key), RegisterUpload by the asset id.
+NOT_RETRIED = (
+    ("assetgen.v1.OrchestratorService", "CreateBox"),
+    ("assetgen.v1.OrchestratorService", "RetryAsset"),
+    ("assetgen.v1.AccessService", "CreateProject"),
+    ("assetgen.v1.AccessService", "CreateApiKey"),
+    ("assetgen.v1.ProviderAdapterService", "CreateProvider"),
+    ("assetgen.v1.ProviderAdapterService", "CreateModel"),
+)
+_RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.25s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {"name": [{}], "retryPolicy": _RETRY_POLICY},
+            # An exact method name overrides the default entry above: no retryPolicy, no retries.
+            {"name": [{"service": service, "method": method} for service, method in NOT_RETRIED]},
+        ],
+    }
+)
 
 
 def open_channel(address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
@@ -19,20 +50,16 @@ def open_channel(address: str, interceptors: Sequence[grpc.aio.ClientInterceptor
     list, and a plain ``host:port`` behaves as one address always did.
 
     A peer that restarts under us is bridged: service config retries UNAVAILABLE for up to a few
-    seconds, and a lost peer is reconnected every tenth of a second, so a call made just after it
-    serves again finds it. ``interceptors`` see every call made on the channel.
+    seconds (on every method but ``NOT_RETRIED``), and a lost peer is reconnected every tenth of a
+    second, so a call made just after it serves again finds it. ``interceptors`` see every call made
+    on the channel.
     """
-    service_config = (
-        '{"loadBalancingConfig":[{"round_robin":{}}],'
-        '"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":5,"initialBackoff":"0.25s",'
-        '"maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}'
-    )
     return grpc.aio.insecure_channel(
         address,
         interceptors=list(interceptors) or None,
         options=[
             *GRPC_OPTIONS,
-            ("grpc.service_config", service_config),
+            ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
             # Round-robin keeps reconnecting a lost peer on its own schedule (up to two minutes
             # apart by default). Between attempts every call fails at once, so the attempts must

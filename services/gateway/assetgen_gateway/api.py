@@ -29,6 +29,7 @@ from assetgen.v1 import (
 from assetgen_gateway.access import current_caller
 from assetgen_gateway.access_api import AccessRpcs
 from assetgen_gateway.limits import PerKeyLimit
+from assetgen_gateway.upload_registration import register_upload
 from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
 from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_runtime.batching import Batcher
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 # Request metadata the gateway passes on to the orchestrator.
 FORWARDED_METADATA = ("idempotency-key",)
+# The orchestrator's name for the gateway's id of one Generate call (its idempotency key when the
+# client sent none).
+REQUEST_ID_METADATA = "x-assetgen-request-id"
 # What an Idempotency-Key may be: printable ASCII, as gRPC metadata must be, and no longer than
 # the orchestrator stores.
 IDEMPOTENCY_KEY_MAX = 200
@@ -161,7 +165,12 @@ class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
         return page
 
     async def Generate(self, request: gateway_pb2.GenerateRequest, context: object) -> common_pb2.Asset:
-        return await self._orchestrator.Generate(request, timeout=self._timeout, metadata=_forwarded(context))
+        metadata = _forwarded(context)
+        if not any(key == "idempotency-key" for key, _ in metadata):
+            # The channel retries an UNAVAILABLE call; this id makes a retry of a call that the
+            # orchestrator committed return the same asset rather than create another.
+            metadata.append((REQUEST_ID_METADATA, new_id("req")))
+        return await self._orchestrator.Generate(request, timeout=self._timeout, metadata=metadata)
 
     async def Upload(
         self, request_iterator: AsyncIterator[gateway_pb2.UploadRequest], context: object
@@ -182,7 +191,8 @@ class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     async def upload_stream(
         self, box_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
     ) -> common_pb2.Asset:
-        """Streams a file into storage and records it as an UPLOADED asset; nothing is left on failure."""
+        """Streams a file into storage and records it as an UPLOADED asset; a refused registration
+        leaves nothing behind (see ``upload_registration``)."""
         with self._uploads.hold(current_caller().key_id):
             return await self._upload_stream(box_id, filename, content_type, chunks)
 
@@ -211,16 +221,14 @@ class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
                 yield storage_pb2.StorageUploadRequest(chunk=chunk)
 
         stored = await _upload_to_storage(self._storage, messages())
-        try:
-            asset = await self._orchestrator.RegisterUpload(
-                orchestrator_pb2.RegisterUploadRequest(
-                    asset_id=asset_id, box_id=box_id, filename=filename, object=stored
-                ),
-                timeout=self._timeout,
-            )
-        except BaseException:
-            await self._storage.Delete(storage_pb2.DeleteRequest(key=stored.key), timeout=self._timeout)
-            raise
+        asset = await register_upload(
+            self._orchestrator,
+            self._storage,
+            orchestrator_pb2.RegisterUploadRequest(
+                asset_id=asset_id, box_id=box_id, filename=filename, object=stored
+            ),
+            timeout=self._timeout,
+        )
         await self._fill_file_urls([asset])
         return asset
 

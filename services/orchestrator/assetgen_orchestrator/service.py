@@ -14,6 +14,7 @@ import logging
 from urllib.parse import urlsplit
 
 import grpc
+from sqlalchemy.exc import IntegrityError
 
 from assetgen.v1 import (
     common_pb2,
@@ -55,6 +56,10 @@ __all__ = ["IDEMPOTENCY_KEY_METADATA", "OrchestratorServicer"]
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+# The gateway's own id of one Generate call, the same on each of the channel's retries of it: without
+# an Idempotency-Key it is the idempotency key, so a retried call never creates a second asset.
+REQUEST_ID_METADATA = "x-assetgen-request-id"
+_REQUEST_KEY_PREFIX = "request:"
 _MAX_NAME = 200
 _MAX_PROMPT = 20_000
 
@@ -138,6 +143,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             existing = await self._store.find_by_idempotency_key(request.box_id, idempotency_key)
             if existing is not None:
                 return asset_to_proto(existing)
+        elif request_id := _metadata(context, REQUEST_ID_METADATA):
+            # No lookup first: a repeat is rare, and the insert's unique key catches it (insert_asset).
+            idempotency_key = _REQUEST_KEY_PREFIX + request_id
         draft = _draft_generation(request, idempotency_key)
         parent_url, deferred = "", []
         if request.parent_asset:
@@ -331,7 +339,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             sha256=stored.sha256,
             finished_at=utcnow(),
         )
-        await self._store.insert_asset(asset, "uploaded")
+        try:
+            await self._store.insert_asset(asset, "uploaded")
+        except IntegrityError:
+            # The gateway's asset id is the registration's idempotency key: a retry of a registration
+            # that committed (its answer was lost) gets the same asset; it is announced again in
+            # case the first call ended before it was.
+            existing = await self._store.find_asset(request.asset_id)
+            if existing is None or (existing.box_id, existing.object_key) != (request.box_id, stored.key):
+                raise
+            asset = existing
         await self._events.publish(asset, file_url=await self._file_url(stored.key))
         return asset_to_proto(asset)
 
