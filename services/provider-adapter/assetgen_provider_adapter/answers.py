@@ -58,6 +58,8 @@ def failure(
             message = as_text(evaluate(profile.error.message, answer.body))
         if profile.error.code is not None:
             code = as_text(evaluate(profile.error.code, answer.body))
+    # A quoted answer is capped wherever it came from: the profile's paths may select a whole body.
+    message, code = message[:MAX_TEXT], code[:MAX_TEXT]
     if not message:
         message = answer.text.strip()[:MAX_TEXT] if answer.body is None else ""
     if not message:

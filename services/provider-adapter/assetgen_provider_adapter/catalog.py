@@ -8,6 +8,10 @@ one PollTasks batch) share one lookup, and a profile whose text did not change i
 validated again, so what is derived from it (poll policy, limits) is computed once. A lookup runs in
 a task of its own that outlives a caller who goes away; :meth:`Catalog.aclose` cancels those still
 running at shutdown.
+
+Longer than our usual module on purpose: every write to providers and models must invalidate the
+same cache and pass the same destination and key checks (:mod:`egress`, :mod:`key_binding`), which
+is easiest to see when they sit together.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from assetgen.v1 import common_pb2, provider_adapter_pb2
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
-from assetgen_provider_adapter.engine_types import TaskResult
+from assetgen_provider_adapter.engine_types import MAX_TEXT, TaskResult
 from assetgen_provider_adapter.profiles import PollTiming, Profile
 from assetgen_provider_adapter.templates import inspect_template
 
@@ -68,12 +68,13 @@ def to_task_status(
     )
     return provider_adapter_pb2.TaskStatus(
         state=_STATES[result.state],
-        raw_state=result.raw_state,
+        # Provider text is capped here too, the one way out: our context plus one quoted answer.
+        raw_state=result.raw_state[:MAX_TEXT],
         task_id=result.task_id,
         task_handle_json=json.dumps(result.handle, separators=(",", ":")) if result.handle else "",
         progress=result.progress,
-        error_message=result.error_message,
-        error_code=result.error_code,
+        error_message=result.error_message[: 2 * MAX_TEXT],
+        error_code=result.error_code[:MAX_TEXT],
         outputs=outputs,
         poll_after_ms=result.poll_after_ms,
         poll_policy=policy,
