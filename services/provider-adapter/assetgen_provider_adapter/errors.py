@@ -8,8 +8,9 @@ Hierarchy (gRPC status in brackets)::
     └── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
                                 nothing was accepted and the submission was released for a later call
     FailedPrecondition [FAILED_PRECONDITION]
-    └── SubmitOutcomeUnknown    a submit was sent but its answer was lost, or an earlier call's claim
-                                is older than any submit takes (it died mid-flight); never resent
+    └── SubmitOutcomeUnknown    a submit was sent but its answer was lost or was a 408/5xx ("outcome
+                                unknown at <provider>"), or an earlier call's claim is older than any
+                                submit takes (it died mid-flight); never resent, the ledger entry kept
     Aborted [ABORTED]
     └── SubmissionInProgress    another call is sending this submission now (its claim is young);
                                 the caller retries later and then gets its recorded outcome
@@ -31,7 +32,7 @@ class ProviderUnreachable(Unavailable):
 
 
 class SubmitOutcomeUnknown(FailedPrecondition):
-    """A submit was sent but its answer never arrived; whether the task exists is unknown."""
+    """A submit was sent but what came back (nothing, a 408 or 5xx) does not say whether the task exists."""
 
 
 class SubmissionInProgress(Aborted):
