@@ -32,8 +32,8 @@ class _Opened:
         self.nats.append(nc)
         return nc
 
-    def open_channel(self, address: str) -> grpc.aio.Channel:
-        channel = open_channel(address)
+    def open_channel(self, address: str, **options: Any) -> grpc.aio.Channel:
+        channel = open_channel(address, **options)
         self.channels.append(channel)
         return channel
 
