@@ -226,6 +226,9 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
         env["ASSETGEN_WATCH_TOKEN_SECRET"] = _secret_file(
             data_dir / "watch-token-secret", secrets.token_urlsafe(32)
         )
+    if "ASSETGEN_SERVICE_TOKEN" not in environ:
+        # The credential internal services require of each other; kept across restarts of a child.
+        env["ASSETGEN_SERVICE_TOKEN"] = _secret_file(data_dir / "service-token", secrets.token_urlsafe(32))
     env.setdefault("ASSETGEN_ALLOWED_FETCH_NETWORKS", "127.0.0.0/8")
 
     if "ASSETGEN_NATS_URL" not in environ:
@@ -280,6 +283,7 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     env.setdefault("ASSETGEN_PROVIDER_ADAPTER_ADDR", f"127.0.0.1:{ports['provider-adapter']}")
     env.setdefault("ASSETGEN_ORCHESTRATOR_ADDR", f"127.0.0.1:{ports['orchestrator']}")
 
+    internal = {"ASSETGEN_GRPC_HOST": "127.0.0.1"}
     specs: list[tuple[str, list[str], int, dict[str, str]]] = [
         (
             "demo-provider",
@@ -299,9 +303,10 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
             demo_port,
             {},
         ),
-        ("storage", [binary("assetgen-storage")], ports["storage"], {}),
-        ("provider-adapter", [binary("assetgen-provider-adapter")], ports["provider-adapter"], {}),
-        ("orchestrator", [binary("assetgen-orchestrator")], ports["orchestrator"], {}),
+        # Internal services answer this machine only; the gateway is the way in.
+        ("storage", [binary("assetgen-storage")], ports["storage"], internal),
+        ("provider-adapter", [binary("assetgen-provider-adapter")], ports["provider-adapter"], internal),
+        ("orchestrator", [binary("assetgen-orchestrator")], ports["orchestrator"], internal),
         ("gateway", [binary("assetgen-gateway")], ports["gateway"], {}),
     ]
     for name, argv, port, extra in specs:

@@ -63,11 +63,13 @@ async def start_stack(
     max_object_bytes: int = 2 * 1024**3,
     orchestrator_overrides: dict[str, object] | None = None,
     external_orchestrator_addr: str = "",
+    service_token: str = "",
 ) -> Stack:
     """Starts storage, provider-adapter, orchestrator and gateway, in that order.
 
     With ``external_orchestrator_addr`` no orchestrator is started here: the gateway calls that one
-    (tests run it as a process of its own, to kill and restart it).
+    (tests run it as a process of its own, to kill and restart it). With ``service_token`` every
+    internal service requires it and every service attaches it to its calls.
     """
     token = token or uuid.uuid4().hex
     bucket = f"assetgen-{uuid.uuid4().hex[:12]}"
@@ -82,6 +84,7 @@ async def start_stack(
                 s3_bucket=bucket,
                 allowed_fetch_networks=allowed_fetch_networks,
                 max_object_bytes=max_object_bytes,
+                service_token=service_token,
             ),
             port=0,
         )
@@ -94,6 +97,7 @@ async def start_stack(
                 storage_addr=storage_addr,
                 allowed_fetch_networks=allowed_fetch_networks,
                 secret_key="test-secret",
+                service_token=service_token,
             ),
             port=0,
         )
@@ -105,6 +109,7 @@ async def start_stack(
             nats_url=nats_url,
             provider_adapter_addr=adapter_addr,
             storage_addr=storage_addr,
+            service_token=service_token,
             **(orchestrator_overrides or {}),  # type: ignore[arg-type]
         )
         if external_orchestrator_addr:
@@ -121,6 +126,7 @@ async def start_stack(
                 nats_url=nats_url,
                 api_tokens=(token,),
                 max_object_bytes=max_object_bytes,
+                service_token=service_token,
             ),
             port=0,
             http_port=0,

@@ -29,6 +29,7 @@ from assetgen_runtime.channels import open_channel
 from assetgen_runtime.jetstream import connect
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
 from assetgen_runtime.service import run_service
+from assetgen_runtime.servicetoken import token_interceptors
 from assetgen_runtime.settings import load
 
 __all__ = ["GatewayService", "main", "run_server"]
@@ -61,10 +62,14 @@ async def run_server(
     tokens = load_tokens(settings.api_tokens, settings.api_token_file)
     async with Cleanups() as opened:
         metrics_port = await open_metrics(opened, settings.metrics_port)
+        # The gateway's own gRPC server is public (bearer keys); its calls inward carry the credential.
+        service_token = token_interceptors(settings.service_token)
         channels = [
-            open_channel(settings.orchestrator_addr, interceptors=[ProjectMetadataInterceptor()]),
-            open_channel(settings.provider_adapter_addr),
-            open_channel(settings.storage_addr),
+            open_channel(
+                settings.orchestrator_addr, interceptors=[ProjectMetadataInterceptor(), *service_token]
+            ),
+            open_channel(settings.provider_adapter_addr, interceptors=service_token),
+            open_channel(settings.storage_addr, interceptors=service_token),
         ]
         opened.push_async_callback(_close_channels, channels)
         nc = await connect(settings.nats_url, "assetgen-gateway")

@@ -15,6 +15,11 @@ class GatewaySettings(ServiceSettings):
 
     http_port: int = env("ASSETGEN_HTTP_PORT", "Port of the HTTP/JSON API.", 8080)
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the public gRPC API.", 50051)
+    service_token: str = env(
+        "ASSETGEN_SERVICE_TOKEN",
+        "Service credential the gateway's calls to internal services carry (empty: they require none).",
+        "",
+    )
     orchestrator_addr: str = env(
         "ASSETGEN_ORCHESTRATOR_ADDR", "host:port of the orchestrator.", "127.0.0.1:50052"
     )

@@ -24,6 +24,7 @@ from assetgen_runtime.database import create_engine, migrate
 from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
 from assetgen_runtime.service import run_service
+from assetgen_runtime.servicetoken import server_interceptors, token_interceptors
 from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "run_server"]
@@ -49,9 +50,13 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         engine = create_engine(settings.resolved_database_url)
         opened.push_async_callback(engine.dispose)
         store = AssetStore(engine, write_linger=settings.db_write_linger_ms / 1000)
-        storage_channel = open_channel(settings.storage_addr)
+        storage_channel = open_channel(
+            settings.storage_addr, interceptors=token_interceptors(settings.service_token)
+        )
         opened.push_async_callback(storage_channel.close)
-        adapter_channel = open_channel(settings.provider_adapter_addr)
+        adapter_channel = open_channel(
+            settings.provider_adapter_addr, interceptors=token_interceptors(settings.service_token)
+        )
         opened.push_async_callback(adapter_channel.close)
         nc = await jetstream.connect(settings.nats_url, "assetgen-orchestrator")
         opened.push_async_callback(nc.drain)
@@ -103,7 +108,9 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                     ACCESS_NAME,
                 ),
             ],
+            host=settings.grpc_host,
             port=settings.grpc_port if port is None else port,
+            interceptors=server_interceptors(settings.service_token),
             metrics_name="orchestrator",
             cleanups=opened,
         )

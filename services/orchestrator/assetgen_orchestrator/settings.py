@@ -16,6 +16,15 @@ class OrchestratorSettings(ServiceSettings):
     """Everything the orchestrator needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the orchestrator's gRPC API.", 50052)
+    grpc_host: str = env(
+        "ASSETGEN_GRPC_HOST", "Address the gRPC API binds (127.0.0.1: this machine only).", "0.0.0.0"
+    )
+    service_token: str = env(
+        "ASSETGEN_SERVICE_TOKEN",
+        "Service credential: every call but health and reflection must carry it, and calls to other "
+        "services carry it (empty: not required).",
+        "",
+    )
     data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
     database_url: str = env(
         "ASSETGEN_DATABASE_URL",

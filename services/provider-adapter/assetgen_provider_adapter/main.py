@@ -28,6 +28,7 @@ from assetgen_runtime.jsonlog import configure_logging
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
 from assetgen_runtime.service import run_service
+from assetgen_runtime.servicetoken import server_interceptors, token_interceptors
 from assetgen_runtime.settings import load
 
 __all__ = ["main", "migrate_database", "new_http_client", "run_server"]
@@ -82,7 +83,9 @@ async def run_server(
         opened.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
         box = load_secret_box(settings.secret_key, settings.data_dir)
-        storage_channel = open_channel(settings.storage_addr)
+        storage_channel = open_channel(
+            settings.storage_addr, interceptors=token_interceptors(settings.service_token)
+        )
         opened.push_async_callback(storage_channel.close)
         guard = NetworkGuard(settings.allowed_fetch_networks)
         client = http_client or new_http_client(settings, guard)
@@ -122,7 +125,9 @@ async def run_server(
         register = provider_adapter_pb2_grpc.add_ProviderAdapterServiceServicer_to_server
         server = await build_grpc_server(
             [(register, servicer, SERVICE_NAME)],
+            host=settings.grpc_host,
             port=settings.grpc_port if port is None else port,
+            interceptors=server_interceptors(settings.service_token),
             metrics_name="provider-adapter",
             cleanups=opened,
         )

@@ -15,6 +15,15 @@ class ProviderAdapterSettings(ServiceSettings):
     """Everything the provider-adapter needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the provider-adapter's gRPC API.", 50053)
+    grpc_host: str = env(
+        "ASSETGEN_GRPC_HOST", "Address the gRPC API binds (127.0.0.1: this machine only).", "0.0.0.0"
+    )
+    service_token: str = env(
+        "ASSETGEN_SERVICE_TOKEN",
+        "Service credential: every call but health and reflection must carry it, and calls to other "
+        "services carry it (empty: not required).",
+        "",
+    )
     data_dir: str = env("ASSETGEN_DATA_DIR", "Folder for local data (the default SQLite file).", ".assetgen")
     catalog_database_url: str = env(
         "ASSETGEN_CATALOG_DATABASE_URL",

@@ -13,6 +13,7 @@ from assetgen_runtime.http import AsyncioHTTPTransport, cookieless_jar
 from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
 from assetgen_runtime.service import run_service
+from assetgen_runtime.servicetoken import server_interceptors
 from assetgen_runtime.settings import load
 from assetgen_storage.bucket import Bucket
 from assetgen_storage.service import StorageServicer
@@ -55,7 +56,9 @@ async def run_server(
         servicer = StorageServicer(settings, bucket, http, guard)
         grpc_server = await build_grpc_server(
             [(storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
+            host=settings.grpc_host,
             port=settings.grpc_port if port is None else port,
+            interceptors=server_interceptors(settings.service_token),
             metrics_name="storage",
             cleanups=opened,
         )

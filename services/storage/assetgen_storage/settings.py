@@ -14,6 +14,15 @@ class StorageSettings(ServiceSettings):
     """Everything the storage service needs to know about its environment (besides ``ServiceSettings``)."""
 
     grpc_port: int = env("ASSETGEN_GRPC_PORT", "Port of the storage service's gRPC API.", 50054)
+    grpc_host: str = env(
+        "ASSETGEN_GRPC_HOST", "Address the gRPC API binds (127.0.0.1: this machine only).", "0.0.0.0"
+    )
+    service_token: str = env(
+        "ASSETGEN_SERVICE_TOKEN",
+        "Service credential: every call but health and reflection must carry it, and calls to other "
+        "services carry it (empty: not required).",
+        "",
+    )
     s3_endpoint: str = env("ASSETGEN_S3_ENDPOINT", "S3 endpoint URL, e.g. http://127.0.0.1:8333.")
     s3_access_key: str = env("ASSETGEN_S3_ACCESS_KEY", "S3 access key.")
     s3_secret_key: str = env("ASSETGEN_S3_SECRET_KEY", "S3 secret key.")
