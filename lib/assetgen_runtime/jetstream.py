@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import nats
@@ -12,9 +13,14 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-__all__ = ["connect", "ensure_stream"]
+__all__ = ["connect", "ensure_stream", "redact_url"]
 
 logger = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every password (``nats://user:password@host``) replaced by ``***``, for logs."""
+    return re.sub(r"(://[^:/@,\s]+):[^@,\s]*@", r"\1:***@", url)
 
 
 async def connect(url: str, name: str, *, timeout: float = 30.0) -> Client:
@@ -52,7 +58,7 @@ async def connect(url: str, name: str, *, timeout: float = 30.0) -> Client:
             )
         except Exception as exc:
             if time.monotonic() + delay > deadline:
-                raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from exc
+                raise ConnectionError(f"cannot reach NATS at {redact_url(url)}: {exc}") from exc
             logger.warning("NATS not reachable yet (%s); retrying", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

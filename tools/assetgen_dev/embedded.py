@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from assetgen_dev.nats_users import NatsUser, authorization_config
 
 __all__ = [
     "EmbeddedProcess",
@@ -161,10 +163,19 @@ class S3Server(EmbeddedProcess):
     verifies_signatures: bool = True
 
 
-def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
-    """nats-server with JetStream storing under ``data_dir``, on 127.0.0.1 (``port``, else a free one)."""
+def start_nats(data_dir: Path, port: int | None = None, users: Sequence[NatsUser] = ()) -> EmbeddedProcess:
+    """nats-server with JetStream storing under ``data_dir``, on 127.0.0.1 (``port``, else a free one).
+
+    With ``users`` only they may connect, each with its permissions (``nats_users.PERMISSIONS``).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "nats.log"
+    config: list[str] = []
+    if users:
+        config_path = data_dir / "auth.conf"
+        config_path.write_text(authorization_config(users))
+        config_path.chmod(0o600)
+        config = ["-c", str(config_path)]
 
     def spawn(on_port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
         chosen = on_port or port or free_port()
@@ -182,6 +193,7 @@ def start_nats(data_dir: Path, port: int | None = None) -> EmbeddedProcess:
                 "0",
                 "-l",
                 str(log_path),
+                *config,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -35,6 +35,9 @@ from assetgen_dev.embedded import (
     start_seaweedfs,
     wait_for_port,
 )
+from assetgen_dev.nats_users import PERMISSIONS as NATS_PERMISSIONS
+from assetgen_dev.nats_users import NatsUser
+from assetgen_dev.nats_users import url_for as nats_url_for
 
 __all__ = ["main"]
 
@@ -231,10 +234,15 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
         env["ASSETGEN_SERVICE_TOKEN"] = _secret_file(data_dir / "service-token", secrets.token_urlsafe(32))
     env.setdefault("ASSETGEN_ALLOWED_FETCH_NETWORKS", "127.0.0.0/8")
 
+    nats_urls: dict[str, str] = {}  # each NATS client's own URL, its user's credentials in it
     if "ASSETGEN_NATS_URL" not in environ:
-        nats = start_nats(data_dir / "nats")
+        users = [
+            NatsUser(name, _secret_file(data_dir / f"nats-{name}-password", secrets.token_urlsafe(24)))
+            for name in NATS_PERMISSIONS
+        ]
+        nats = start_nats(data_dir / "nats", users=users)
         supervisor.infra.append(nats)
-        env["ASSETGEN_NATS_URL"] = nats.url
+        nats_urls = {user.name: nats_url_for(nats.url, user) for user in users}
     if "ASSETGEN_S3_ENDPOINT" not in environ:
         credentials_path = data_dir / "s3" / "credentials.json"
         credentials_path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +319,8 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     ]
     for name, argv, port, extra in specs:
         child_env = {**env, **extra}
+        if name in nats_urls:
+            child_env["ASSETGEN_NATS_URL"] = nats_urls[name]
         if name != "demo-provider":
             child_env["ASSETGEN_GRPC_PORT"] = str(port)
             child_env["ASSETGEN_METRICS_PORT"] = str(metrics_ports[name])
