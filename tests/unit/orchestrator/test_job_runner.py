@@ -153,19 +153,22 @@ async def test_the_publisher_announces_a_job_only_once_it_is_published() -> None
     assert announced == [1]
 
 
-async def test_jobs_that_pour_in_shorten_the_pause() -> None:
-    batches = [[_Message(f"ast_{b}_{n}") for n in range(200)] for b in range(10)]
-    subscription = _Subscription(batches[:])
+def test_jobs_that_pour_in_shorten_the_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(jobs_module.time, "monotonic", lambda: clock[0])
     runner = _runner(concurrency=1000, pull_pause=0.5)
+    assert runner._pause_seconds() == 0.5  # nothing seen yet: the longest pause
 
-    loop = asyncio.create_task(runner._pull_loop(subscription))  # type: ignore[arg-type]
-    try:
-        await _until(lambda: all(m.acked for batch in batches for m in batch), 10.0)
-    finally:
-        loop.cancel()
-    gaps = [b - a for a, b in zip(subscription.fetched_at, subscription.fetched_at[1:], strict=False)]
-    # 200 jobs a pull is far more than the 50 a pause waits for: pauses shrink well below the longest.
-    assert len(gaps) >= 9 and all(gap < 0.25 for gap in gaps[-3:])
+    for _ in range(20):  # 200 jobs a pull every 0.05 s: 4,000 a second
+        clock[0] += 0.05
+        runner._rate.pulled(200)
+    # 50 jobs fall due in 12.5 ms at that rate: the pause shrinks to its floor.
+    assert runner._pause_seconds() == pytest.approx(jobs_module.MIN_PULL_PAUSE)
+
+    for _ in range(40):  # then 10 jobs a pull every 0.2 s: 50 a second
+        clock[0] += 0.2
+        runner._rate.pulled(10)
+    assert runner._pause_seconds() == 0.5  # 50 jobs take a second: capped at the longest pause
 
 
 def test_the_job_rate_follows_what_the_pulls_bring(monkeypatch: pytest.MonkeyPatch) -> None:
