@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
 from deploy_manifests import SERVICES, Rendered, main_container
 
+from assetgen_dev.embedded import binary
 from assetgen_dev.nats_users import PERMISSIONS
 
 
@@ -62,6 +65,21 @@ def test_the_in_cluster_nats_has_a_user_per_client_with_its_permissions(render_o
     for user in PERMISSIONS:
         ref = env[f"NATS_{user.upper()}_PASSWORD"]["secretKeyRef"]
         assert (_secret(ref["name"]), ref["key"]) == ("assetgen-nats", f"{user}-password")
+
+
+def test_the_in_cluster_nats_config_is_one_nats_server_accepts(render_overlay: Any, tmp_path: Any) -> None:
+    # The packaged nats-server checks the whole file (e.g. it refuses a lame duck shorter than 30 s).
+    config = render_overlay("dev").get("ConfigMap", "nats-config")["data"]["nats.conf"]
+    (tmp_path / "nats.conf").write_text(config)
+    variables = {name: "test" for name in re.findall(r"\$([A-Z_][A-Z0-9_]*)", config)}
+    checked = subprocess.run(
+        [binary("nats-server"), "-t", "-c", str(tmp_path / "nats.conf")],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def _egress(overlay: Rendered, service: str) -> list[dict[str, Any]]:
