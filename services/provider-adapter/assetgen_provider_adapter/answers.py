@@ -30,6 +30,7 @@ __all__ = [
     "failure",
     "outputs_of",
     "reported_failure",
+    "state_of",
     "status_of",
     "submit_answer",
 ]
@@ -47,17 +48,18 @@ def failure(
     task_id: str = "",
     handle: dict[str, Any] | None = None,
     raw_state: str = "",
+    task: bool = False,
 ) -> TaskResult:
     """A FAILED result with the provider's own error text and code, else ``fallback`` and the status.
 
-    ``task_id``, ``handle`` and ``raw_state`` say which task failed, when one exists.
+    ``task``: the task failed (read with ``error.task_*``), rather than the call being refused
+    (``error.call_*``). ``task_id``, ``handle`` and ``raw_state`` say which task, when one exists.
     """
     message = code = ""
     if answer.body is not None:
-        if profile.error.message is not None:
-            message = as_text(evaluate(profile.error.message, answer.body))
-        if profile.error.code is not None:
-            code = as_text(evaluate(profile.error.code, answer.body))
+        message_paths, code_paths = profile.error.paths(task=task)
+        message = _first_text(message_paths, answer.body)
+        code = _first_text(code_paths, answer.body)
     # A quoted answer is capped wherever it came from: the profile's paths may select a whole body.
     message, code = message[:MAX_TEXT], code[:MAX_TEXT]
     if not message:
@@ -76,6 +78,14 @@ def failure(
     )
 
 
+def _first_text(paths: tuple[Any, ...], body: Any) -> str:
+    for path in paths:
+        text = as_text(evaluate(path, body))
+        if text:
+            return text
+    return ""
+
+
 def reported_failure(
     profile: Profile,
     answer: ProviderAnswer,
@@ -83,8 +93,12 @@ def reported_failure(
     task_id: str = "",
     handle: dict[str, Any] | None = None,
     raw_state: str = "",
+    task: bool = True,
 ) -> TaskResult | None:
-    """The FAILED result when the answer's body says the task failed (``error.failure_when``), else None."""
+    """The FAILED result when the answer's body says the task failed (``error.failure_when``), else None.
+
+    ``task`` False: the answer is a submit's, so the failure is a refused call.
+    """
     failure_when = profile.error.failure_when
     if failure_when is None or answer.body is None or not truthy(evaluate(failure_when, answer.body)):
         return None
@@ -95,6 +109,7 @@ def reported_failure(
         task_id=task_id,
         handle=handle,
         raw_state=raw_state,
+        task=task,
     )
 
 
@@ -106,7 +121,7 @@ def submit_answer(profile: Profile, body: Any) -> tuple[str, dict[str, Any]]:
     return task_id, handle
 
 
-def _state(spec: StateSpec, answer: ProviderAnswer) -> tuple[str, str]:
+def state_of(spec: StateSpec, answer: ProviderAnswer) -> tuple[str, str]:
     """(normalised state, raw value); a value the map lacks is the profile's non-terminal default."""
     if spec.from_http_status:
         raw: Any = answer.status
@@ -138,16 +153,17 @@ def status_of(profile: Profile, answer: ProviderAnswer, task_id: str, handle: di
         return failed
     if profile.poll is None:
         raise ValueError(f"profile {profile.name!r} has no poll section to read a task's state with")
-    state, raw = _state(profile.poll.state, answer)
+    state, raw = state_of(profile.poll.state, answer)
     progress = _progress(profile, answer.body)
     if state == FAILED:
         failed = failure(
             profile,
             answer,
-            f"the provider reported state {raw!r}",
+            profile.poll.state.messages.get(raw) or f"the provider reported state {raw!r}",
             task_id=task_id,
             handle=handle,
             raw_state=raw,
+            task=True,
         )
         failed.progress = progress
         return failed

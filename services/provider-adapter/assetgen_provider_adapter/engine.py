@@ -29,6 +29,7 @@ from assetgen_provider_adapter.answers import (
     failure,
     outputs_of,
     reported_failure,
+    state_of,
     status_of,
     submit_answer,
 )
@@ -140,7 +141,7 @@ class ProviderEngine:
             body is None or not truthy(evaluate(submit.accept_when, body))
         ):
             return failure(profile, answer, "the provider did not accept the task")
-        failed = reported_failure(profile, answer)
+        failed = reported_failure(profile, answer, task=False)
         if failed is not None:
             return failed
         task_id, handle = submit_answer(profile, body)
@@ -206,7 +207,12 @@ class ProviderEngine:
         cancel = target.profile.cancel
         if cancel is None:
             return False, False, "the provider has no cancel"
-        request = await self._requests.build(target, cancel.request, {**handle, "task_id": task_id})
+        context = {**handle, "task_id": task_id}
+        if cancel.when_state:
+            refusal = await self._cancel_refusal(target, cancel.when_state, context)
+            if refusal:
+                return True, False, refusal
+        request = await self._requests.build(target, cancel.request, context)
         answer = await self._sender.send(target, request, idempotent=True)
         if answer.ok:
             return True, True, ""
@@ -214,6 +220,30 @@ class ProviderEngine:
             True,
             False,
             failure(target.profile, answer, f"cancel answered HTTP {answer.status}").error_message,
+        )
+
+    async def _cancel_refusal(
+        self, target: ProviderTarget, allowed: frozenset[str], context: Mapping[str, Any]
+    ) -> str:
+        """Why the task may not be canceled now (its raw state is not one of ``allowed``), or ""."""
+        poll = target.profile.poll
+        if poll is None:
+            return ""
+        answer = await self._sender.send(
+            target, await self._requests.build(target, poll.request, context), idempotent=True
+        )
+        if not answer.ok and not poll.state.from_http_status:
+            return failure(
+                target.profile,
+                answer,
+                f"asking the task's state before canceling answered HTTP {answer.status}",
+            ).error_message
+        _, raw = state_of(poll.state, answer)
+        if raw in allowed:
+            return ""
+        return (
+            f"provider {target.name} cancels a task only while it is {' or '.join(sorted(allowed))}; "
+            f"this one is {raw!r}, so no cancel was sent"
         )
 
     async def _finish(
@@ -246,7 +276,9 @@ class ProviderEngine:
             failed = (
                 reported_failure(profile, answer)
                 if answer.ok
-                else failure(profile, answer, f"fetching the result failed with HTTP {answer.status}")
+                else failure(
+                    profile, answer, f"fetching the result failed with HTTP {answer.status}", task=True
+                )
             )
             if failed is not None:
                 failed.task_id, failed.handle, failed.raw_state = (

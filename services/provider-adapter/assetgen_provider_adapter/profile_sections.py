@@ -216,6 +216,7 @@ class StateSpec(_ByFieldName):
     from_http_status: bool = False
     path: ParsedResult | None = None
     unknown: str = "PROCESSING"
+    messages: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,7 @@ def poll_of(data: Mapping[str, Any]) -> PollSpec | None:
             from_http_status=state.get("source", "body") == "http_status",
             path=_path(state.get("path")),
             unknown=state.get("unknown", "PROCESSING"),
+            messages=_strings(state.get("messages")),
         ),
         progress=_path(poll.get("progress")),
         honor_header=poll.get("interval", {}).get("honor_header", ""),
@@ -293,11 +295,30 @@ def result_of(data: Mapping[str, Any]) -> ResultSpec:
 
 @dataclass(frozen=True, slots=True)
 class ErrorSpec(_ByFieldName):
-    """Where answers hold the provider's error text and code, and when a 2xx answer means failure."""
+    """Where answers hold the provider's error text and code, and when a 2xx answer means failure.
+
+    ``call_*`` read a refused call (a non-2xx answer, ``accept_when`` false, ``failure_when`` on a
+    submit) and ``task_*`` a failed task (a FAILED state, ``failure_when`` on a poll or result);
+    each falls back to ``message``/``code`` when absent or empty, so one path may serve both.
+    """
 
     message: ParsedResult | None = None
     code: ParsedResult | None = None
     failure_when: ParsedResult | None = None
+    call_message: ParsedResult | None = None
+    call_code: ParsedResult | None = None
+    task_message: ParsedResult | None = None
+    task_code: ParsedResult | None = None
+
+    def paths(self, *, task: bool) -> tuple[tuple[ParsedResult, ...], tuple[ParsedResult, ...]]:
+        """(message paths, code paths) to try in order for a failed task or a refused call."""
+        first_message, first_code = (
+            (self.task_message, self.task_code) if task else (self.call_message, self.call_code)
+        )
+        return (
+            tuple(path for path in (first_message, self.message) if path is not None),
+            tuple(path for path in (first_code, self.code) if path is not None),
+        )
 
 
 def error_of(data: Mapping[str, Any]) -> ErrorSpec:
@@ -306,6 +327,10 @@ def error_of(data: Mapping[str, Any]) -> ErrorSpec:
         message=_path(error.get("message")),
         code=_path(error.get("code")),
         failure_when=_path(error.get("failure_when")),
+        call_message=_path(error.get("call_message")),
+        call_code=_path(error.get("call_code")),
+        task_message=_path(error.get("task_message")),
+        task_code=_path(error.get("task_code")),
     )
 
 
@@ -329,10 +354,14 @@ def http_errors_of(data: Mapping[str, Any]) -> HttpErrorSpec:
 
 @dataclass(frozen=True, slots=True)
 class CancelSpec(_ByFieldName):
-    """The request that asks the provider to stop a task."""
+    """The request that asks the provider to stop a task; with ``when_state`` it is sent only while
+    the provider reports one of those raw states (asked with the poll request first), since some
+    providers cancel only queued tasks and *delete* finished ones on the same call.
+    """
 
     request: RequestSpec
     semantics: str = "cancel"
+    when_state: frozenset[str] = frozenset()
 
 
 def cancel_of(data: Mapping[str, Any]) -> CancelSpec | None:
@@ -340,7 +369,11 @@ def cancel_of(data: Mapping[str, Any]) -> CancelSpec | None:
     cancel = data.get("cancel", {})
     if "request" not in cancel or cancel.get("supported") is False:
         return None
-    return CancelSpec(request=_request(cancel["request"]), semantics=cancel.get("semantics", "cancel"))
+    return CancelSpec(
+        request=_request(cancel["request"]),
+        semantics=cancel.get("semantics", "cancel"),
+        when_state=frozenset(str(state) for state in cancel.get("when_state", ())),
+    )
 
 
 @dataclass(frozen=True, slots=True)

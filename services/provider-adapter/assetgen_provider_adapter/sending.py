@@ -181,8 +181,8 @@ class Sender:
             and body is not None
             and truthy(evaluate(http_errors.retry_when, body))
         ):
-            message_path = profile.error.message
-            message = as_text(evaluate(message_path, body)) if message_path is not None else ""
+            message_paths, _ = profile.error.paths(task=False)
+            message = as_text(evaluate(message_paths[0], body)) if message_paths else ""
             raise _Transient(f"transient error {message or text[:MAX_TEXT]!r}", retry_after)
         return ProviderAnswer(
             status=response.status_code,

@@ -6,20 +6,28 @@ with their timing and results plugged in (``kie_jobs``, ``media``).
 """
 
 from assetgen_dev.fake_providers.base import FAIL_TEXT, FILTER_TEXT, FakeProvider, FakeTask
+from assetgen_dev.fake_providers.dashscope import DASHSCOPE_FILTER_TEXT, DASHSCOPE_SYNC_TEXT, FakeDashScope
 from assetgen_dev.fake_providers.fal import FakeFal
 from assetgen_dev.fake_providers.google_veo import FakeGoogleVeo
 from assetgen_dev.fake_providers.kie import FakeKieFluxKontext, FakeKieVeo
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
 from assetgen_dev.fake_providers.luma import FakeLuma
 from assetgen_dev.fake_providers.openai import FakeOpenAIImages, FakeOpenAIVideos
+from assetgen_dev.fake_providers.openrouter import OPENROUTER_FILTER_TEXT, FakeOpenRouterVideo
 from assetgen_dev.fake_providers.replicate import FakeReplicate
 from assetgen_dev.fake_providers.runway import RUNWAY_VERSION, FakeRunway
+from assetgen_dev.fake_providers.seedance import SEEDANCE_FILTER_TEXT, FakeSeedance
 from assetgen_dev.fake_providers.stability import FakeStabilityImage, FakeStabilityVideo
 
 __all__ = [
+    "DASHSCOPE_FILTER_TEXT",
+    "DASHSCOPE_SYNC_TEXT",
     "FAIL_TEXT",
     "FILTER_TEXT",
+    "OPENROUTER_FILTER_TEXT",
     "RUNWAY_VERSION",
+    "SEEDANCE_FILTER_TEXT",
+    "FakeDashScope",
     "FakeFal",
     "FakeGoogleVeo",
     "FakeKieFluxKontext",
@@ -28,9 +36,11 @@ __all__ = [
     "FakeLuma",
     "FakeOpenAIImages",
     "FakeOpenAIVideos",
+    "FakeOpenRouterVideo",
     "FakeProvider",
     "FakeReplicate",
     "FakeRunway",
+    "FakeSeedance",
     "FakeStabilityImage",
     "FakeStabilityVideo",
     "FakeTask",

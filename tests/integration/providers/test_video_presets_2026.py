@@ -1,0 +1,302 @@
+"""The video API families of late 2026 end to end: public HTTP API → orchestrator → adapter → a fake
+of that family (``/work/shared/reference/provider-apis-2026.md`` shapes) → S3.
+
+Each case ends COMPLETED with exactly the provider's bytes in S3, or FAILED with the provider's own
+words (moderation, a failed task, ``expired``). All generations start together in a module fixture
+(the presets' real poll intervals are seconds long); each test waits for its own asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen_dev.fake_providers import (
+    DASHSCOPE_FILTER_TEXT,
+    FAIL_TEXT,
+    OPENROUTER_FILTER_TEXT,
+    SEEDANCE_FILTER_TEXT,
+    FakeDashScope,
+    FakeOpenRouterVideo,
+    FakeProvider,
+    FakeSeedance,
+)
+from assetgen_dev.stack import Stack, WholeStackFactory
+from assetgen_dev.testing import eventually
+
+KEY = "sk-test-video-key-0123456789"
+
+SEEDANCE = {
+    "model": "dreamina-seedance-2-0-260128",
+    "content": [{"type": "text", "text": "{{prompt}}"}],
+    "duration": "{{duration?}}",
+    "ratio": "16:9",
+}
+WAN = {
+    "model": "wan2.6-t2v",
+    "input": {"prompt": "{{prompt}}"},
+    "parameters": {"size": "1280*720", "duration": 5},
+}
+OPENROUTER = {"model": "google/veo-3.1", "prompt": "{{prompt}}", "duration": 8, "resolution": "720p"}
+
+
+@dataclass
+class Case:
+    """One generation through one preset and what it must end as."""
+
+    id: str
+    preset: str
+    fake: Callable[[], FakeProvider]
+    schema: dict[str, Any]
+    base_path: str = ""
+    marker: str = ""
+    expect: str = "COMPLETED"
+    error_text: str = FAIL_TEXT
+    credentials: Any = KEY
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.id}: a red fox {self.marker}".strip()
+
+
+def _family(
+    preset: str, fake: Callable[[], FakeProvider], schema: dict[str, Any], base_path: str, **extra: str
+) -> list[Case]:
+    """The usual cases of a family: success, a failed task, and any marker → expected text given."""
+    cases = [
+        Case(preset, preset, fake, schema, base_path),
+        Case(f"{preset}-fail", preset, fake, schema, base_path, marker="[fail]", expect="FAILED"),
+    ]
+    for marker, text in extra.items():
+        cases.append(
+            Case(
+                f"{preset}-{marker}",
+                preset,
+                fake,
+                schema,
+                base_path,
+                marker=f"[{marker}]",
+                expect="FAILED",
+                error_text=text,
+            )
+        )
+    return cases
+
+
+CASES = [
+    *_family(
+        "seedance-ark",
+        lambda: FakeSeedance(KEY),
+        SEEDANCE,
+        "/api/v3",
+        filtered=SEEDANCE_FILTER_TEXT,
+        expired="expired",
+    ),
+    *_family(
+        "dashscope-wan",
+        lambda: FakeDashScope(KEY),
+        WAN,
+        "",
+        filtered=DASHSCOPE_FILTER_TEXT,
+        unknown="the task is missing or expired",
+    ),
+    *_family(
+        "openrouter-video",
+        lambda: FakeOpenRouterVideo(KEY),
+        OPENROUTER,
+        "/api/v1",
+        filtered=OPENROUTER_FILTER_TEXT,
+        expired="expired",
+    ),
+    # Held queued/PENDING or running, to be canceled by the tests below.
+    Case(
+        "seedance-hold", "seedance-ark", lambda: FakeSeedance(KEY), SEEDANCE, "/api/v3", "[hold]", "CANCELED"
+    ),
+    Case(
+        "seedance-running",
+        "seedance-ark",
+        lambda: FakeSeedance(KEY),
+        SEEDANCE,
+        "/api/v3",
+        "[running]",
+        "CANCELED",
+    ),
+    Case("dashscope-hold", "dashscope-wan", lambda: FakeDashScope(KEY), WAN, "", "[hold]", "CANCELED"),
+    Case("dashscope-running", "dashscope-wan", lambda: FakeDashScope(KEY), WAN, "", "[running]", "CANCELED"),
+]
+
+
+@dataclass
+class Env:
+    """The running system, one fake per case, and each case's asset id."""
+
+    stack: Stack
+    http: httpx.AsyncClient
+    box: str
+    fakes: dict[str, FakeProvider] = field(default_factory=dict)
+    assets: dict[str, str] = field(default_factory=dict)
+
+
+async def _launch(env: Env, case: Case) -> None:
+    fake = env.fakes[case.id]
+    provider = f"p-{case.id}"
+    body: dict[str, Any] = {
+        "name": provider,
+        "preset": case.preset,
+        "base_url": fake.base_url + case.base_path,
+        "api_key": case.credentials,
+    }
+    response = await env.http.post("/api/providers/", json=body)
+    assert response.status_code == 201, response.text
+    model = {
+        "provider": provider,
+        "name": f"m-{case.id}",
+        "model_type": "VIDEO",
+        "request_schema": case.schema,
+    }
+    response = await env.http.post("/api/models/", json=model)
+    assert response.status_code == 201, response.text
+    generate = {"model": f"m-{case.id}", "prompt": case.prompt}
+    response = await env.http.post(f"/api/boxes/{env.box}/generate/", json=generate)
+    assert response.status_code == 202, response.text
+    env.assets[case.id] = response.json()["id"]
+
+
+@pytest.fixture(scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory) -> AsyncIterator[Env]:
+    fakes: dict[str, FakeProvider] = {case.id: case.fake() for case in CASES}
+    async with whole_stack(tmp_path_factory.mktemp("video-2026"), fakes=fakes.values()) as system:
+        response = await system.http.post("/api/boxes/", json={"name": f"video-{uuid.uuid4().hex[:8]}"})
+        assert response.status_code == 201, response.text
+        environment = Env(stack=system.stack, http=system.http, box=response.json()["id"], fakes=fakes)
+        for case in CASES:
+            await _launch(environment, case)
+        yield environment
+
+
+async def _asset(env: Env, case_id: str) -> dict[str, Any]:
+    response = await env.http.get(f"/api/assets/{env.assets[case_id]}/")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def _wait_terminal(env: Env, case_id: str) -> dict[str, Any]:
+    return await eventually(
+        lambda: _asset(env, case_id),
+        lambda a: a["status"] in ("COMPLETED", "FAILED", "CANCELED"),
+        timeout=120,
+        what=f"terminal status of {case_id}",
+    )
+
+
+FINISHING = [case for case in CASES if case.expect != "CANCELED"]
+
+
+@pytest.mark.parametrize("case", FINISHING, ids=[case.id for case in FINISHING])
+async def test_generation_through_each_preset(env: Env, case: Case) -> None:
+    asset = await _wait_terminal(env, case.id)
+    fake = env.fakes[case.id]
+    assert asset["status"] == case.expect, asset["error_message"]
+    if case.expect == "FAILED":
+        assert case.error_text in asset["error_message"], asset
+        assert asset["file_url"] == ""
+        return
+    task = fake.tasks[asset["external_task_id"]]
+    async with httpx.AsyncClient(timeout=30) as plain:
+        stored = (await plain.get(asset["file_url"])).content
+    assert stored == task.result
+    assert asset["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert asset["content_type"] == "video/mp4"
+
+
+async def test_expired_says_expired_and_nothing_else(env: Env) -> None:
+    for case_id in ("seedance-ark-expired", "openrouter-video-expired"):
+        asset = await _wait_terminal(env, case_id)
+        assert asset["status"] == "FAILED"
+        assert asset["error_message"].endswith("expired"), asset["error_message"]
+        assert "state" not in asset["error_message"]
+
+
+async def test_dashscope_async_header_on_submit_only(env: Env) -> None:
+    await _wait_terminal(env, "dashscope-wan")
+    sent = env.fakes["dashscope-wan"].requests
+    posts = [headers for method, path, headers in sent if method == "POST"]
+    polls = [
+        headers for method, path, headers in sent if method == "GET" and path.startswith("/api/v1/tasks/")
+    ]
+    assert posts and all(headers.get("X-DashScope-Async") == "enable" for headers in posts)
+    assert polls and not any("X-DashScope-Async" in headers for headers in polls)
+
+
+async def test_openrouter_result_downloaded_with_the_key(env: Env) -> None:
+    asset = await _wait_terminal(env, "openrouter-video")
+    assert asset["status"] == "COMPLETED"
+    fake = env.fakes["openrouter-video"]
+    assert isinstance(fake, FakeOpenRouterVideo)
+    assert fake.content_requests == [True]
+    async with httpx.AsyncClient(timeout=10) as plain:  # the URL itself is worth nothing without the key
+        refused = await plain.get(
+            f"{fake.base_url}/api/v1/videos/{asset['external_task_id']}/content?index=0"
+        )
+    assert refused.status_code == 401
+
+
+async def _started(env: Env, case_id: str) -> dict[str, Any]:
+    return await eventually(
+        lambda: _asset(env, case_id), lambda a: bool(a["external_task_id"]), timeout=60, what="a task id"
+    )
+
+
+async def _adapter_cancel(env: Env, case_id: str, task_id: str) -> provider_adapter_pb2.CancelTaskResponse:
+    async with grpc.aio.insecure_channel(env.stack.provider_adapter_addr) as channel:
+        stub = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(channel)
+        response: provider_adapter_pb2.CancelTaskResponse = await stub.CancelTask(
+            provider_adapter_pb2.CancelTaskRequest(
+                asset_id=env.assets[case_id], model=f"m-{case_id}", task_id=task_id
+            ),
+            timeout=30,
+        )
+        return response
+
+
+@pytest.mark.parametrize(
+    ("case_id", "allowed_state"), [("seedance-hold", "queued"), ("dashscope-hold", "PENDING")]
+)
+async def test_cancel_reaches_the_provider_while_queued(env: Env, case_id: str, allowed_state: str) -> None:
+    asset = await _started(env, case_id)
+    response = await env.http.post(f"/api/assets/{asset['id']}/cancel/")
+    assert response.status_code in (200, 202), response.text
+    fake = env.fakes[case_id]
+    task = fake.tasks[asset["external_task_id"]]
+
+    async def canceled_there() -> bool:
+        return task.canceled
+
+    await eventually(canceled_there, bool, timeout=30, what="the provider's task canceled")
+    assert (await _asset(env, case_id))["status"] == "CANCELED"
+
+
+@pytest.mark.parametrize(
+    ("case_id", "state"), [("seedance-running", "running"), ("dashscope-running", "RUNNING")]
+)
+async def test_cancel_is_refused_clearly_outside_the_allowed_state(
+    env: Env, case_id: str, state: str
+) -> None:
+    asset = await _started(env, case_id)
+    fake = env.fakes[case_id]
+    response = await _adapter_cancel(env, case_id, asset["external_task_id"])
+    assert response.supported and not response.canceled
+    assert f"this one is {state!r}, so no cancel was sent" in response.message
+    assert not [path for method, path, _ in fake.requests if method == "DELETE" or path.endswith("/cancel")]
+    task = fake.tasks[asset["external_task_id"]]
+    assert not task.canceled
+    # The asset itself is still canceled on our side (and the provider left alone).
+    assert (await env.http.post(f"/api/assets/{asset['id']}/cancel/")).status_code in (200, 202)
