@@ -8,7 +8,7 @@ PROTO_SRC := $(wildcard protos/assetgen/v1/*.proto)
 PROTO_OUT := gen
 PROTO_STAMP := $(PROTO_OUT)/.stamp
 
-.PHONY: run test test-unit test-integration protos venv lint bench deploy-render clean
+.PHONY: run test test-unit test-integration protos venv lint bench chaos deploy-render clean
 
 run: $(STAMP) $(PROTO_STAMP)
 	$(BIN)/assetgen-dev
@@ -64,3 +64,9 @@ deploy-render: $(STAMP)
 # make bench ONLY=throughput N=200; any other option of `python -m bench` goes in ARGS="...".
 bench: $(STAMP) $(PROTO_STAMP)
 	$(BIN)/python -m bench $(ONLY) $(if $(N),--n $(N)) $(ARGS)
+
+# The real system (every service its own process, NATS, S3, PostgreSQL) under provider faults and
+# process kills, then every asset checked; prints one verdict line, writes bench/results/chaos-latest.json.
+# Smaller: make chaos N=200; other options of `python -m assetgen_dev.chaos` go in ARGS="...".
+chaos: $(STAMP) $(PROTO_STAMP)
+	$(BIN)/python -m assetgen_dev.chaos $(if $(N),--n $(N)) $(ARGS)
