@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from assetgen_cli import access_commands, commands
+from assetgen_cli import access_commands, commands, webhook_commands
 from assetgen_cli.context import DEFAULT_URL, Cli
 
 __all__ = ["build_parser"]
@@ -199,6 +199,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = leaf(keys, "revoke", "revoke a key: refused from now on", access_commands.keys_revoke)
     revoke.add_argument("id", help="key id (key_...)")
+
+    hooks = group("webhooks", "webhook endpoints: signed asset events POSTed to your URLs (write scope)")
+    leaf(hooks, "list", "list endpoints (never their secrets)", webhook_commands.webhooks_list)
+    create = leaf(
+        hooks,
+        "create",
+        "register an endpoint; its signing secret is printed once, alone on stdout",
+        webhook_commands.webhooks_create,
+    )
+    # Not "url": that is the gateway's address (--url).
+    create.add_argument("destination", metavar="URL", help="where deliveries are POSTed")
+    create.add_argument(
+        "--event",
+        action="append",
+        metavar="EVENT",
+        help="asset.processing, asset.completed, asset.failed or asset.canceled (repeatable, or "
+        "comma-separated; default all)",
+    )
+    create.add_argument("--box", help="only this box's assets")
+    create.add_argument("--project", help="the project (admin keys only; default: default)")
+    for name, func, text in (
+        ("enable", webhook_commands.webhooks_enable, "turn an endpoint on"),
+        ("disable", webhook_commands.webhooks_disable, "turn an endpoint off"),
+        ("delete", webhook_commands.webhooks_delete, "delete an endpoint and its delivery log"),
+    ):
+        leaf(hooks, name, text, func).add_argument("id", help="webhook id (whk_...)")
+    deliveries = leaf(
+        hooks,
+        "deliveries",
+        "list an endpoint's deliveries, newest first",
+        webhook_commands.webhooks_deliveries,
+    )
+    deliveries.add_argument("id", help="webhook id (whk_...)")
+    deliveries.add_argument("--limit", type=int, default=50, help="how many (at most 500)")
+    redeliver = leaf(hooks, "redeliver", "send a delivery again", webhook_commands.webhooks_redeliver)
+    redeliver.add_argument("id", help="webhook id (whk_...)")
+    redeliver.add_argument("delivery", help="delivery id (msg_...)")
 
     asset = group("asset", "one asset")
     show = leaf(asset, "show", "show an asset with a fresh file URL", commands.asset_show)

@@ -58,6 +58,14 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "CancelAsset": Scope.WRITE,
     "RetryAsset": Scope.WRITE,
     "DeleteAsset": Scope.WRITE,
+    # A project's webhook endpoints: where its events go, and their delivery log.
+    "CreateWebhook": Scope.WRITE,
+    "ListWebhooks": Scope.WRITE,
+    "GetWebhook": Scope.WRITE,
+    "UpdateWebhook": Scope.WRITE,
+    "DeleteWebhook": Scope.WRITE,
+    "ListWebhookDeliveries": Scope.WRITE,
+    "RedeliverWebhook": Scope.WRITE,
     # The deployment: providers (their URLs and keys), models, projects and keys.
     "CreateProvider": Scope.ADMIN,
     "GetProvider": Scope.ADMIN,

@@ -32,6 +32,7 @@ from assetgen_gateway.limits import PerKeyLimit
 from assetgen_gateway.upload_registration import register_upload
 from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
 from assetgen_gateway.watch_tokens import WatchTokenSigner
+from assetgen_gateway.webhook_api import WebhookRpcs
 from assetgen_runtime.batching import Batcher
 from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
 from assetgen_runtime.ids import new_id
@@ -82,7 +83,7 @@ def _forwarded(context: object) -> list[tuple[str, str]]:
     return forwarded
 
 
-class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     """Implements every public RPC by calling the owning internal service with a deadline."""
 
     def __init__(
@@ -95,12 +96,14 @@ class GatewayApi(AccessRpcs, gateway_pb2_grpc.GatewayServiceServicer):
         max_upload_bytes: int,
         watcher: EventWatcher | None = None,
         access: orchestrator_pb2_grpc.AccessServiceStub | None = None,
+        webhooks: orchestrator_pb2_grpc.WebhookServiceStub | None = None,
         watch_tokens: WatchTokenSigner | None = None,
         on_key_revoked: Callable[[str], None] = lambda key_id: None,
         max_watchers_per_key: int = 32,
         max_uploads_per_key: int = 4,
     ) -> None:
         self._access = access
+        self._webhooks = webhooks
         self._watch_tokens = watch_tokens
         self._on_key_revoked = on_key_revoked
         self._watchers = PerKeyLimit("open watches", max_watchers_per_key, "ASSETGEN_MAX_WATCHERS_PER_KEY")

@@ -88,6 +88,7 @@ async def run_server(
             max_upload_bytes=settings.max_object_bytes,
             watcher=watcher,
             access=access,
+            webhooks=orchestrator_pb2_grpc.WebhookServiceStub(channels[0]),
             watch_tokens=watch_tokens,
             on_key_revoked=authenticator.forget_key,
             max_watchers_per_key=settings.max_watchers_per_key,

@@ -7,6 +7,8 @@ import functools
 import sys
 from pathlib import Path
 
+import httpx
+
 from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_orchestrator.access import AccessStore
 from assetgen_orchestrator.access_service import AccessServicer
@@ -15,13 +17,23 @@ from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.metrics import start_gauge_refresh
 from assetgen_orchestrator.reconciler import start_reconciler
+from assetgen_orchestrator.scope import ProjectScope
 from assetgen_orchestrator.service import OrchestratorServicer
 from assetgen_orchestrator.settings import OrchestratorSettings
 from assetgen_orchestrator.store import AssetStore
+from assetgen_orchestrator.webhook_fanout import WebhookFanout, setup_webhook_stream
+from assetgen_orchestrator.webhook_metrics import start_webhook_gauge_refresh
+from assetgen_orchestrator.webhook_policy import parse_retry_schedule
+from assetgen_orchestrator.webhook_sender import WebhookSender
+from assetgen_orchestrator.webhook_service import WebhookServicer
+from assetgen_orchestrator.webhooks import WebhookDestinations, WebhookStore
 from assetgen_runtime import jetstream
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate
+from assetgen_runtime.guarded_backend import GuardedNetworkBackend
+from assetgen_runtime.http import AsyncioHTTPTransport, cookieless_jar
 from assetgen_runtime.jsonlog import configure_logging
+from assetgen_runtime.netguard import NetworkGuard
 from assetgen_runtime.server import Cleanups, RunningService, build_grpc_server, open_metrics
 from assetgen_runtime.service import run_service
 from assetgen_runtime.servicetoken import server_interceptors, token_interceptors
@@ -32,6 +44,7 @@ __all__ = ["main", "migrate_database", "run_server"]
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 ACCESS_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name
+WEBHOOK_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name
 
 
 async def migrate_database(settings: OrchestratorSettings) -> None:
@@ -96,6 +109,19 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         )
         jobs = JobPublisher(js, on_published=runner.job_published)
         access = AccessStore(engine)
+        webhook_schedule = parse_retry_schedule(settings.webhook_retry_schedule)
+        webhook_guard = NetworkGuard(settings.webhook_allowed_networks)
+        webhooks = WebhookStore(engine)
+        await setup_webhook_stream(js, replicas=settings.nats_replicas)
+        # Deliveries go to callers' URLs: every connection through the egress guard, no redirect
+        # followed, no cookie kept.
+        webhook_client = httpx.AsyncClient(
+            cookies=cookieless_jar(),
+            transport=AsyncioHTTPTransport(network_backend=GuardedNetworkBackend(webhook_guard)),
+            follow_redirects=False,
+            timeout=settings.webhook_timeout_seconds,
+        )
+        opened.push_async_callback(webhook_client.aclose)
         servicer = OrchestratorServicer(
             store, adapter, storage, jobs, events, access=access, rpc_timeout=settings.rpc_timeout_seconds
         )
@@ -107,6 +133,13 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                     AccessServicer(access),
                     ACCESS_NAME,
                 ),
+                (
+                    orchestrator_pb2_grpc.add_WebhookServiceServicer_to_server,
+                    WebhookServicer(
+                        webhooks, WebhookDestinations(webhook_guard), ProjectScope(store), access, js
+                    ),
+                    WEBHOOK_NAME,
+                ),
             ],
             host=settings.grpc_host,
             port=settings.grpc_port if port is None else port,
@@ -116,6 +149,18 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         )
         await runner.start()
         opened.push_async_callback(runner.stop, settings.shutdown_grace_seconds)
+        fanout = WebhookFanout(js, store, webhooks)
+        await fanout.start()
+        opened.push_async_callback(fanout.stop)
+        sender = WebhookSender(
+            js,
+            webhooks,
+            webhook_client,
+            schedule=webhook_schedule,
+            timeout=settings.webhook_timeout_seconds,
+        )
+        await sender.start()
+        opened.push_async_callback(sender.stop, settings.shutdown_grace_seconds)
         reconciler = start_reconciler(
             store,
             jobs,
@@ -128,6 +173,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         opened.push_async_callback(reconciler.stop)
         if settings.metrics_port:
             opened.push_async_callback(start_gauge_refresh(store))
+            opened.push_async_callback(start_webhook_gauge_refresh(webhooks))
         await server.set_serving()
         return RunningService(
             grpc=server,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assetgen_orchestrator.jobs import PULL_PAUSE
+from assetgen_orchestrator.webhook_policy import DEFAULT_RETRY_SCHEDULE
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER
 from assetgen_runtime.settings import ServiceSettings, env
 
@@ -111,6 +112,21 @@ class OrchestratorSettings(ServiceSettings):
     )
     events_max_age_seconds: float = env(
         "ASSETGEN_EVENTS_MAX_AGE_SECONDS", "How long status events are kept in JetStream.", 86_400.0
+    )
+    webhook_retry_schedule: str = env(
+        "ASSETGEN_WEBHOOK_RETRY_SCHEDULE",
+        "Waits before each retry of a webhook delivery that failed, comma-separated (5s, 5m, 2h); "
+        "after the last one the delivery is given up.",
+        DEFAULT_RETRY_SCHEDULE,
+    )
+    webhook_timeout_seconds: float = env(
+        "ASSETGEN_WEBHOOK_TIMEOUT_SECONDS", "Time one webhook delivery try may take.", 10.0
+    )
+    webhook_allowed_networks: tuple[str, ...] = env(
+        "ASSETGEN_WEBHOOK_ALLOWED_NETWORKS",
+        "Comma-separated CIDRs webhook endpoints may be at besides public addresses (default none: "
+        "a private, loopback or metadata address is refused at registration and at sending).",
+        (),
     )
 
     @property

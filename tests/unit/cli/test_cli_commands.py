@@ -162,6 +162,13 @@ def test_every_command_is_there() -> None:
         "providers list",
         "upload",
         "watch",
+        "webhooks create",
+        "webhooks delete",
+        "webhooks deliveries",
+        "webhooks disable",
+        "webhooks enable",
+        "webhooks list",
+        "webhooks redeliver",
     ]
 
 
