@@ -12,6 +12,7 @@ Hierarchy::
     ├── FailedPrecondition        FAILED_PRECONDITION 409
     ├── Aborted                   ABORTED             409
     ├── TooLarge                  RESOURCE_EXHAUSTED  413 (reason TOO_LARGE)
+    ├── BudgetExceeded            RESOURCE_EXHAUSTED  402 (reason BUDGET_EXCEEDED)
     ├── RateLimited               RESOURCE_EXHAUSTED  429
     ├── Unavailable               UNAVAILABLE         503
     └── DeadlineExceeded          DEADLINE_EXCEEDED   504
@@ -41,6 +42,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AssetGenError",
+    "BudgetExceeded",
     "DeadlineExceeded",
     "ErrorMappingInterceptor",
     "FailedPrecondition",
@@ -112,6 +114,13 @@ class TooLarge(AssetGenError):
     reason = "TOO_LARGE"
 
 
+class BudgetExceeded(AssetGenError):
+    """A generation would take a project's or box's spend past its budget."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BUDGET_EXCEEDED"
+
+
 class RateLimited(AssetGenError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -140,7 +149,7 @@ _HTTP_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-_HTTP_BY_REASON = {"TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415}
+_HTTP_BY_REASON = {"TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415, "BUDGET_EXCEEDED": 402}
 
 
 def http_status(code: grpc.StatusCode, reason: str = "") -> int:

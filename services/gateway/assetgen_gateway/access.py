@@ -43,6 +43,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "GetAsset": Scope.READ,
     "ListAssets": Scope.READ,
     "ListAssetHistory": Scope.READ,
+    "GetUsage": Scope.READ,
     "WatchBox": Scope.READ,
     "WatchAsset": Scope.READ,
     "CreateWatchToken": Scope.READ,

@@ -34,7 +34,7 @@ from assetgen_gateway.watch import EventWatcher, asset_subject, box_subject
 from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_gateway.webhook_api import WebhookRpcs
 from assetgen_runtime.batching import Batcher
-from assetgen_runtime.errors import InvalidArgument, TooLarge, Unavailable
+from assetgen_runtime.errors import InvalidArgument, TooLarge, Unauthenticated, Unavailable
 from assetgen_runtime.ids import new_id
 
 __all__ = [
@@ -52,6 +52,8 @@ FORWARDED_METADATA = ("idempotency-key",)
 # The orchestrator's name for the gateway's id of one Generate call (its idempotency key when the
 # client sent none).
 REQUEST_ID_METADATA = "x-assetgen-request-id"
+# The caller's key id, which the orchestrator records in the cost ledger (usage by key).
+KEY_METADATA = "x-assetgen-key"
 # What an Idempotency-Key may be: printable ASCII, as gRPC metadata must be, and no longer than
 # the orchestrator stores.
 IDEMPOTENCY_KEY_MAX = 200
@@ -68,6 +70,14 @@ class MetadataContext:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         """The request's metadata as (lower-case key, value) pairs."""
         return self._metadata
+
+
+def _key_metadata() -> tuple[str, str]:
+    """The caller's key id as metadata (empty outside an authenticated request)."""
+    try:
+        return KEY_METADATA, current_caller().key_id
+    except Unauthenticated:
+        return KEY_METADATA, ""
 
 
 def _forwarded(context: object) -> list[tuple[str, str]]:
@@ -148,7 +158,12 @@ class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceService
         return asset
 
     async def RetryAsset(self, request: gateway_pb2.RetryAssetRequest, context: object) -> common_pb2.Asset:
-        return await self._orchestrator.RetryAsset(request, timeout=self._timeout)
+        return await self._orchestrator.RetryAsset(request, timeout=self._timeout, metadata=[_key_metadata()])
+
+    async def GetUsage(
+        self, request: gateway_pb2.GetUsageRequest, context: object
+    ) -> gateway_pb2.GetUsageResponse:
+        return await self._orchestrator.GetUsage(request, timeout=self._timeout)
 
     async def ListAssetHistory(
         self, request: gateway_pb2.ListAssetHistoryRequest, context: object
@@ -173,6 +188,7 @@ class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceService
             # The channel retries an UNAVAILABLE call; this id makes a retry of a call that the
             # orchestrator committed return the same asset rather than create another.
             metadata.append((REQUEST_ID_METADATA, new_id("req")))
+        metadata.append(_key_metadata())
         return await self._orchestrator.Generate(request, timeout=self._timeout, metadata=metadata)
 
     async def Upload(

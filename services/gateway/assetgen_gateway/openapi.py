@@ -41,6 +41,7 @@ _PATH_PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_RESPONSES = {
     "400": "Invalid argument (bad JSON, unknown field, failed validation).",
     "401": "Missing, unknown or revoked bearer token (or an expired or misplaced watch token).",
+    "402": "Budget exceeded: the estimate would take the project's or box's spend past its budget.",
     "403": "The key lacks the scope this needs (read, write or admin).",
     "404": "No such resource.",
     "409": "Conflict: already exists, or not allowed in the resource's current state.",
@@ -125,7 +126,8 @@ def _rpc_operation(route: HttpRoute, schemas: MessageSchemas) -> Operation:
         "description": _words(route.rpc.output_type.name),
         "content": {"application/json": {"schema": schemas.ref(route.rpc.output_type)}},
     }
-    spec["responses"] = _responses(str(route.success_status), success, "404", "409")
+    spend = ("402",) if route.rpc.name in ("Generate", "RetryAsset") else ()
+    spec["responses"] = _responses(str(route.success_status), success, *spend, "404", "409")
     return Operation(route.method, route.path, spec["summary"], spec, f"rpc {route.rpc.name}")
 
 

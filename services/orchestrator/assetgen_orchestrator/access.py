@@ -33,9 +33,10 @@ from assetgen_runtime.errors import (
     Unauthenticated,
 )
 from assetgen_runtime.ids import new_id
+from assetgen_runtime.money import AmountError, parse_amount
 from assetgen_runtime.scopes import parse_scopes
 
-__all__ = ["AccessStore", "project_name"]
+__all__ = ["AccessStore", "project_budget", "project_name"]
 
 _PROJECTS = projects_table
 _KEYS = api_keys_table
@@ -54,6 +55,16 @@ def project_name(raw: str) -> str:
     return name
 
 
+def project_budget(raw: str) -> str | None:
+    """A budget as stored: a decimal string (``"100.00"``), or None for ''."""
+    if not raw.strip():
+        return None
+    try:
+        return str(parse_amount(raw, "budget"))
+    except AmountError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
 class AccessStore:
     """Projects and API keys in the orchestrator's database."""
 
@@ -67,9 +78,9 @@ class AccessStore:
 
     # -- projects -------------------------------------------------------------------------------
 
-    async def create_project(self, name: str) -> ProjectRow:
-        """A new project; AlreadyExists if the name is taken."""
-        project = ProjectRow(id=new_id("prj"), name=project_name(name))
+    async def create_project(self, name: str, budget: str = "") -> ProjectRow:
+        """A new project (with a budget, a decimal string, if given); AlreadyExists if the name is taken."""
+        project = ProjectRow(id=new_id("prj"), name=project_name(name), budget=project_budget(budget))
         try:
             async with self._autocommit.connect() as connection:
                 await connection.execute(insert(_PROJECTS).values(dataclasses.asdict(project)))
@@ -101,6 +112,16 @@ class AccessStore:
         except IntegrityError:
             raise AlreadyExists(f"project {renamed.name!r} already exists") from None
         return renamed
+
+    async def set_budget(self, id_or_name: str, budget: str) -> ProjectRow:
+        """Sets a project's budget ('' removes it)."""
+        project = await self.get_project(id_or_name)
+        changed = dataclasses.replace(project, budget=project_budget(budget))
+        async with self._autocommit.connect() as connection:
+            await connection.execute(
+                update(_PROJECTS).where(_PROJECTS.c.id == project.id).values(budget=changed.budget)
+            )
+        return changed
 
     async def delete_project(self, id_or_name: str) -> None:
         """Deletes a project that has no boxes, with its keys; the default project stays."""

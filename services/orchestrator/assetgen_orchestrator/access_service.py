@@ -26,7 +26,12 @@ def _timestamp(value: dt.datetime) -> Timestamp:
 
 def project_to_proto(project: ProjectRow) -> common_pb2.Project:
     """The API's view of a project."""
-    return common_pb2.Project(id=project.id, name=project.name, created_at=_timestamp(project.created_at))
+    return common_pb2.Project(
+        id=project.id,
+        name=project.name,
+        created_at=_timestamp(project.created_at),
+        budget=project.budget or "",
+    )
 
 
 def key_to_proto(key: ApiKeyRow, secret: str = "") -> common_pb2.ApiKey:
@@ -51,7 +56,7 @@ class AccessServicer(orchestrator_pb2_grpc.AccessServiceServicer):
     async def CreateProject(
         self, request: gateway_pb2.CreateProjectRequest, context: object
     ) -> common_pb2.Project:
-        return project_to_proto(await self._store.create_project(request.name))
+        return project_to_proto(await self._store.create_project(request.name, request.budget))
 
     async def ListProjects(
         self, request: gateway_pb2.ListProjectsRequest, context: object
@@ -65,6 +70,10 @@ class AccessServicer(orchestrator_pb2_grpc.AccessServiceServicer):
     async def UpdateProject(
         self, request: gateway_pb2.UpdateProjectRequest, context: object
     ) -> common_pb2.Project:
+        if request.HasField("budget"):
+            project = await self._store.set_budget(request.id, request.budget)
+            if not request.name:
+                return project_to_proto(project)
         return project_to_proto(await self._store.rename_project(request.id, request.name))
 
     async def DeleteProject(

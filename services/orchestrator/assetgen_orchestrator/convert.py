@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
+from assetgen_orchestrator.costs import AssetCost
 from assetgen_orchestrator.models import AssetRow, BoxRow, TransitionRow
 
 __all__ = [
@@ -54,6 +55,7 @@ def box_to_proto(box: BoxRow) -> common_pb2.Box:
         created_at=_timestamp(box.created_at),
         updated_at=_timestamp(box.updated_at),
         project=box.project_id,
+        budget=box.budget or "",
     )
 
 
@@ -81,7 +83,13 @@ def asset_to_proto(asset: AssetRow) -> common_pb2.Asset:
         provider_status=asset.raw_status,
         submitted_at=_timestamp(asset.submitted_at) if asset.submitted_at else None,
         finished_at=_timestamp(asset.finished_at) if asset.finished_at else None,
+        cost=_cost(asset.cost_json),
     )
+
+
+def _cost(text: str) -> common_pb2.Cost | None:
+    cost = AssetCost.parse(text)
+    return cost.to_proto() if cost is not None else None
 
 
 def status_name(value: int) -> str:

@@ -34,6 +34,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from decimal import Decimal
 from time import monotonic
 
 import grpc
@@ -41,6 +42,8 @@ import grpc
 from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_orchestrator import schedule
 from assetgen_orchestrator.convert import parse_poll_policy, poll_policy_json
+from assetgen_orchestrator.cost_ledger import CostLedger
+from assetgen_orchestrator.costs import AssetCost, charge_of
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.ingest import ResultIngest
 from assetgen_orchestrator.jobs import Done, Job, Later, Outcome
@@ -49,6 +52,7 @@ from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.polls import TaskPolls
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
+from assetgen_runtime.errors import reason_of
 from assetgen_runtime.jsontext import parse_json_object
 
 __all__ = ["Lifecycle", "LifecycleConfig"]
@@ -68,6 +72,8 @@ _TRANSIENT = frozenset(
 )
 _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
+# The adapter's reason for a submission that may have reached the provider: its cost stays reserved.
+_OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,14 @@ class Lifecycle:
         storage: storage_pb2_grpc.StorageServiceStub,
         events: EventPublisher,
         config: LifecycleConfig,
+        *,
+        ledger: CostLedger | None = None,
     ) -> None:
         self._store = store
         self._adapter = adapter
         self._events = events
         self._config = config
+        self._ledger = ledger
         self._ingest = ResultIngest(
             store, storage, events, rpc_timeout=config.rpc_timeout, ingest_timeout=config.ingest_timeout
         )
@@ -186,6 +195,8 @@ class Lifecycle:
         return await self._submit(asset)
 
     async def _submit(self, asset: AssetRow) -> Outcome | None:
+        if asset.cost_json and self._ledger is not None:
+            await self._ledger.reserve(asset.id, asset.attempt)
         parent_url = await self._parent_url(asset)
         asked_at = monotonic()
         status = await self._adapter.SubmitTask(
@@ -250,7 +261,9 @@ class Lifecycle:
         *,
         submitted: bool,
     ) -> Outcome | None:
-        """The provider is done: store its result (unless the adapter did) and complete the asset."""
+        """The provider is done: settle its cost, store its result (unless the adapter did) and
+        complete the asset."""
+        reported = {**reported, **await self._settle(asset, status)}
         if not status.outputs:
             return await self._fail(asset, "the provider reported success but returned no result", **reported)
         if status.outputs[0].HasField("stored"):
@@ -269,6 +282,8 @@ class Lifecycle:
     ) -> Outcome | None:
         """The provider gave up on the task: the asset fails with its reason."""
         reason = status.error_message or f"the provider reported {status.raw_state or 'failure'}"
+        if status.charges_failures:
+            reported = {**reported, **await self._settle(asset, status)}
         return await self._fail(asset, reason, **reported)
 
     async def _on_canceled(self, asset: AssetRow, reported: dict[str, object]) -> Outcome | None:
@@ -325,6 +340,10 @@ class Lifecycle:
             return Later(schedule.retry_delay(self._config.retry_base_seconds, 1, uniform=random.uniform))
         if error.code() in _TRANSIENT:
             return await self._retry_or_fail(asset, details)
+        if reason_of(error) == _OUTCOME_UNKNOWN:
+            # The provider may have the task and bill it: the reservation stays for an operator,
+            # who clears it by retrying or deleting the asset.
+            return await self._close(asset, Status.FAILED, details, {"error_message": details}, release=False)
         return await self._fail(asset, details)
 
     async def _retry_or_fail(self, asset: AssetRow, reason: str) -> Outcome | None:
@@ -365,6 +384,14 @@ class Lifecycle:
         return await self._end(asset, Status.FAILED, reason, error_message=reason, **changes)
 
     async def _end(self, asset: AssetRow, status: Status, message: str, **changes: object) -> Outcome | None:
+        return await self._close(asset, status, message, changes, release=True)
+
+    async def _close(
+        self, asset: AssetRow, status: Status, message: str, changes: dict[str, object], *, release: bool
+    ) -> Outcome | None:
+        """Ends the asset in ``status``; an attempt not completed releases its cost unless told not to."""
+        if release and status is not Status.COMPLETED and "cost_json" not in changes:
+            changes = {**changes, **await self._release(asset)}
         if not await self._store.update_asset(
             asset, status=status, step=Step.DONE, finished_at=utcnow(), message=message, **changes
         ):
@@ -373,6 +400,25 @@ class Lifecycle:
         logger.info("asset %s", status.lower(), extra={"asset_id": asset.id, "reason": message})
         await self._events.publish(asset)
         return Done()
+
+    async def _settle(self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus) -> dict[str, object]:
+        """Charges the attempt what the provider reports it used (else its estimate): the ledger
+        first, so a step redelivered before the asset is written charges it once; the asset's
+        ``cost_json`` change to write with the step."""
+        cost = AssetCost.parse(asset.cost_json)
+        if cost is None or self._ledger is None:
+            return {}
+        amount = charge_of(cost, status.usage if status.HasField("usage") else None)
+        await self._ledger.settle(asset.id, asset.attempt, amount)
+        return {"cost_json": cost.settled(amount).text()}
+
+    async def _release(self, asset: AssetRow) -> dict[str, object]:
+        """Releases an attempt's unsettled cost; the asset shows it charged nothing."""
+        cost = AssetCost.parse(asset.cost_json)
+        if cost is None or self._ledger is None or cost.charged:
+            return {}
+        await self._ledger.release(asset.id, asset.attempt)
+        return {"cost_json": cost.settled(Decimal(0)).text()}
 
     async def _parent_url(self, asset: AssetRow) -> str:
         if not asset.parent_asset_id:

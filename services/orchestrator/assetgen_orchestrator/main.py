@@ -12,6 +12,7 @@ import httpx
 from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_orchestrator.access import AccessStore
 from assetgen_orchestrator.access_service import AccessServicer
+from assetgen_orchestrator.cost_ledger import CostLedger
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
@@ -63,6 +64,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         engine = create_engine(settings.resolved_database_url)
         opened.push_async_callback(engine.dispose)
         store = AssetStore(engine, write_linger=settings.db_write_linger_ms / 1000)
+        ledger = CostLedger(engine)
         storage_channel = open_channel(
             settings.storage_addr, interceptors=token_interceptors(settings.service_token)
         )
@@ -96,6 +98,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                 max_pull_pause=settings.max_pull_pause_ms / 1000,
                 retry_max_seconds=settings.retry_max_seconds,
             ),
+            ledger=ledger,
         )
         runner = JobRunner(
             js,
@@ -123,7 +126,14 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         )
         opened.push_async_callback(webhook_client.aclose)
         servicer = OrchestratorServicer(
-            store, adapter, storage, jobs, events, access=access, rpc_timeout=settings.rpc_timeout_seconds
+            store,
+            adapter,
+            storage,
+            jobs,
+            events,
+            access=access,
+            ledger=ledger,
+            rpc_timeout=settings.rpc_timeout_seconds,
         )
         server = await build_grpc_server(
             [

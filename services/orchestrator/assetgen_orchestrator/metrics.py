@@ -12,13 +12,18 @@ from prometheus_client import Counter, Gauge
 from assetgen_orchestrator.models import Status
 from assetgen_orchestrator.store import AssetStore
 
-__all__ = ["ASSETS", "OLDEST_IN_FLIGHT", "POLLS", "TRANSITIONS", "start_gauge_refresh"]
+__all__ = ["ASSETS", "OLDEST_IN_FLIGHT", "POLLS", "SPEND", "TRANSITIONS", "start_gauge_refresh"]
 
 logger = logging.getLogger(__name__)
 
 POLLS = Counter("assetgen_polls_total", "Provider status polls made, by model.", ["model"])
 TRANSITIONS = Counter("assetgen_asset_transitions_total", "Assets reaching a terminal status.", ["status"])
 ASSETS = Gauge("assetgen_assets", "Assets by status, from the database (refreshed periodically).", ["status"])
+SPEND = Counter(
+    "assetgen_spend",
+    "What settled generations were charged (the cost ledger's charges), by project id, model and currency.",
+    ["project", "model", "currency"],
+)
 OLDEST_IN_FLIGHT = Gauge(
     "assetgen_oldest_in_flight_seconds", "Age of the oldest asset not yet terminal, by model.", ["model"]
 )

@@ -40,6 +40,7 @@ __all__ = [
     "api_keys_table",
     "assets_table",
     "boxes_table",
+    "cost_ledger_table",
     "leases_table",
     "metadata",
     "projects_table",
@@ -97,7 +98,7 @@ projects_table = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(63), nullable=False, unique=True),
     _moment("created_at"),
-    # Reserved for per-project budgets (a later issue); unused yet.
+    # Most the project's generations may cost, a decimal string (``assetgen_runtime.money``); None: no limit.
     Column("budget", Text, nullable=True),
 )
 
@@ -132,6 +133,8 @@ boxes_table = Table(
         server_default=DEFAULT_PROJECT_ID,
     ),
     Index("ix_boxes_project_id_id", "project_id", "id"),
+    # Most the box's generations may cost, a decimal string; None: only the project's budget applies.
+    Column("budget", Text, nullable=True),
 )
 
 assets_table = Table(
@@ -170,6 +173,8 @@ assets_table = Table(
     _moment("submitted_at", nullable=True),
     _moment("finished_at", nullable=True),
     _moment("attempt_started_at", nullable=True),
+    # The attempt's cost (``costs.AssetCost`` as JSON): estimate, unit price, charge; "" when unpriced.
+    Column("cost_json", Text, nullable=False, default=""),
     UniqueConstraint("box_id", "idempotency_key", name="uq_assets_box_idempotency_key"),
     Index("ix_assets_box_id_id", "box_id", "id"),
     Index("ix_assets_parent_asset_id", "parent_asset_id"),
@@ -201,6 +206,34 @@ leases_table = Table(
 )
 """Named leases: which replica holds a job only one may do at a time (the reconciler), until when."""
 
+cost_ledger_table = Table(
+    "cost_ledger",
+    metadata,
+    Column("asset_id", String(40), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("project_id", String(40), nullable=False),
+    Column("box_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("key_id", String(100), nullable=False, default=""),
+    Column("currency", String(3), nullable=False),
+    Column("estimated_nanos", BigInteger, nullable=False),
+    Column("amount_nanos", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    _moment("created_at"),
+    _moment("updated_at"),
+    _moment("settled_at", nullable=True),
+    Index("ix_cost_ledger_project_id_state", "project_id", "state"),
+    Index("ix_cost_ledger_box_id_state", "box_id", "state"),
+    Index("ix_cost_ledger_settled_at", "settled_at"),
+)
+"""One entry per priced asset attempt, never deleted with its asset (spend stays spent).
+
+``state`` moves estimated → reserved → charged or released, each move a conditional update, so a
+step run twice writes it once. ``amount_nanos`` is what the entry holds against budgets now: the
+estimate until it settles, then the charge (0 when released). No foreign keys: the entry outlives
+its asset and box.
+"""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BoxRow:
@@ -211,6 +244,7 @@ class BoxRow:
     created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     updated_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     project_id: str = DEFAULT_PROJECT_ID
+    budget: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,6 +314,8 @@ class AssetRow:
     finished_at: dt.datetime | None = None
     attempt_started_at: dt.datetime | None = None
     """When this attempt was accepted (a retry's, or the generation's); None on older rows."""
+    cost_json: str = ""
+    """The attempt's cost (``costs.AssetCost``); '' when the model has no price."""
 
     def values(self) -> dict[str, object]:
         """Every column's value, by column name."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import grpc
@@ -26,7 +27,7 @@ from assetgen.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from assetgen_orchestrator.access import AccessStore
+from assetgen_orchestrator.access import AccessStore, project_budget
 from assetgen_orchestrator.convert import (
     asset_to_proto,
     box_to_proto,
@@ -35,11 +36,14 @@ from assetgen_orchestrator.convert import (
     status_name,
     transition_to_proto,
 )
+from assetgen_orchestrator.cost_ledger import CostLedger
+from assetgen_orchestrator.costs import AssetCost
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
 from assetgen_orchestrator.models import DEFAULT_PROJECT_ID, AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.scope import ProjectScope, caller_project
 from assetgen_orchestrator.store import AssetStore
+from assetgen_orchestrator.usage import get_usage
 from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.errors import (
     FailedPrecondition,
@@ -59,6 +63,8 @@ IDEMPOTENCY_KEY_METADATA = "idempotency-key"
 # The gateway's own id of one Generate call, the same on each of the channel's retries of it: without
 # an Idempotency-Key it is the idempotency key, so a retried call never creates a second asset.
 REQUEST_ID_METADATA = "x-assetgen-request-id"
+# The id of the API key that asked for a generation (the gateway's), recorded in the cost ledger.
+KEY_METADATA = "x-assetgen-key"
 _REQUEST_KEY_PREFIX = "request:"
 _MAX_NAME = 200
 _MAX_PROMPT = 20_000
@@ -76,11 +82,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         events: EventPublisher,
         *,
         access: AccessStore,
+        ledger: CostLedger,
         rpc_timeout: float,
     ) -> None:
         self._store = store
         self._scope = ProjectScope(store)
         self._access = access
+        self._ledger = ledger
         self._adapter = adapter
         self._storage = storage
         self._jobs = jobs
@@ -100,7 +108,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 named = ""
             if named != project:
                 raise PermissionDenied("a project's key creates boxes in its own project only")
-        box = await self._store.create_box(new_id("box"), _box_name(request.name), project)
+        box = await self._store.create_box(
+            new_id("box"), _box_name(request.name), project, budget=project_budget(request.budget)
+        )
         return box_to_proto(box)
 
     async def GetBox(self, request: gateway_pb2.GetBoxRequest, context: object) -> common_pb2.Box:
@@ -176,10 +186,24 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         draft.model = prepared.model.name
         draft.poll_policy_json = poll_policy_json(prepared.poll_policy)
+        if prepared.HasField("cost"):
+            # Refused here (BudgetExceeded) before the asset exists.
+            cost = AssetCost.of_estimate(prepared.cost)
+            draft.cost_json = cost.text()
+            await self._ledger.open(
+                asset_id=draft.id,
+                attempt=draft.attempt,
+                box_id=draft.box_id,
+                model=draft.model,
+                key_id=_metadata(context, KEY_METADATA),
+                cost=cost,
+            )
         asset = await self._store.insert_asset(
             draft, "waiting for the parent asset" if deferred else "accepted"
         )
         if asset is not draft:
+            if draft.cost_json:
+                await self._ledger.discard(draft.id, draft.attempt)
             return asset_to_proto(asset)  # lost an idempotency race: the first request's asset
         await self._events.publish(asset)
         await self._schedule(asset)
@@ -202,8 +226,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             )
 
     async def UpdateBox(self, request: gateway_pb2.UpdateBoxRequest, context: object) -> common_pb2.Box:
-        await self._scope.box(request.id, context)
-        return box_to_proto(await self._store.rename_box(request.id, _box_name(request.name)))
+        box = await self._scope.box(request.id, context)
+        budget_given = request.HasField("budget")
+        name = _box_name(request.name) if request.name or not budget_given else box.name
+        budget = project_budget(request.budget) if budget_given else box.budget
+        return box_to_proto(await self._store.update_box(request.id, name, budget))
 
     async def DeleteBox(
         self, request: gateway_pb2.DeleteBoxRequest, context: object
@@ -252,6 +279,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             if parent.status != Status.COMPLETED:
                 step = Step.WAITING_PARENT
         attempt = asset.attempt + 1
+        cost = AssetCost.parse(asset.cost_json)
+        if cost is not None:
+            # A reservation left by an unknown outcome is cleared by the operator's retry; the new
+            # attempt's estimate must fit the budgets like a new generation's.
+            await self._ledger.release(asset.id, asset.attempt)
+            cost = cost.fresh()
+            await self._ledger.open(
+                asset_id=asset.id,
+                attempt=attempt,
+                box_id=asset.box_id,
+                model=asset.model,
+                key_id=_metadata(context, KEY_METADATA),
+                cost=cost,
+            )
         if not await self._store.update_asset(
             asset,
             status=Status.PENDING,
@@ -267,8 +308,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             submitted_at=None,
             finished_at=None,
             attempt_started_at=utcnow(),
+            cost_json=cost.text() if cost is not None else "",
             message=f"retry: attempt {attempt}",
         ):
+            if cost is not None:
+                await self._ledger.discard(asset.id, attempt)
             raise Unavailable("the asset changed while retrying; try again")
         await self._events.publish(asset)
         await self._schedule(asset)
@@ -284,7 +328,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
 
     async def _cancel(self, asset: AssetRow, reason: str) -> bool:
-        """Ends an in-flight asset CANCELED, then asks the provider to stop (best effort)."""
+        """Ends an in-flight asset CANCELED, then asks the provider to stop (best effort).
+
+        Its cost is released if it was never submitted; once the provider may have started it, the
+        estimate is charged (providers bill work canceled midway).
+        """
+        cost = AssetCost.parse(asset.cost_json)
+        submitted = asset.step not in (Step.QUEUED, Step.WAITING_PARENT)
+        charge = Decimal(cost.estimated) if cost is not None and submitted else Decimal(0)
+        settled = {"cost_json": cost.settled(charge).text()} if cost is not None and not cost.charged else {}
         if not await self._store.update_asset(
             asset,
             status=Status.CANCELED,
@@ -292,8 +344,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             error_message=reason,
             finished_at=utcnow(),
             message=reason,
+            **settled,
         ):
             return False
+        if settled:
+            # After the asset's write: a cancel that lost its race to the lifecycle moves nothing.
+            if submitted:
+                await self._ledger.settle(asset.id, asset.attempt, charge)
+            else:
+                await self._ledger.release(asset.id, asset.attempt)
         await self._events.publish(asset)
         if asset.external_task_id:
             try:
@@ -314,6 +373,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """Cancels an in-flight asset and removes its file, before its row is deleted."""
         if not Status(asset.status).terminal:
             await self._cancel(asset, "deleted")
+        elif asset.cost_json:
+            await self._ledger.release(asset.id, asset.attempt)  # an unknown outcome's reservation
         if asset.object_key:
             await self._storage.Delete(
                 storage_pb2.DeleteRequest(key=asset.object_key), timeout=self._rpc_timeout
@@ -351,6 +412,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             asset = existing
         await self._events.publish(asset, file_url=await self._file_url(stored.key))
         return asset_to_proto(asset)
+
+    async def GetUsage(
+        self, request: gateway_pb2.GetUsageRequest, context: object
+    ) -> gateway_pb2.GetUsageResponse:
+        return await get_usage(self._ledger, self._access, request, context)
 
     async def _file_url(self, key: str) -> str:
         response = await self._storage.GetObjectUrls(

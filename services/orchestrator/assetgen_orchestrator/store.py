@@ -111,10 +111,14 @@ class AssetStore:
 
     # -- boxes ----------------------------------------------------------------------------------
 
-    async def create_box(self, box_id: str, name: str, project_id: str = DEFAULT_PROJECT_ID) -> BoxRow:
+    async def create_box(
+        self, box_id: str, name: str, project_id: str = DEFAULT_PROJECT_ID, *, budget: str | None = None
+    ) -> BoxRow:
         """Inserts a box into a project."""
         now = utcnow()
-        box = BoxRow(id=box_id, name=name, created_at=now, updated_at=now, project_id=project_id)
+        box = BoxRow(
+            id=box_id, name=name, created_at=now, updated_at=now, project_id=project_id, budget=budget
+        )
         await self._execute(insert(_BOXES).values(dataclasses.asdict(box)))
         return box
 
@@ -153,10 +157,17 @@ class AssetStore:
 
     async def rename_box(self, box_id: str, name: str) -> BoxRow:
         """Renames a box (NotFound if missing)."""
+        return await self._update_box(box_id, name=name)
+
+    async def update_box(self, box_id: str, name: str, budget: str | None) -> BoxRow:
+        """Sets a box's name and budget (NotFound if missing)."""
+        return await self._update_box(box_id, name=name, budget=budget)
+
+    async def _update_box(self, box_id: str, **values: Any) -> BoxRow:
         result = await self._execute(
             update(_BOXES)
             .where(_BOXES.c.id == box_id)
-            .values(name=name, updated_at=utcnow())
+            .values(**values, updated_at=utcnow())
             .returning(*_BOXES.columns)
         )
         row = result.mappings().first()

@@ -35,6 +35,7 @@ from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.key_binding import KeyRefAllowList, check_destination_change
+from assetgen_provider_adapter.pricing import Price, PriceError, check_price_json
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
 from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -61,6 +62,7 @@ class ResolvedModel:
     target: ProviderTarget
     template: Any
     variables: TemplateVariables
+    price: Price | None = None
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -91,6 +93,13 @@ def _check_template(request_schema_json: str) -> str:
     if isinstance(template, list) and not (template and all(isinstance(item, dict) for item in template)):
         raise InvalidArgument("request_schema_json as an array must hold one or more JSON objects")
     return json.dumps(template, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_price(price_json: str) -> str:
+    try:
+        return check_price_json(price_json)
+    except PriceError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _check_endpoint(api_endpoint: str) -> str:
@@ -319,13 +328,20 @@ class Catalog:
     # -- models ---------------------------------------------------------------------------
 
     async def create_model(
-        self, provider_ref: str, name: str, model_type: int, api_endpoint: str, request_schema_json: str
+        self,
+        provider_ref: str,
+        name: str,
+        model_type: int,
+        api_endpoint: str,
+        request_schema_json: str,
+        price_json: str = "",
     ) -> tuple[ModelRow, ProviderRow]:
-        """Adds a model; its template must be a JSON object or array."""
+        """Adds a model; its template must be a JSON object or array, its price valid (``pricing``)."""
         name = _check_name("model", name)
         if model_type not in _MODEL_TYPES:
             raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
         template_text = _check_template(request_schema_json)
+        price_text = _check_price(price_json)
         api_endpoint = _check_endpoint(api_endpoint)
         await self._check_endpoint_destination(api_endpoint)
         now = utcnow()
@@ -342,6 +358,7 @@ class Catalog:
                 model_type=model_type,
                 api_endpoint=api_endpoint,
                 request_schema_json=template_text,
+                price_json=price_text,
                 created_at=now,
                 updated_at=now,
             )
@@ -361,8 +378,10 @@ class Catalog:
         model_type: int | None = None,
         api_endpoint: str | None = None,
         request_schema_json: str | None = None,
+        price_json: str | None = None,
     ) -> tuple[ModelRow, ProviderRow]:
         """Changes the given fields of a model, checked as on creation."""
+        price_text = _check_price(price_json) if price_json is not None else None
         if model_type is not None and model_type not in _MODEL_TYPES:
             raise InvalidArgument("model_type must be MODEL_TYPE_IMAGE or MODEL_TYPE_VIDEO")
         template_text = _check_template(request_schema_json) if request_schema_json is not None else None
@@ -380,6 +399,8 @@ class Catalog:
                 row.api_endpoint = endpoint
             if template_text is not None:
                 row.request_schema_json = template_text
+            if price_text is not None:
+                row.price_json = price_text
             row.updated_at = utcnow()
             await session.commit()
             await session.refresh(row)
@@ -479,6 +500,7 @@ class Catalog:
             ),
             template=template,
             variables=inspect_template(template),
+            price=Price.parse(json.loads(model.price_json)) if model.price_json else None,
         )
         if generation == self._generation:  # not when a local change happened meanwhile
             self._resolved[ref] = (self._clock() + self._ttl, resolved)

@@ -62,6 +62,8 @@ class ModelRow(Base):
     request_schema_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The model's price as compact JSON (``pricing``); "" when it has none.
+    price_json: Mapped[str] = mapped_column(Text, default="")
 
 
 class SubmissionRow(Base):

@@ -46,6 +46,7 @@ from assetgen_provider_adapter.engine_types import (
 )
 from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import evaluate, truthy
+from assetgen_provider_adapter.pricing import usage_of
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.request_builder import RequestBuilder, auth_headers
 from assetgen_provider_adapter.sending import RetryPolicy, Sender, WireLog
@@ -146,7 +147,8 @@ class ProviderEngine:
             return failed
         task_id, handle = submit_answer(profile, body)
         if submit.mode == "sync":
-            result = TaskResult(state=COMPLETED, task_id=task_id, handle=handle)
+            usage = usage_of(profile.billing, body)
+            result = TaskResult(state=COMPLETED, task_id=task_id, handle=handle, usage=usage)
             return await self._finish(target, result, answer, {**handle, "task_id": task_id})
         if not task_id:
             expression = submit.task_id.expression if submit.task_id is not None else None
@@ -183,6 +185,8 @@ class ProviderEngine:
         result = status_of(profile, answer, task_id, dict(handle))
         if result.state == COMPLETED:
             result = await self._finish(target, result, answer, context)
+        if profile.billing is not None and result.state in (COMPLETED, FAILED):
+            result.usage = usage_of(profile.billing, answer.body)
         if poll.honor_header and poll.honor_header in answer.headers:
             try:
                 result.poll_after_ms = max(0, int(float(answer.headers[poll.honor_header])))

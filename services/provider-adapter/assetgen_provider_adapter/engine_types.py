@@ -79,6 +79,8 @@ class TaskResult:
     error_code: str = ""
     outputs: list[Output] = field(default_factory=list)
     poll_after_ms: int = 0
+    usage: dict[str, str] = field(default_factory=dict)
+    """What the provider reported the task used, where the profile's ``billing.usage`` maps it."""
 
 
 @dataclass

@@ -34,6 +34,9 @@ class ProviderUnreachable(Unavailable):
 class SubmitOutcomeUnknown(FailedPrecondition):
     """A submit was sent but what came back (nothing, a 408 or 5xx) does not say whether the task exists."""
 
+    # The orchestrator keeps the attempt's cost reserved for an operator on this reason.
+    reason = "OUTCOME_UNKNOWN"
+
 
 class SubmissionInProgress(Aborted):
     """Another call claimed this submission moments ago and may still be sending it; retry later."""

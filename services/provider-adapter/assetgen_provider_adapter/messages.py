@@ -52,6 +52,8 @@ def to_task_status(
     result: TaskResult,
     policy: provider_adapter_pb2.PollPolicy,
     stored: common_pb2.StoredObject | None = None,
+    *,
+    charges_failures: bool = False,
 ) -> provider_adapter_pb2.TaskStatus:
     """The TaskStatus message of an engine result; ``stored`` is its first output, already stored.
 
@@ -78,6 +80,8 @@ def to_task_status(
         outputs=outputs,
         poll_after_ms=result.poll_after_ms,
         poll_policy=policy,
+        usage=provider_adapter_pb2.Usage(**result.usage) if result.usage else None,
+        charges_failures=charges_failures,
     )
 
 
@@ -107,6 +111,7 @@ def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
         request_schema_json=row.request_schema_json,
         variables=variables.variables,
         required_variables=variables.required,
+        price_json=row.price_json or "",
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
     )

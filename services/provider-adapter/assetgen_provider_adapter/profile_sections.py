@@ -21,6 +21,7 @@ from assetgen_provider_adapter.paths import ParsedResult, compile_path
 
 __all__ = [
     "AuthSpec",
+    "BillingSpec",
     "BodySpec",
     "CancelSpec",
     "ConnectionSpec",
@@ -36,6 +37,7 @@ __all__ = [
     "SubmitSpec",
     "WebhookSpec",
     "auth_of",
+    "billing_of",
     "cancel_of",
     "connection_of",
     "error_of",
@@ -421,4 +423,27 @@ def limits_of(data: Mapping[str, Any], timing: PollTiming) -> Limits:
         submit_count=count,
         submit_period=period,
         retry_seconds=max(timing.initial_delay_ms / 1000, 1.0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSpec(_ByFieldName):
+    """What the provider's answers say a task used (``usage``: amount, seconds, outputs paths) and
+    whether it charges for tasks that fail."""
+
+    usage: tuple[tuple[str, ParsedResult], ...] = ()
+    charges_failures: bool = False
+
+
+def billing_of(data: Mapping[str, Any]) -> BillingSpec | None:
+    """The billing section; None when the profile has none."""
+    billing = data.get("billing")
+    if billing is None:
+        return None
+    usage = billing.get("usage", {})
+    return BillingSpec(
+        usage=tuple(
+            (name, compile_path(usage[name])) for name in ("amount", "seconds", "outputs") if name in usage
+        ),
+        charges_failures=bool(billing.get("charges_failures", False)),
     )

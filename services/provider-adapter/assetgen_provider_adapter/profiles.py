@@ -22,6 +22,7 @@ from assetgen_provider_adapter.ledger import Limits
 from assetgen_provider_adapter.paths import JMESPathError, compile_path
 from assetgen_provider_adapter.profile_sections import (
     AuthSpec,
+    BillingSpec,
     CancelSpec,
     ConnectionSpec,
     ErrorSpec,
@@ -33,6 +34,7 @@ from assetgen_provider_adapter.profile_sections import (
     SubmitSpec,
     WebhookSpec,
     auth_of,
+    billing_of,
     cancel_of,
     connection_of,
     error_of,
@@ -83,6 +85,8 @@ def _path_fields(data: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         yield f"$.error.{key}", expression
     if "retry_when" in data.get("http_errors", {}):
         yield "$.http_errors.retry_when", data["http_errors"]["retry_when"]
+    for key, expression in data.get("billing", {}).get("usage", {}).items():
+        yield f"$.billing.usage.{key}", expression
 
 
 def validate_profile(data: Any) -> None:
@@ -138,6 +142,7 @@ class Profile:
     poll_timing: PollTiming
     limits: Limits
     webhook: WebhookSpec | None = None
+    billing: BillingSpec | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Profile:
@@ -158,6 +163,7 @@ class Profile:
             cancel=cancel_of(data),
             poll_timing=poll_timing,
             limits=limits_of(data, poll_timing),
+            billing=billing_of(data),
         )
 
     @classmethod

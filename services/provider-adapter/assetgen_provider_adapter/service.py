@@ -31,6 +31,7 @@ from assetgen_provider_adapter.engine import (
 )
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
+from assetgen_provider_adapter.pricing import PriceError
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
@@ -58,6 +59,11 @@ def _parse_variables(text: str) -> dict[str, Any]:
         return parse_json_object(text, "variables_json", blank={})
     except NotAJsonObject as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def _charges_failures(resolved: ResolvedModel) -> bool:
+    billing = resolved.target.profile.billing
+    return billing is not None and billing.charges_failures
 
 
 def _parse_handle(text: str) -> Mapping[str, Any]:
@@ -172,6 +178,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             request.model_type,
             request.api_endpoint,
             request.request_schema_json,
+            request.price_json,
         )
         return model_message(row, provider)
 
@@ -220,6 +227,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             request_schema_json=request.request_schema_json
             if request.HasField("request_schema_json")
             else None,
+            price_json=request.price_json if request.HasField("price_json") else None,
         )
         return model_message(row, provider)
 
@@ -235,9 +243,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         self, request: provider_adapter_pb2.PrepareGenerationRequest, context: grpc.aio.ServicerContext
     ) -> provider_adapter_pb2.PrepareGenerationResponse:
         resolved = await self._catalog.resolve(request.model)
-        given = {
-            name for name, value in _parse_variables(request.variables_json).items() if value is not None
-        }
+        variables = _parse_variables(request.variables_json)
+        given = {name for name, value in variables.items() if value is not None}
         missing = [
             name
             for name in resolved.variables.required
@@ -245,9 +252,16 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         ]
         if missing:
             raise MissingVariables(missing)
+        cost = None
+        if resolved.price is not None:
+            try:
+                cost = resolved.price.estimate(variables)
+            except PriceError as exc:
+                raise InvalidArgument(str(exc)) from None
         return provider_adapter_pb2.PrepareGenerationResponse(
             model=model_message(resolved.model, resolved.provider),
             poll_policy=poll_policy_of(resolved.target.profile),
+            cost=cost,
         )
 
     async def SubmitTask(
@@ -366,7 +380,12 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 "error": result.error_message,
             },
         )
-        return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
+        return to_task_status(
+            result,
+            poll_policy_of(resolved.target.profile),
+            stored,
+            charges_failures=_charges_failures(resolved),
+        )
 
     async def PollTask(
         self, request: provider_adapter_pb2.PollTaskRequest, context: grpc.aio.ServicerContext
@@ -419,7 +438,12 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         stored = await self._stored_output(
             result, box_id=request.box_id, asset_id=request.asset_id, once=True
         )
-        return to_task_status(result, poll_policy_of(resolved.target.profile), stored)
+        return to_task_status(
+            result,
+            poll_policy_of(resolved.target.profile),
+            stored,
+            charges_failures=_charges_failures(resolved),
+        )
 
     async def CancelTask(
         self, request: provider_adapter_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
