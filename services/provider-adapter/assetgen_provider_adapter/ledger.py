@@ -1,21 +1,24 @@
 """The submission ledger: what makes SubmitTask idempotent per (asset_id, attempt).
 
-The intent is written (SENDING) *before* the provider is called and the outcome (SENT, with the task
-status) right after, or UNKNOWN when the request went out and what came back does not say whether the
-provider took it (kept for an operator, never released). A repeated call finding SENT gets the stored
+The claim is written first (WAITING: ours, not on the wire yet), turned SENDING right before the
+request goes out, and the outcome (SENT, with the task status) written right after, or UNKNOWN when
+the request went out and what came back does not say whether the provider took it (kept for an
+operator, never released). A repeated call finding SENT gets the stored
 status without a provider call; one finding UNKNOWN fails with :class:`SubmitOutcomeUnknown`, since
 the adapter refuses to risk a duplicate (paid) generation. One finding SENDING looks at the age of the
 last send: younger than the longest a submit can take, the first call may still be sending, so the
 caller is told to retry later (:class:`SubmissionInProgress`); older, that call died mid-flight and
-the outcome is unknown as well. Between a definite refusal (a 429, a refused connect) and the retry
-the entry is WAITING, off the wire: a call dying then left nothing at the provider, so once the wait
-is over-long another call takes the claim over and sends.
+the outcome is unknown as well. Before the first request (while limits are checked and the request
+is built) and between a definite refusal (a 429, a refused connect) and the retry the entry is
+WAITING, off the wire: a call dying then left nothing at the provider, so once the wait is over-long
+another call takes the claim over and sends.
 
 Every write is a single statement run in autocommit: one database round trip, durable when it
-returns, so the claim is on disk before the provider request leaves. SQLAlchemy Core statements are
-built once and only their parameters change, so their compiled form is cached. On PostgreSQL the
-claims, and the outcomes, of submissions made within the write linger of each other (the steps of
-one pull) are committed together, as one statement over arrays of rows (``ASSETGEN_DB_WRITE_LINGER_MS``).
+returns, so the claim, and its SENDING, are on disk before the provider request leaves. SQLAlchemy
+Core statements are built once and only their parameters change, so their compiled form is cached.
+On PostgreSQL the claims, and the outcomes, of submissions made within the write linger of each
+other (the steps of one pull) are committed together, as one statement over arrays of rows
+(``ASSETGEN_DB_WRITE_LINGER_MS``).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ _FIND = select(_COLUMNS.state, _COLUMNS.status_json, _COLUMNS.created_at, _COLUM
     _COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt")
 )
 _KEY = (_COLUMNS.asset_id == bindparam("key_asset"), _COLUMNS.attempt == bindparam("key_attempt"))
-# Off the wire after a definite refusal; back on it (only if nobody took the claim over) to retry.
+# Off the wire after a definite refusal; on it (only if nobody took the claim over) to send or retry.
 _WAIT = (
     update(_TABLE)
     .where(*_KEY, _COLUMNS.state == SENDING)
@@ -81,6 +84,12 @@ _RESEND = (
     update(_TABLE)
     .where(*_KEY, _COLUMNS.state == WAITING, _COLUMNS.updated_at == bindparam("since"))
     .values(state=SENDING, updated_at=bindparam("updated_at"))
+)
+# A claim whose call stopped off the wire, taken over by another call (off the wire until it sends).
+_TAKE_OVER = (
+    update(_TABLE)
+    .where(*_KEY, _COLUMNS.state == WAITING, _COLUMNS.updated_at == bindparam("since"))
+    .values(updated_at=bindparam("updated_at"))
 )
 _RECORD = (
     update(_TABLE)
@@ -175,6 +184,8 @@ class SubmissionLedger:
     ) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
+        # When this process's calls claimed their submissions: what their first send turns SENDING.
+        self._claimed: dict[tuple[str, int], datetime] = {}
         # ON CONFLICT DO NOTHING is spelled alike on both, but each dialect has its own construct.
         insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
         self._claim = (
@@ -234,10 +245,12 @@ class SubmissionLedger:
         *,
         in_progress_for: float = 0.0,
     ) -> str | None:
-        """Claims (asset_id, attempt) as SENDING and returns None, or returns a SENT call's status JSON.
+        """Claims (asset_id, attempt) (WAITING: not on the wire yet) and returns None, or returns a SENT
+        call's status JSON. The call's :class:`SubmissionWire` puts the claim on the wire when it sends.
 
-        A SENDING claim of another call younger than ``in_progress_for`` seconds raises
-        :class:`SubmissionInProgress` (retry later); an older one :class:`SubmitOutcomeUnknown`.
+        Another call's claim younger than ``in_progress_for`` seconds raises
+        :class:`SubmissionInProgress` (retry later); an older one SENDING :class:`SubmitOutcomeUnknown`,
+        an older one WAITING (its call stopped before sending, or after a refusal) is taken over.
         """
         # Two rounds: a claim can vanish between our refused insert and our read (abandon()).
         for _ in range(2):
@@ -248,7 +261,7 @@ class SubmissionLedger:
                 "model_id": model_id,
                 "provider_id": provider_id,
                 "active": True,
-                "state": SENDING,
+                "state": WAITING,
                 "task_id": "",
                 "status_json": "",
                 "created_at": now,
@@ -256,6 +269,7 @@ class SubmissionLedger:
             }
             claimed = await (self._claims.write(claim) if self._claims else self._claim_alone(claim))
             if claimed:
+                self._claimed[(asset_id, attempt)] = now
                 return None
             rows = await self._execute(_FIND, {"key_asset": asset_id, "key_attempt": attempt})
             if not rows:
@@ -270,13 +284,15 @@ class SubmissionLedger:
                     "will not be submitted again; use a new attempt"
                 )
             if state == WAITING and now - updated_at >= timedelta(seconds=in_progress_for):
-                # Its call stopped while waiting to retry a refusal: nothing is at the provider.
+                # Its call stopped before sending or while waiting to retry a refusal: nothing is at
+                # the provider.
                 taken = {"key_asset": asset_id, "key_attempt": attempt, "since": updated_at}
-                if await self._changed(_RESEND, {**taken, "updated_at": now}):
+                if await self._changed(_TAKE_OVER, {**taken, "updated_at": now}):
                     logger.info(
-                        "took over a submission whose call stopped after a refusal",
+                        "took over a submission whose call stopped off the wire",
                         extra={"asset_id": asset_id, "attempt": attempt},
                     )
+                    self._claimed[(asset_id, attempt)] = now
                     return None
                 continue
             if now - updated_at < timedelta(seconds=in_progress_for):
@@ -291,10 +307,16 @@ class SubmissionLedger:
             )
         raise SubmissionInProgress(f"submission of asset {asset_id} attempt {attempt} is contended; retry")
 
+    def claimed_at(self, asset_id: str, attempt: int) -> datetime | None:
+        """When this process claimed (asset_id, attempt) and has not sent it since; None otherwise.
+        Asked once, by the call's :class:`SubmissionWire`."""
+        return self._claimed.pop((asset_id, attempt), None)
+
     async def record(
         self, asset_id: str, attempt: int, task_id: str, status_json: str, *, running: bool = True
     ) -> None:
         """Marks the submission SENT with the provider's answer; ``running`` while not terminal."""
+        self._claimed.pop((asset_id, attempt), None)
         outcome = {
             "key_asset": asset_id,
             "key_attempt": attempt,
@@ -310,6 +332,7 @@ class SubmissionLedger:
 
         The task may exist at the provider, so it keeps counting against the provider's limits.
         """
+        self._claimed.pop((asset_id, attempt), None)
         await self._execute(
             _LOSE, {"key_asset": asset_id, "key_attempt": attempt, "updated_at": self._clock()}
         )
@@ -371,20 +394,21 @@ class SubmissionLedger:
     async def abandon(self, asset_id: str, attempt: int) -> None:
         """Drops a claim whose request never reached the provider (or was definitely refused), so a later
         call may send it."""
+        self._claimed.pop((asset_id, attempt), None)
         await self._execute(_ABANDON, {"key_asset": asset_id, "key_attempt": attempt})
 
 
 class SubmissionWire:
-    """One submission's ``sending.WireLog`` over the ledger: SENDING while on the wire, WAITING between a
-    refusal and the retry. The claim itself (made moments before the first attempt) is the first
-    SENDING record, so only an attempt after a refusal writes again.
+    """One submission's ``sending.WireLog`` over the ledger: SENDING while on the wire, WAITING before
+    the first attempt (from the claim, made by :meth:`SubmissionLedger.begin` in this process) and
+    between a refusal and the retry.
     """
 
     def __init__(self, ledger: SubmissionLedger, asset_id: str, attempt: int) -> None:
         self._ledger = ledger
         self._asset_id = asset_id
         self._attempt = attempt
-        self._waiting_since: datetime | None = None
+        self._waiting_since: datetime | None = ledger.claimed_at(asset_id, attempt)
 
     async def sending(self) -> None:
         if self._waiting_since is not None:

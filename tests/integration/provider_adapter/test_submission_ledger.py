@@ -19,7 +19,7 @@ from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_
 from assetgen_dev.demo_provider import start_demo_provider
 from assetgen_provider_adapter.db import utcnow
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
-from assetgen_provider_adapter.ledger import SubmissionLedger
+from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.main import MIGRATIONS, run_server
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
 from assetgen_runtime.database import create_engine, migrate
@@ -105,6 +105,7 @@ async def test_a_young_claim_is_in_progress_and_an_old_one_unknown(
 ) -> None:
     asset = f"ast_{uuid.uuid4().hex}"
     assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
+    await SubmissionWire(ledger, asset, 1).sending()  # its request goes out
     # The first call may still be waiting for the provider: the repeat is told to come back.
     clock.advance(WINDOW - 1)
     with pytest.raises(SubmissionInProgress, match=f"asset {asset} attempt 1 is in progress; retry"):
@@ -118,9 +119,28 @@ async def test_a_young_claim_is_in_progress_and_an_old_one_unknown(
     assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) == "{}"
 
 
+async def test_a_claim_that_never_went_on_the_wire_is_taken_over_not_unknown(
+    ledger: SubmissionLedger, clock: Clock
+) -> None:
+    """Its call died after claiming, before sending (checking limits, building the request)."""
+    asset = f"ast_{uuid.uuid4().hex}"
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
+    clock.advance(WINDOW - 1)
+    with pytest.raises(SubmissionInProgress):  # it may still send
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+    clock.advance(2)
+    assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None  # taken over
+    wire = SubmissionWire(ledger, asset, 1)
+    await wire.sending()  # the new owner puts it on the wire
+    clock.advance(WINDOW + 1)
+    with pytest.raises(SubmitOutcomeUnknown):  # and dies there: now the outcome is unknown
+        await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+
+
 async def test_a_lost_answer_is_unknown_at_once(ledger: SubmissionLedger) -> None:
     asset = f"ast_{uuid.uuid4().hex}"
     assert await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW) is None
+    await SubmissionWire(ledger, asset, 1).sending()
     await ledger.record_unknown(asset, 1)
     with pytest.raises(SubmitOutcomeUnknown, match="answer was lost"):
         await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)

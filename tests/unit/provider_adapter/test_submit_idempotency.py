@@ -23,7 +23,7 @@ from assetgen_provider_adapter.credentials import SecretBox
 from assetgen_provider_adapter.db import ProviderRow, SubmissionRow, utcnow
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
-from assetgen_provider_adapter.ledger import SENDING, SENT, UNKNOWN, SubmissionLedger
+from assetgen_provider_adapter.ledger import SENDING, SENT, UNKNOWN, SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_runtime.database import create_engine, migrate, session_factory
@@ -120,7 +120,9 @@ async def test_a_refusal_is_recorded_and_repeated_without_calling_again(h: Harne
 
 async def test_a_submission_another_call_is_sending_is_retried_later_not_failed(h: Harness) -> None:
     # Another replica claimed it a moment ago and may be waiting for the provider's answer right now.
-    await SubmissionLedger(h.engine, clock=lambda: h.now[0]).begin("ast_3", 1, "mdl_x")
+    ledger = SubmissionLedger(h.engine, clock=lambda: h.now[0])
+    await ledger.begin("ast_3", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_3", 1).sending()
     h.now[0] += timedelta(seconds=60)  # within kie-ai's 30 s timeout x 2 attempts + 4 s of backoff
     with pytest.raises(SubmissionInProgress, match="is in progress; retry"):
         await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
@@ -129,7 +131,9 @@ async def test_a_submission_another_call_is_sending_is_retried_later_not_failed(
 
 
 async def test_an_interrupted_submission_is_never_sent_again(h: Harness) -> None:
-    await SubmissionLedger(h.engine, clock=lambda: h.now[0]).begin("ast_3", 1, "mdl_x")
+    ledger = SubmissionLedger(h.engine, clock=lambda: h.now[0])
+    await ledger.begin("ast_3", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_3", 1).sending()
     h.now[0] += timedelta(seconds=65)  # older than any submit takes: the sender died mid-flight
     with pytest.raises(SubmitOutcomeUnknown, match="outcome was never recorded"):
         await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]

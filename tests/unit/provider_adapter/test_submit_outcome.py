@@ -8,8 +8,10 @@ another process is waited for; one that stopped while waiting after a refusal is
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +29,7 @@ from assetgen_provider_adapter.credentials import SecretBox
 from assetgen_provider_adapter.db import SubmissionRow, utcnow
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
-from assetgen_provider_adapter.ledger import SENDING, SENT, UNKNOWN, WAITING, SubmissionLedger
+from assetgen_provider_adapter.ledger import SENDING, SENT, UNKNOWN, WAITING, SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.service import ProviderAdapterServicer
@@ -156,7 +158,9 @@ async def test_an_idempotency_header_profile_is_retried_safely_with_the_same_key
 
 async def test_a_submission_in_progress_in_another_process_is_waited_for(h: Harness) -> None:
     # Another adapter process has the request on the wire right now (a fresh SENDING entry).
-    await h.ledger().begin("ast_5", 1, "mdl_x")
+    ledger = h.ledger()
+    await ledger.begin("ast_5", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_5", 1).sending()
     h.now[0] += timedelta(seconds=5)
     with pytest.raises(SubmissionInProgress):
         await h.servicer.SubmitTask(_submit("ast_5"), None)  # type: ignore[arg-type]
@@ -164,7 +168,9 @@ async def test_a_submission_in_progress_in_another_process_is_waited_for(h: Harn
 
 
 async def test_a_stale_submission_in_progress_is_an_unknown_outcome(h: Harness) -> None:
-    await h.ledger().begin("ast_6", 1, "mdl_x")
+    ledger = h.ledger()
+    await ledger.begin("ast_6", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_6", 1).sending()
     h.now[0] += timedelta(hours=1)  # far older than any request on the wire can be
     with pytest.raises(SubmitOutcomeUnknown, match="will not be submitted again"):
         await h.servicer.SubmitTask(_submit("ast_6"), None)  # type: ignore[arg-type]
@@ -175,6 +181,7 @@ async def test_a_call_waiting_to_retry_after_a_refusal_is_waited_for_then_taken_
     # Another process got a 429 and waits to retry: nothing of it is at the provider.
     ledger = h.ledger()
     await ledger.begin("ast_7", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_7", 1).sending()
     await ledger.refused("ast_7", 1)
     assert await _states(h) == [WAITING]
     with pytest.raises(SubmissionInProgress):
@@ -189,9 +196,37 @@ async def test_a_call_waiting_to_retry_after_a_refusal_is_waited_for_then_taken_
 async def test_a_waiting_call_whose_claim_was_taken_over_does_not_send(h: Harness) -> None:
     ledger = h.ledger()
     await ledger.begin("ast_8", 1, "mdl_x")
+    await SubmissionWire(ledger, "ast_8", 1).sending()
     since = await ledger.refused("ast_8", 1)
     h.now[0] += timedelta(hours=1)
     assert await ledger.begin("ast_8", 1, "mdl_x") is None  # another call took it over
     with pytest.raises(SubmissionInProgress, match="taken over"):
         await ledger.resend("ast_8", 1, since)
-    assert await _states(h) == [SENDING]
+    assert await _states(h) == [WAITING]  # the new owner's, off the wire until it sends
+
+
+async def test_a_call_that_stopped_between_its_claim_and_its_request_is_taken_over(h: Harness) -> None:
+    """Claimed, then killed while checking limits or building the request: nothing reached the
+    provider, so it is not an unknown outcome (issue 22: the unknown window is the time on the wire)."""
+    await h.ledger().begin("ast_9", 1, "mdl_x")
+    assert await _states(h) == [WAITING]
+    with pytest.raises(SubmissionInProgress):  # it may yet send: wait for it
+        await h.servicer.SubmitTask(_submit("ast_9"), None)  # type: ignore[arg-type]
+    h.now[0] += timedelta(hours=1)
+    status = await h.servicer.SubmitTask(_submit("ast_9"), None)  # type: ignore[arg-type]
+    assert status.task_id == "task_1" and len(h.requests) == 1
+    assert await _states(h) == [SENT]
+
+
+async def test_the_claim_is_on_the_wire_only_while_the_request_is(h: Harness) -> None:
+    seen: list[str] = []
+
+    def looking(request: httpx.Request) -> httpx.Response:
+        # Runs inside the send: read the ledger's row as another process would.
+        with contextlib.closing(sqlite3.connect(str(h.engine.url.database))) as db:
+            seen.extend(row[0] for row in db.execute(f"SELECT state FROM {SubmissionRow.__tablename__}"))
+        return httpx.Response(200, json=ACCEPTED)
+
+    h.answers[:] = [looking]
+    await h.servicer.SubmitTask(_submit("ast_10"), None)  # type: ignore[arg-type]
+    assert seen == [SENDING] and await _states(h) == [SENT]
