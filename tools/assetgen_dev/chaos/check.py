@@ -27,7 +27,8 @@ from assetgen_dev.fake_providers.base import FAIL_TEXT
 __all__ = ["TERMINAL", "Generation", "Verdict", "judge"]
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELED"})
-UNKNOWN_TEXT = "outcome unknown"
+# How an unknown outcome is told: by the adapter's sender, and by its ledger to a later call.
+UNKNOWN_TEXTS = ("outcome unknown", "may or may not have the task")
 # A submit (or an asset created) this close to a provider-adapter kill may have been on the wire then.
 _KILL_WINDOW_SECONDS = 40.0
 _MAX_PROBLEMS = 40
@@ -216,7 +217,7 @@ def _check_failed(
             verdict.wrong += 1
             verdict.problem(f"wrong: {name} failed as the provider's failure, but no task of it failed")
         return
-    if UNKNOWN_TEXT in error:
+    if any(text in error for text in UNKNOWN_TEXTS):
         lost = [s for s in submits if s["outcome"] in ("5xx", "lost")]
         if lost:
             verdict.failed["outcome unknown"] += 1

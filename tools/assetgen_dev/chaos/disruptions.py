@@ -3,8 +3,9 @@
 The orchestrator is SIGKILLed three times, the provider-adapter twice, storage and the gateway
 once, NATS is SIGKILLed (and brought back by the supervisor, over its data) once, and S3 is stopped
 for 15 s once; spread evenly over the span in which generations are started, interleaved so that no
-two of one kind follow each other. Each entry of the log says when it happened, to which process,
-and how long until that process served again.
+two of one kind follow each other, each on time even while an earlier one has not come back. Each
+entry of the log says when it happened, to which process, and how long until that process served
+again.
 """
 
 from __future__ import annotations
@@ -113,25 +114,36 @@ async def _kill_service(system: ChaosSystem, name: str, event: Event) -> None:
     event.back_after = time.time() - event.at
 
 
+async def _carry_out(system: ChaosSystem, disruption: Disruption, event: Event) -> None:
+    logger.info("chaos: %s %s at %.0f s", disruption.action, disruption.target, event.offset)
+    if disruption.target == "s3":
+        await _stop_s3(system, event)
+    elif disruption.target == "nats":
+        await _kill_infra(system, system.nats, event)
+    else:
+        await _kill_service(system, disruption.target, event)
+    if event.back_after is None:
+        logger.error("chaos: %s did not come back within %.0f s", disruption.target, _BACK_TIMEOUT)
+    else:
+        logger.info("chaos: %s back after %.1f s", disruption.target, event.back_after)
+
+
 async def disrupt(
     system: ChaosSystem, started: float, span: float, schedule: tuple[Disruption, ...] = SCHEDULE
 ) -> list[Event]:
-    """Carries out ``schedule`` over ``span`` seconds from ``started`` (``time.monotonic()``)."""
+    """Carries out ``schedule`` over ``span`` seconds from ``started`` (``time.monotonic()``); each
+    disruption on time, whether or not the one before has come back (S3 stays down 15 s)."""
     events: list[Event] = []
+    running: list[asyncio.Task[None]] = []
     wall_start = time.time() - (time.monotonic() - started)
-    for offset, disruption in zip(schedule_times(len(schedule), span), schedule, strict=True):
-        await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
-        event = Event(disruption.target, disruption.action, time.time(), time.time() - wall_start, 0)
-        events.append(event)
-        logger.info("chaos: %s %s at %.0f s", disruption.action, disruption.target, event.offset)
-        if disruption.target == "s3":
-            await _stop_s3(system, event)
-        elif disruption.target == "nats":
-            await _kill_infra(system, system.nats, event)
-        else:
-            await _kill_service(system, disruption.target, event)
-        if event.back_after is None:
-            logger.error("chaos: %s did not come back within %.0f s", disruption.target, _BACK_TIMEOUT)
-        else:
-            logger.info("chaos: %s back after %.1f s", disruption.target, event.back_after)
+    try:
+        for offset, disruption in zip(schedule_times(len(schedule), span), schedule, strict=True):
+            await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+            event = Event(disruption.target, disruption.action, time.time(), time.time() - wall_start, 0)
+            events.append(event)
+            running.append(asyncio.create_task(_carry_out(system, disruption, event)))
+        await asyncio.gather(*running)
+    finally:
+        for task in running:
+            task.cancel()
     return events

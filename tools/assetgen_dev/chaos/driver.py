@@ -226,6 +226,10 @@ async def _run(options: argparse.Namespace, plan: FaultPlan, run_id: str, code: 
         records = await system.provider_records()
         async with system.lock:  # the bucket listed while S3 is surely up
             objects = await asyncio.to_thread(system.bucket_objects)
+        if options.keep:  # everything the verdict is made of, next to the logs
+            raw = {"generations": [asdict(g) for g in generations], "assets": assets, "records": records}
+            (system.root / "raw.json").write_text(json.dumps(raw, indent=1))
+            logger.info("chaos: logs, data and raw.json kept in %s", system.root)
     finally:
         supervision.cancel()
         with contextlib.suppress(asyncio.CancelledError):
