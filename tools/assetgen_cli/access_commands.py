@@ -44,7 +44,9 @@ async def projects_list(cli: Cli, args: argparse.Namespace) -> int:
 async def projects_create(cli: Cli, args: argparse.Namespace) -> int:
     """Creates a project and prints it."""
     project = await cli.api.CreateProject(
-        gateway_pb2.CreateProjectRequest(name=args.name), metadata=cli.metadata, timeout=cli.timeout
+        gateway_pb2.CreateProjectRequest(name=args.name, budget=args.budget or ""),
+        metadata=cli.metadata,
+        timeout=cli.timeout,
     )
     cli.show(project, lambda: _project_line(cli, project))
     return EXIT_OK

@@ -142,6 +142,7 @@ async def models_add(cli: Cli, args: argparse.Namespace) -> int:
             model_type=common_pb2.ModelType.Value(f"MODEL_TYPE_{args.type}"),
             api_endpoint=args.endpoint or "",
             request_schema_json=_read_schema(args.schema),
+            price_json=args.price or "",
         ),
         metadata=cli.metadata,
         timeout=cli.timeout,

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from assetgen_cli import access_commands, commands, webhook_commands
+from assetgen_cli import access_commands, commands, usage_commands, webhook_commands
 from assetgen_cli.context import DEFAULT_URL, Cli
 
 __all__ = ["build_parser"]
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit body template, JSON text or @file, with {{prompt}}, {{image_urls}}, {{optional?}}",
     )
     add.add_argument("--endpoint", metavar="PATH", help="submit path overriding the provider profile's")
+    add.add_argument(
+        "--price",
+        metavar="JSON",
+        help='price, e.g. \'{"currency": "USD", "per_request": "0.04"}\' (amounts as decimal strings)',
+    )
 
     boxes = group("boxes", "boxes that group the assets of one piece of work")
     create = leaf(boxes, "create", "create a box and print its id", commands.boxes_create)
@@ -166,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(projects, "list", "list projects by name", access_commands.projects_list)
     create = leaf(projects, "create", "create a project", access_commands.projects_create)
     create.add_argument("name", help="unique name: lower-case letters, digits, '-' and '_'")
+    create.add_argument("--budget", metavar="AMOUNT", help="most its generations may cost, e.g. 100.00")
+    budget = leaf(
+        projects, "budget", "set a project's budget ('' removes it)", usage_commands.projects_budget
+    )
+    budget.add_argument("project", help="project id or name")
+    budget.add_argument("amount", help="decimal amount, e.g. 100.00, or '' for no budget")
     get = leaf(projects, "get", "show a project", access_commands.projects_get)
     get.add_argument("project", help="project id or name")
     rename = leaf(projects, "rename", "rename a project", access_commands.projects_rename)
@@ -178,6 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
         access_commands.projects_delete,
     )
     delete.add_argument("project", help="project id or name")
+
+    spend = leaf(
+        subcommands,
+        "usage",
+        "what settled generations cost, grouped (a project's key: its own project)",
+        usage_commands.usage,
+    )
+    spend.add_argument(
+        "--group-by",
+        default="project",
+        choices=["project", "box", "model", "key", "day"],
+        help="what each line sums (default project)",
+    )
+    for name, text in (
+        ("--project", "only this project (id or name)"),
+        ("--box", "only this box"),
+        ("--model", "only this model"),
+        ("--since", "settled at or after: RFC 3339 time or YYYY-MM-DD"),
+        ("--until", "settled before: RFC 3339 time or YYYY-MM-DD"),
+        ("--currency", "only this currency (needed when several match)"),
+    ):
+        spend.add_argument(name, help=text)
 
     keys = group("keys", "API keys of projects, with scopes read, write, admin (admin)")
     listing = leaf(keys, "list", "list keys (never their secrets)", access_commands.keys_list)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from assetgen.v1 import gateway_pb2, gateway_pb2_grpc
+from assetgen_cli.main import EXIT_OK, run_cli
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, from_input
 from assetgen_dev.fake_providers.media import MediaResults
 from assetgen_dev.stack import WholeStack, WholeStackFactory
@@ -227,6 +230,12 @@ async def test_generations_settle_failures_cost_nothing_and_usage_sums_the_ledge
         assert by_day.json()["items"] == [{"group": today, "count": 4, "amount": "0.91", "currency": "USD"}]
         by_key = (await reader.get("/api/usage/", params={"group_by": "key"})).json()["items"]
         assert [item["group"] for item in by_key] == [write_key_id]
+        out = io.StringIO()
+        environ = {"ASSETGEN_URL": env.system.stack.grpc_address, "ASSETGEN_TOKEN": read_key}
+        code = await run_cli(
+            ["--json", "usage", "--group-by", "model"], environ=environ, stdout=out, stderr=io.StringIO()
+        )
+        assert code == EXIT_OK and json.loads(out.getvalue()) == usage.json()  # the CLI says the same
         later = await reader.get("/api/usage/", params={"since": "2999-01-01"})
         assert later.json() == {"items": [], "total": "0.00", "currency": ""}
         # A project's key sees its own project: another's is not there, and its usage is empty.
