@@ -290,7 +290,7 @@ async def test_a_budget_refuses_a_generation_before_any_asset_exists(env: Env) -
 
 
 async def test_cancelling_before_submission_releases_the_estimate(env: Env) -> None:
-    _, write_key, read_key, _ = await _project(env, "cancellers")
+    _, write_key, read_key, _ = await _project(env, "cancellers", budget="0.20")
     async with env.client(write_key) as writer, env.client(read_key) as reader:
         box = await _box(writer)
         parent = await _generate(writer, box, "img-free", hold=True)  # held at the provider
@@ -305,3 +305,33 @@ async def test_cancelling_before_submission_releases_the_estimate(env: Env) -> N
         assert canceled.json()["cost"] == {"estimated": "0.10", "charged": "0.00", "currency": "USD"}
         assert (await reader.get("/api/usage/")).json()["total"] == "0.00"
         await writer.post(f"/api/assets/{parent.json()['id']}/cancel/", json={})
+
+
+async def _processing(client: httpx.AsyncClient, asset_id: str) -> None:
+    await eventually(
+        lambda: client.get(f"/api/assets/{asset_id}/"),
+        lambda response: response.json()["status"] == "PROCESSING",
+        what=f"asset {asset_id} to be submitted",
+    )
+
+
+async def test_a_cancel_after_submission_is_charged_and_a_retry_must_fit_the_budget(env: Env) -> None:
+    _, write_key, read_key, _ = await _project(env, "retriers", budget="0.20")
+    async with env.client(write_key) as writer, env.client(read_key) as reader:
+        box = await _box(writer)
+        held = (await _generate(writer, box, "img-priced", hold=True)).json()["id"]
+        await _processing(writer, held)
+        canceled = await writer.post(f"/api/assets/{held}/cancel/", json={})
+        assert canceled.json()["cost"] == {"estimated": "0.10", "charged": "0.10", "currency": "USD"}
+        retried = await writer.post(f"/api/assets/{held}/retry/", json={})
+        assert retried.status_code == 202, retried.text
+        assert retried.json()["attempt"] == 2
+        assert retried.json()["cost"] == {"estimated": "0.10", "charged": "", "currency": "USD"}
+        await _processing(writer, held)
+        await writer.post(f"/api/assets/{held}/cancel/", json={})
+        assert (await reader.get("/api/usage/")).json()["total"] == "0.20"
+        # Both attempts are charged: a third would pass the budget, refused like a generate.
+        refused = await writer.post(f"/api/assets/{held}/retry/", json={})
+        assert refused.status_code == 402, refused.text
+        assert "remaining" in refused.json()["error"]
+        assert (await writer.get(f"/api/assets/{held}/")).json()["attempt"] == 2

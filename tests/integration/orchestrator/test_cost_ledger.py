@@ -5,6 +5,7 @@ what is held and refuse what would pass them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -15,15 +16,15 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen.v1 import common_pb2, provider_adapter_pb2
-from assetgen_orchestrator.cost_ledger import CostLedger
+from assetgen_orchestrator.cost_ledger import CostLedger, UsageGroup, UsageQuery
 from assetgen_orchestrator.costs import AssetCost
 from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.main import MIGRATIONS
-from assetgen_orchestrator.models import AssetRow, Status, Step
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime.database import create_engine, migrate
-from assetgen_runtime.errors import REASON_METADATA_KEY, BudgetExceeded
+from assetgen_runtime.errors import REASON_METADATA_KEY, BudgetExceeded, InvalidArgument
 from assetgen_runtime.ids import new_id
 
 CONFIG = LifecycleConfig(
@@ -224,3 +225,25 @@ async def test_budgets_count_what_is_held_and_refuse_what_would_pass_them(engine
     assert await ledger.release(first.id, 1)  # the first one failed: its share is free again
     await _priced_asset(store, ledger, box.id)
     assert await ledger.settle(first.id, 1, Decimal("0.05")) is False  # released stays released
+
+
+async def test_usage_sums_charges_by_group_on_either_database(engine: AsyncEngine) -> None:
+    ledger, store = CostLedger(engine), AssetStore(engine)
+    box = await store.create_box(new_id("box"), "usage")
+    charged = [await _priced_asset(store, ledger, box.id) for _ in range(3)]
+    for asset, amount in zip(charged, ("0.10", "0.07", "0.000000001"), strict=True):
+        assert await ledger.settle(asset.id, 1, Decimal(amount))
+    released = await _priced_asset(store, ledger, box.id)
+    assert await ledger.release(released.id, 1)
+    await _priced_asset(store, ledger, box.id)  # still estimated: not spent
+
+    today = utcnow().date().isoformat()
+    by_day = await ledger.usage(UsageQuery(group_by="day", box_id=box.id))
+    assert by_day == [UsageGroup(today, 3, 170_000_001, "USD")]
+    by_key = await ledger.usage(
+        UsageQuery(group_by="key", box_id=box.id, since=utcnow() - dt.timedelta(hours=1))
+    )
+    assert by_key == [UsageGroup("key_1", 3, 170_000_001, "USD")]
+    assert await ledger.usage(UsageQuery(box_id=box.id, until=utcnow() - dt.timedelta(hours=1))) == []
+    with pytest.raises(InvalidArgument):
+        await ledger.usage(UsageQuery(group_by="colour"))
