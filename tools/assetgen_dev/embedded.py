@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,7 @@ __all__ = [
     "S3Server",
     "ServerExited",
     "free_port",
+    "free_port_run",
     "start_nats",
     "start_nats_cluster",
     "start_seaweedfs",
@@ -39,6 +41,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports on 127.0.0.1, below the ephemeral range.
+
+    Consecutive ports from ``free_port()`` could run into the kernel's ephemeral range, where any
+    outgoing connection may take one before the server binds it; all ``count`` are bound at once
+    here, so each was free together."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000 - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no run of {count} free ports found")
 
 
 def wait_for_port(

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from assetgen_dev.embedded import free_port
+from assetgen_dev.embedded import free_port, free_port_run
 from assetgen_dev.testing import eventually
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,11 @@ def _processes_with(marker: str) -> dict[int, str]:
         except OSError:
             continue
     return found
+
+
+def _stderr_file(data_dir: Path) -> Path:
+    """Where the fixture's ``make run`` writes its log, quoted when it dies before it is ready."""
+    return data_dir.parent / "make-run.stderr"
 
 
 @pytest.fixture
@@ -54,16 +59,17 @@ def system(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, st
         ports,
         ASSETGEN_DATA_DIR=str(data_dir),
         ASSETGEN_DEMO_DELAY_SECONDS="0.5",
-        ASSETGEN_METRICS_PORT_BASE=str(free_port()),
+        ASSETGEN_METRICS_PORT_BASE=str(free_port_run(4)),
     )
     ports["ASSETGEN_METRICS_PORT_BASE"] = env["ASSETGEN_METRICS_PORT_BASE"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assetgen_dev.run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    with _stderr_file(data_dir).open("w") as stderr:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assetgen_dev.run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     yield process, ports, data_dir
     if process.poll() is None:
         process.kill()
@@ -85,19 +91,22 @@ async def _serving(port: int) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _ready_line(process: subprocess.Popen[str]) -> str:
+def _ready_line(process: subprocess.Popen[str], stderr: Path) -> str:
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("AssetGen ready"):
             return line
-    raise AssertionError(f"make run exited with {process.wait()} before it was ready")
+    tail = stderr.read_text()[-3000:]
+    raise AssertionError(f"make run exited with {process.wait()} before it was ready:\n{tail}")
 
 
 async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
     system: tuple[subprocess.Popen[str], dict[str, str], Path],
 ) -> None:
     process, ports, data_dir = system
-    line = await asyncio.wait_for(asyncio.to_thread(_ready_line, process), timeout=120)
+    line = await asyncio.wait_for(
+        asyncio.to_thread(_ready_line, process, _stderr_file(data_dir)), timeout=120
+    )
     token = (data_dir / "api-token").read_text().strip()
     assert f"127.0.0.1:{ports['ASSETGEN_HTTP_PORT']}" in line and token in line
 
@@ -173,7 +182,7 @@ async def test_make_run_brings_back_a_killed_nats_and_s3_and_finishes_the_work_i
     system: tuple[subprocess.Popen[str], dict[str, str], Path],
 ) -> None:
     process, ports, data_dir = system
-    await asyncio.wait_for(asyncio.to_thread(_ready_line, process), timeout=120)
+    await asyncio.wait_for(asyncio.to_thread(_ready_line, process, _stderr_file(data_dir)), timeout=120)
     token = (data_dir / "api-token").read_text().strip()
     base = f"http://127.0.0.1:{ports['ASSETGEN_HTTP_PORT']}"
     async with httpx.AsyncClient(
