@@ -219,7 +219,10 @@ class Lifecycle:
         started = asset.submitted_at or asset.created_at
         if started is not None and schedule.age_seconds(started, utcnow()) >= deadline:
             waited = schedule.duration_text(deadline)
-            return await self._fail(asset, f"timed out after {waited} waiting for the provider")
+            # A task whose polls kept failing (its key refused, the provider down) says why.
+            failing = asset.error_count and asset.error_message
+            last = f"; the last poll: {asset.error_message}" if failing else ""
+            return await self._fail(asset, f"timed out after {waited} waiting for the provider{last}")
         POLLS.labels(asset.model).inc()
         asked_at = monotonic()
         status = await self._polls.poll(
@@ -355,6 +358,7 @@ class Lifecycle:
         gets ``step_retries`` tries.
         """
         tries = asset.error_count + 1
+        last_try = False
         if asset.step in (Step.POLLING, Step.INGESTING):
             deadline = schedule.deadline_seconds(self._policy(asset), self._config.default_deadline)
             left = schedule.time_left(asset.submitted_at or asset.created_at, deadline, utcnow())
@@ -369,11 +373,13 @@ class Lifecycle:
                 left=left,
                 uniform=random.uniform,
             )
+            last_try = delay >= left  # the next try is the deadline's, which names this reason
         elif tries > self._config.step_retries:
             return await self._fail(asset, f"{reason} (gave up after {tries} tries)")
         else:
             delay = schedule.retry_delay(self._config.retry_base_seconds, tries, uniform=random.uniform)
-        if not await self._store.update_asset(asset, error_count=tries):
+        kept = {"error_message": reason} if last_try else {}
+        if not await self._store.update_asset(asset, error_count=tries, **kept):
             return None
         logger.warning(
             "step failed, retrying in %.1fs: %s", delay, reason, extra={"asset_id": asset.id, "try": tries}

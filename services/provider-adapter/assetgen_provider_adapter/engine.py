@@ -44,7 +44,7 @@ from assetgen_provider_adapter.engine_types import (
     ProviderTarget,
     TaskResult,
 )
-from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
+from assetgen_provider_adapter.errors import KeyRefused, ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_provider_adapter.pricing import usage_of
 from assetgen_provider_adapter.profiles import Profile
@@ -69,6 +69,22 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# A poll refused for the key (authentication, billing), not for the task.
+_KEY_REFUSED_STATUSES = frozenset({401, 402, 403})
+
+
+def _raise_if_key_refused(target: ProviderTarget, answer: ProviderAnswer, result: TaskResult) -> None:
+    """A poll refused for the key says nothing of the task, which may still run: KeyRefused, so the
+    caller polls again (the key may be fixed) and fails the task only at its deadline."""
+    refused = answer.status in _KEY_REFUSED_STATUSES or (
+        bool(result.error_code) and result.error_code in target.profile.http_errors.key_refused_codes
+    )
+    if refused:
+        code = result.error_code or str(answer.status)
+        raise KeyRefused(
+            f"provider {target.name} refused its API key while polling ({code}: {result.error_message})"
+        )
 
 
 class ProviderEngine:
@@ -175,14 +191,18 @@ class ProviderEngine:
         answer = await self._sender.send(target, request, idempotent=True)
         mapped_status = poll.state.from_http_status and str(answer.status) in poll.state.map
         if not answer.ok and not mapped_status:
-            return failure(
+            refused = failure(
                 profile,
                 answer,
                 f"the provider answered the poll with HTTP {answer.status}",
                 task_id=task_id,
                 handle=dict(handle),
             )
+            _raise_if_key_refused(target, answer, refused)
+            return refused
         result = status_of(profile, answer, task_id, dict(handle))
+        if result.state == FAILED:
+            _raise_if_key_refused(target, answer, result)
         if result.state == COMPLETED:
             result = await self._finish(target, result, answer, context)
         if profile.billing is not None and result.state in (COMPLETED, FAILED):

@@ -5,8 +5,11 @@ Hierarchy (gRPC status in brackets)::
     InvalidArgument [INVALID_ARGUMENT]
     └── MissingVariables        required template variables not given (templates.py); names them all
     Unavailable [UNAVAILABLE]
-    └── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
-                                nothing was accepted and the submission was released for a later call
+    ├── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
+    │                           nothing was accepted and the submission was released for a later call
+    └── KeyRefused              a poll was refused for the API key (401/402/403 or the profile's
+                                http_errors.key_refused_codes): the task may still run, so the caller
+                                polls again until its deadline instead of failing it
     FailedPrecondition [FAILED_PRECONDITION]
     └── SubmitOutcomeUnknown    a submit was sent but its answer was lost or was a 408/5xx ("outcome
                                 unknown at <provider>"), or an earlier call's claim is older than any
@@ -24,11 +27,16 @@ from __future__ import annotations
 
 from assetgen_runtime.errors import Aborted, FailedPrecondition, Unavailable
 
-__all__ = ["ProviderUnreachable", "SubmissionInProgress", "SubmitOutcomeUnknown"]
+__all__ = ["KeyRefused", "ProviderUnreachable", "SubmissionInProgress", "SubmitOutcomeUnknown"]
 
 
 class ProviderUnreachable(Unavailable):
     """The provider could not be reached or kept answering with transient errors."""
+
+
+class KeyRefused(Unavailable):
+    """The provider refused the API key on a poll (rotated, expired, out of credit); the task it
+    runs is not failed for that: it is polled again, and fails only at its deadline, naming this."""
 
 
 class SubmitOutcomeUnknown(FailedPrecondition):

@@ -343,6 +343,8 @@ class HttpErrorSpec(_ByFieldName):
     retryable: frozenset[int] = frozenset(_DEFAULT_RETRYABLE)
     retry_when: ParsedResult | None = None
     retry_after_header: str = ""
+    key_refused_codes: frozenset[str] = frozenset()
+    """The provider's own error codes (``error.code``) meaning the key was refused, like HTTP 401."""
 
 
 def http_errors_of(data: Mapping[str, Any]) -> HttpErrorSpec:
@@ -351,6 +353,7 @@ def http_errors_of(data: Mapping[str, Any]) -> HttpErrorSpec:
         retryable=frozenset(http_errors.get("retryable", _DEFAULT_RETRYABLE)),
         retry_when=_path(http_errors.get("retry_when")),
         retry_after_header=http_errors.get("retry_after_header", ""),
+        key_refused_codes=frozenset(http_errors.get("key_refused_codes", ())),
     )
 
 
