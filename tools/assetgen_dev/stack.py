@@ -64,12 +64,14 @@ async def start_stack(
     orchestrator_overrides: dict[str, object] | None = None,
     external_orchestrator_addr: str = "",
     service_token: str = "",
+    gateway_http_port: int = 0,
 ) -> Stack:
     """Starts storage, provider-adapter, orchestrator and gateway, in that order.
 
     With ``external_orchestrator_addr`` no orchestrator is started here: the gateway calls that one
     (tests run it as a process of its own, to kill and restart it). With ``service_token`` every
     internal service requires it and every service attaches it to its calls.
+    ``gateway_http_port`` pins the gateway's HTTP port (to name it in ``ASSETGEN_PUBLIC_URL``).
     """
     token = token or uuid.uuid4().hex
     bucket = f"assetgen-{uuid.uuid4().hex[:12]}"
@@ -129,7 +131,7 @@ async def start_stack(
                 service_token=service_token,
             ),
             port=0,
-            http_port=0,
+            http_port=gateway_http_port,
         )
         services.append(gateway)
     except BaseException:

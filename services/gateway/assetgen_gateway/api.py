@@ -107,6 +107,7 @@ class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceService
         watcher: EventWatcher | None = None,
         access: orchestrator_pb2_grpc.AccessServiceStub | None = None,
         webhooks: orchestrator_pb2_grpc.WebhookServiceStub | None = None,
+        callbacks: orchestrator_pb2_grpc.CallbackServiceStub | None = None,
         watch_tokens: WatchTokenSigner | None = None,
         on_key_revoked: Callable[[str], None] = lambda key_id: None,
         max_watchers_per_key: int = 32,
@@ -114,6 +115,7 @@ class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceService
     ) -> None:
         self._access = access
         self._webhooks = webhooks
+        self._callbacks = callbacks
         self._watch_tokens = watch_tokens
         self._on_key_revoked = on_key_revoked
         self._watchers = PerKeyLimit("open watches", max_watchers_per_key, "ASSETGEN_MAX_WATCHERS_PER_KEY")

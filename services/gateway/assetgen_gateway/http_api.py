@@ -20,6 +20,7 @@ from assetgen.v1 import gateway_pb2
 from assetgen_gateway.access import authorized, current_caller
 from assetgen_gateway.api import GatewayApi, MetadataContext
 from assetgen_gateway.auth import Authenticator, TokenSet
+from assetgen_gateway.callback_route import callback_handler
 from assetgen_gateway.console import add_console
 from assetgen_gateway.middleware import (
     auth_middleware,
@@ -34,6 +35,7 @@ from assetgen_gateway.routes import (
     ASSET_EVENTS_PATH,
     BOX_EVENTS_PATH,
     BOX_WEBSOCKET_PATH,
+    CALLBACK_PATH,
     HEALTHZ_PATH,
     OPENAPI_PATH,
     READYZ_PATH,
@@ -130,6 +132,9 @@ def build_http_app(
         events = _guarded(rpc, sse_handler(api))
         for path in served_paths(template):
             app.router.add_get(path, events)
+    callback = callback_handler(api.callback_stub, api.rpc_timeout)
+    for path in served_paths(CALLBACK_PATH):
+        app.router.add_post(path, callback)
     websocket = _guarded("WatchBox", websocket_handler(api, heartbeat))
     for path in served_paths(BOX_WEBSOCKET_PATH):
         app.router.add_get(path, websocket)

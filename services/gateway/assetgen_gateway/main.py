@@ -89,6 +89,7 @@ async def run_server(
             watcher=watcher,
             access=access,
             webhooks=orchestrator_pb2_grpc.WebhookServiceStub(channels[0]),
+            callbacks=orchestrator_pb2_grpc.CallbackServiceStub(channels[0]),
             watch_tokens=watch_tokens,
             on_key_revoked=authenticator.forget_key,
             max_watchers_per_key=settings.max_watchers_per_key,

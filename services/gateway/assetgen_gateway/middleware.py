@@ -21,7 +21,7 @@ from assetgen_gateway.access import Caller, use_caller
 from assetgen_gateway.auth import Authenticator
 from assetgen_gateway.console import is_console_route
 from assetgen_gateway.responses import error_response
-from assetgen_gateway.routes import OPEN_PATHS, STREAM_PATHS
+from assetgen_gateway.routes import CALLBACK_PREFIX, OPEN_PATHS, STREAM_PATHS
 from assetgen_gateway.watch_tokens import WatchTokenSigner
 from assetgen_runtime.errors import AssetGenError, Unauthenticated, http_status, reason_of
 from assetgen_runtime.scopes import Scope
@@ -110,7 +110,12 @@ def auth_middleware(authenticator: Authenticator, watch_tokens: WatchTokenSigner
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "OPTIONS" and request.path not in OPEN_PATHS and not is_console_route(request):
+        if (
+            request.method != "OPTIONS"
+            and request.path not in OPEN_PATHS
+            and not request.path.startswith(CALLBACK_PREFIX)
+            and not is_console_route(request)
+        ):
             header = request.headers.get("Authorization")
             query_token = request.query.get("token")
             if not header and query_token:

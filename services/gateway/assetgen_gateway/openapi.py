@@ -26,6 +26,7 @@ from assetgen_gateway.routes import (
     ASSET_EVENTS_PATH,
     BOX_EVENTS_PATH,
     BOX_WEBSOCKET_PATH,
+    CALLBACK_PATH,
     HEALTHZ_PATH,
     OPEN_PATHS,
     OPENAPI_PATH,
@@ -213,6 +214,24 @@ def _hand_operations(schemas: MessageSchemas) -> list[Operation]:
         },
     }
     websocket["responses"].pop("200")
+    callback: dict[str, Any] = {
+        "operationId": "ProviderCallback",
+        "summary": "Where providers call back",
+        "description": "Not for API clients: the URL (with its token) is given to a provider with each "
+        "task. A verified callback makes the task be polled at once; it never completes an asset itself.",
+        "security": [],
+        "parameters": [_path_parameter("token")],
+        "requestBody": {"content": {"*/*": {"schema": {}}}},
+        "responses": _responses(
+            "200",
+            {
+                "description": "Taken: the task is polled now, or the callback repeats one already acted on.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "404",
+            "413",
+        ),
+    }
     health: dict[str, Any] = {
         "security": [],
         "responses": {
@@ -253,6 +272,9 @@ def _hand_operations(schemas: MessageSchemas) -> list[Operation]:
             "The asset's current state first, then each change; the stream ends after a terminal status.",
         ),
         Operation("GET", BOX_WEBSOCKET_PATH, websocket["summary"], websocket, "rpc WatchBox (WebSocket)"),
+        Operation(
+            "POST", CALLBACK_PATH, callback["summary"], callback, "provider callback (CallbackService)"
+        ),
         Operation(
             "GET", HEALTHZ_PATH, "Liveness", {"operationId": "Healthz", "summary": "Liveness", **health}
         ),

@@ -19,6 +19,8 @@ __all__ = [
     "ASSET_EVENTS_PATH",
     "BOX_EVENTS_PATH",
     "BOX_WEBSOCKET_PATH",
+    "CALLBACK_PATH",
+    "CALLBACK_PREFIX",
     "GATEWAY_SERVICE",
     "HEALTHZ_PATH",
     "OPENAPI_PATH",
@@ -45,6 +47,9 @@ BOX_WEBSOCKET_PATH = "/ws/boxes/{box_id}"
 # Browsers can't set headers on EventSource or WebSocket, so only these paths take ?token=: a watch
 # token for that box (never an API key).
 STREAM_PATHS = frozenset({BOX_EVENTS_PATH, BOX_WEBSOCKET_PATH})
+# Providers call back here without a bearer token: the path's token and their signature vouch.
+CALLBACK_PATH = "/api/callbacks/{token}"
+CALLBACK_PREFIX = "/api/callbacks/"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The public RPCs of webhook endpoints, part of the GatewayService.
+"""The public RPCs of webhook endpoints, part of the GatewayService (and where provider callbacks go).
 
 Endpoints and their deliveries live in the orchestrator (``WebhookService``), which confines a
 project's caller to its project (the caller's project travels as on every orchestrator call).
@@ -16,7 +16,17 @@ class WebhookRpcs:
     """Webhook endpoints; mixed into ``GatewayApi``, which sets these attributes."""
 
     _webhooks: orchestrator_pb2_grpc.WebhookServiceStub | None
+    _callbacks: orchestrator_pb2_grpc.CallbackServiceStub | None
     _timeout: float
+
+    def callback_stub(self) -> orchestrator_pb2_grpc.CallbackServiceStub | None:
+        """Where provider callbacks go (the orchestrator's CallbackService), if configured."""
+        return self._callbacks
+
+    @property
+    def rpc_timeout(self) -> float:
+        """The deadline of a call to an internal service."""
+        return self._timeout
 
     def _require_webhooks(self) -> orchestrator_pb2_grpc.WebhookServiceStub:
         if self._webhooks is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from time import monotonic
@@ -103,6 +104,7 @@ class Lifecycle:
         storage: storage_pb2_grpc.StorageServiceStub,
         events: EventPublisher,
         config: LifecycleConfig,
+        callback_url: Callable[[str, int], str] | None = None,
         *,
         ledger: CostLedger | None = None,
     ) -> None:
@@ -116,6 +118,8 @@ class Lifecycle:
         )
         self._running: set[tuple[str, int]] = set()
         self._polls = TaskPolls(adapter, rpc_timeout=config.rpc_timeout)
+        # Where the provider may call back about this attempt's task ('' : callbacks are off).
+        self._callback_url = callback_url or _no_callback
 
     async def handle(self, job: Job) -> Outcome:
         """Moves the job's asset on by one step and says when to run the job again, if ever."""
@@ -206,6 +210,7 @@ class Lifecycle:
                 model=asset.model,
                 variables_json=json.dumps(build_variables(asset, parent_url)),
                 box_id=asset.box_id,
+                callback_url=self._callback_url(asset.id, asset.attempt),
             ),
             # Must outlast the adapter's own provider timeout and retries: a submission cut off
             # midway has an unknown outcome and will not be resent.
@@ -437,6 +442,10 @@ class Lifecycle:
     @staticmethod
     def _policy(asset: AssetRow) -> provider_adapter_pb2.PollPolicy:
         return parse_poll_policy(asset.poll_policy_json)
+
+
+def _no_callback(asset_id: str, attempt: int) -> str:
+    return ""
 
 
 def _reported_changes(

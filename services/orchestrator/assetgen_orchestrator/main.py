@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import httpx
 from assetgen.v1 import orchestrator_pb2, orchestrator_pb2_grpc, provider_adapter_pb2_grpc, storage_pb2_grpc
 from assetgen_orchestrator.access import AccessStore
 from assetgen_orchestrator.access_service import AccessServicer
+from assetgen_orchestrator.callback_service import CallbackServicer
+from assetgen_orchestrator.callback_tokens import CallbackUrls
 from assetgen_orchestrator.cost_ledger import CostLedger
 from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import JobPublisher, JobRunner, setup_streams
@@ -46,6 +49,7 @@ MIGRATIONS = str(Path(__file__).parent / "migrations")
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 ACCESS_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name
 WEBHOOK_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name
+CALLBACK_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["CallbackService"].full_name
 
 
 async def migrate_database(settings: OrchestratorSettings) -> None:
@@ -83,6 +87,9 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
         adapter = provider_adapter_pb2_grpc.ProviderAdapterServiceStub(adapter_channel)
         storage = storage_pb2_grpc.StorageServiceStub(storage_channel)
         events = EventPublisher(nc)
+        callback_urls = CallbackUrls(
+            settings.public_url, settings.callback_secret.encode() or secrets.token_bytes(32)
+        )
         lifecycle = Lifecycle(
             store,
             adapter,
@@ -98,6 +105,7 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                 max_pull_pause=settings.max_pull_pause_ms / 1000,
                 retry_max_seconds=settings.retry_max_seconds,
             ),
+            callback_url=callback_urls.url,
             ledger=ledger,
         )
         runner = JobRunner(
@@ -149,6 +157,13 @@ async def run_server(settings: OrchestratorSettings, *, port: int | None = None)
                         webhooks, WebhookDestinations(webhook_guard), ProjectScope(store), access, js
                     ),
                     WEBHOOK_NAME,
+                ),
+                (
+                    orchestrator_pb2_grpc.add_CallbackServiceServicer_to_server,
+                    CallbackServicer(
+                        store, adapter, jobs, events, callback_urls, rpc_timeout=settings.rpc_timeout_seconds
+                    ),
+                    CALLBACK_NAME,
                 ),
             ],
             host=settings.grpc_host,

@@ -128,6 +128,18 @@ class OrchestratorSettings(ServiceSettings):
         "a private, loopback or metadata address is refused at registration and at sending).",
         (),
     )
+    public_url: str = env(
+        "ASSETGEN_PUBLIC_URL",
+        "The gateway's externally reachable base URL (https://assetgen.example.com): submits to "
+        "providers that call back carry a callback URL under it (empty: no callbacks, polling only).",
+        "",
+    )
+    callback_secret: str = env(
+        "ASSETGEN_CALLBACK_SECRET",
+        "Signs the tokens of callback URLs; every replica needs the same (empty: random per process, "
+        "so callbacks for tasks submitted before a restart are refused and safety polls find them).",
+        "",
+    )
 
     @property
     def resolved_database_url(self) -> str:

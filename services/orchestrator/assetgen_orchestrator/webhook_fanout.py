@@ -124,6 +124,8 @@ class WebhookFanout:
                 logger.exception("reading asset events for webhooks failed; retrying")
                 await asyncio.sleep(1.0)  # back off from a broken connection, not to wait for state
                 continue
+            if not messages:
+                continue
             try:
                 for message in messages:
                     await self.handle(message.data, message.metadata.sequence.stream)

@@ -33,6 +33,7 @@ from assetgen_provider_adapter.answers import (
     status_of,
     submit_answer,
 )
+from assetgen_provider_adapter.callbacks import inject_callback
 from assetgen_provider_adapter.engine_types import (
     CANCELED,
     COMPLETED,
@@ -134,6 +135,7 @@ class ProviderEngine:
         api_endpoint: str = "",
         idempotency_key: str = "",
         wire: WireLog | None = None,
+        callback_url: str = "",
     ) -> TaskResult:
         """Renders the model's template into the profile's submit request and sends it once.
 
@@ -147,6 +149,8 @@ class ProviderEngine:
         request = await self._requests.build(
             target, submit.request, variables, url_override=api_endpoint, body_template=request_schema
         )
+        if callback_url and profile.webhook is not None:
+            request = inject_callback(request, profile.webhook, callback_url)
         deduplicated = bool(submit.idempotency_header and idempotency_key)
         if deduplicated:
             request.headers[submit.idempotency_header] = idempotency_key

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from assetgen.v1 import provider_adapter_pb2, provider_adapter_pb2_grpc, storage_pb2_grpc
+from assetgen_provider_adapter.callbacks import JwksCache
 from assetgen_provider_adapter.catalog import Catalog
 from assetgen_provider_adapter.credentials import KeyReferences, load_secret_box
 from assetgen_provider_adapter.egress import ProviderEgress
@@ -20,6 +23,7 @@ from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
+from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
 from assetgen_runtime.guarded_backend import GuardedNetworkBackend
@@ -64,6 +68,13 @@ def new_http_client(settings: ProviderAdapterSettings, guard: NetworkGuard | Non
         follow_redirects=False,
         headers={"User-Agent": "assetgen-provider-adapter/0.1"},
     )
+
+
+async def _fetch_json(client: httpx.AsyncClient, url: str) -> Any:
+    """A provider's public document (a JWKS), through the guarded client."""
+    response = await client.get(url, timeout=10.0)
+    response.raise_for_status()
+    return response.json()
 
 
 async def run_server(
@@ -119,6 +130,8 @@ async def run_server(
             ),
             results,
             poll_concurrency=settings.poll_concurrency,
+            webhook_secrets=WebhookSecrets(sessions, box),
+            jwks=JwksCache(functools.partial(_fetch_json, client)),
         )
         # Submissions still running when the server stopped reach their recorded outcome first.
         opened.push_async_callback(servicer.aclose, settings.shutdown_grace_seconds)

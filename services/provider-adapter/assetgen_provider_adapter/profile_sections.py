@@ -48,6 +48,7 @@ __all__ = [
     "poll_timing_of",
     "result_of",
     "submit_of",
+    "webhook_of",
 ]
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
@@ -381,9 +382,48 @@ def cancel_of(data: Mapping[str, Any]) -> CancelSpec | None:
     )
 
 
+_DEFAULT_SAFETY_POLL_MS = 5 * 60_000
+_DEFAULT_CALLBACK_TOLERANCE_MS = 5 * 60_000
+_FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSpec(_ByFieldName):
-    """Reserved for provider callbacks (the next issues); profiles parse none today."""
+    """How the provider calls back: where the callback URL goes in the submit, how a callback names
+    its task and how it is verified (see ``callbacks``)."""
+
+    inject_in: str
+    """``body`` (a JSON body field) or ``query`` (a query parameter of the submit)."""
+    field: str
+    extra: Mapping[str, Any]
+    """More body fields sent with the URL (Replicate's ``webhook_events_filter``)."""
+    task_id: ParsedResult
+    """Where a callback's body names the task."""
+    verify: str
+    """``none``, ``standard-webhooks``, ``kie-hmac`` or ``fal-ed25519``."""
+    jwks_url: str
+    tolerance_ms: int
+    """How old a signed callback's timestamp may be (either way)."""
+    safety_poll_ms: int
+    """Polls go on this sparsely while callbacks are expected (a lost callback costs only latency)."""
+
+
+def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
+    """The profile's webhook section, or None for a provider that does not call back."""
+    webhook = data.get("webhook")
+    if not webhook or "inject" not in webhook:
+        return None
+    inject, verify = webhook["inject"], webhook.get("verify", {})
+    return WebhookSpec(
+        inject_in=inject.get("in", "body"),
+        field=inject["field"],
+        extra=MappingProxyType(dict(inject.get("extra", {}))),
+        task_id=compile_path(webhook["task_id"]),
+        verify=verify.get("type", "none"),
+        jwks_url=verify.get("jwks_url", _FAL_JWKS_URL),
+        tolerance_ms=parse_duration_ms(verify.get("tolerance"), _DEFAULT_CALLBACK_TOLERANCE_MS),
+        safety_poll_ms=parse_duration_ms(webhook.get("safety_poll"), _DEFAULT_SAFETY_POLL_MS),
+    )
 
 
 @dataclass(frozen=True)

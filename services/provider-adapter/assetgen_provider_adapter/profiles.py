@@ -45,6 +45,7 @@ from assetgen_provider_adapter.profile_sections import (
     poll_timing_of,
     result_of,
     submit_of,
+    webhook_of,
 )
 
 __all__ = [
@@ -164,6 +165,7 @@ class Profile:
             poll_timing=poll_timing,
             limits=limits_of(data, poll_timing),
             billing=billing_of(data),
+            webhook=webhook_of(data),
         )
 
     @classmethod

@@ -20,6 +20,8 @@ import grpc
 from google.protobuf import json_format
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
+from assetgen_provider_adapter.callback_rpcs import CallbackRpcs
+from assetgen_provider_adapter.callbacks import CALLBACK_MARK, JwksCache, callback_policy, expects_callbacks
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
 from assetgen_provider_adapter.engine import (
     COMPLETED,
@@ -35,6 +37,7 @@ from assetgen_provider_adapter.pricing import PriceError
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
+from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
 from assetgen_runtime.jsontext import NotAJsonObject, parse_json_object
 
@@ -73,7 +76,7 @@ def _parse_handle(text: str) -> Mapping[str, Any]:
         raise InvalidArgument(str(exc)) from None
 
 
-class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
+class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
     """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine.
 
     ``poll_concurrency`` bounds how many tasks of one PollTasks call are polled at once. Submissions
@@ -89,7 +92,11 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         results: ResultStore | None = None,
         *,
         poll_concurrency: int = 16,
+        webhook_secrets: WebhookSecrets | None = None,
+        jwks: JwksCache | None = None,
     ) -> None:
+        self._webhook_secrets = webhook_secrets
+        self._jwks = jwks
         self._catalog = catalog
         self._ledger = ledger
         self._engine = engine
@@ -156,7 +163,14 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             request.profile_json,
             request.api_key_ref,
         )
+        if request.webhook_secret:
+            await self._set_webhook_secret(row.id, request.webhook_secret)
         return provider_message(row)
+
+    async def _set_webhook_secret(self, provider_id: str, secret: str) -> None:
+        if self._webhook_secrets is None:
+            raise InvalidArgument("webhook secrets are not configured on this adapter")
+        await self._webhook_secrets.set(provider_id, secret)
 
     async def GetProvider(
         self, request: gateway_pb2.GetProviderRequest, context: grpc.aio.ServicerContext
@@ -209,6 +223,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             profile_json=given("profile_json"),
             preset=given("preset"),
         )
+        if request.HasField("webhook_secret"):
+            await self._set_webhook_secret(row.id, request.webhook_secret)
         return provider_message(row)
 
     async def DeleteProvider(
@@ -351,6 +367,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
                 api_endpoint=resolved.model.api_endpoint,
                 idempotency_key=f"assetgen-{request.asset_id}-{request.attempt}",
                 wire=SubmissionWire(self._ledger, request.asset_id, request.attempt),
+                callback_url=request.callback_url,
             )
         except (ProviderUnreachable, InvalidArgument):
             # Nothing reached the provider, or it definitely refused (a 429, a refused connect), or
@@ -363,6 +380,8 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
             # is kept (never released) for an operator: the provider may have the task.
             await self._ledger.record_unknown(request.asset_id, request.attempt)
             raise
+        if request.callback_url and resolved.target.profile.webhook is not None:
+            result.handle[CALLBACK_MARK] = 1  # the handle travels with every poll: polls stay sparse
         stored = None
         try:
             stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
@@ -382,7 +401,7 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         )
         return to_task_status(
             result,
-            poll_policy_of(resolved.target.profile),
+            callback_policy(resolved.target.profile, result.handle),
             stored,
             charges_failures=_charges_failures(resolved),
         )
@@ -432,15 +451,16 @@ class ProviderAdapterServicer(provider_adapter_pb2_grpc.ProviderAdapterServiceSe
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)
-        result = await self._engine.poll(
-            resolved.target, request.task_id, _parse_handle(request.task_handle_json)
-        )
+        handle = _parse_handle(request.task_handle_json)
+        result = await self._engine.poll(resolved.target, request.task_id, handle)
+        if expects_callbacks(handle) and result.handle:
+            result.handle[CALLBACK_MARK] = 1
         stored = await self._stored_output(
             result, box_id=request.box_id, asset_id=request.asset_id, once=True
         )
         return to_task_status(
             result,
-            poll_policy_of(resolved.target.profile),
+            callback_policy(resolved.target.profile, handle),
             stored,
             charges_failures=_charges_failures(resolved),
         )

@@ -1,0 +1,141 @@
+"""The CallbackService gRPC servicer: what a provider's callback makes happen.
+
+A callback is a reason to look, never the truth: once its token names a live asset attempt and the
+adapter has checked it (signature, freshness) and read its task id, the task is polled at once
+through the normal lifecycle — by a job of a new generation, which supersedes the one waiting for
+the next (sparse) poll. The body alone never completes or fails an asset. A callback for a
+submission whose answer was lost ("outcome unknown") adopts the task it names, and the asset goes
+on to completion; the task is never submitted again. Repeats are harmless: a finished asset
+ignores them, and one callback per asset attempt a second is acted on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from assetgen.v1 import (
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    provider_adapter_pb2,
+    provider_adapter_pb2_grpc,
+)
+from assetgen_orchestrator.callback_tokens import CallbackUrls, parse_token
+from assetgen_orchestrator.events import EventPublisher
+from assetgen_orchestrator.jobs import Job, JobPublisher
+from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
+from assetgen_orchestrator.store import AssetStore
+from assetgen_runtime.errors import NotFound
+
+__all__ = ["CallbackServicer"]
+
+logger = logging.getLogger(__name__)
+
+_ADOPTABLE = "outcome unknown"
+_REPEAT_WINDOW = 1.0
+_MAX_CAS_RETRIES = 5
+
+
+class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
+    """Acts on verified provider callbacks."""
+
+    def __init__(
+        self,
+        store: AssetStore,
+        adapter: provider_adapter_pb2_grpc.ProviderAdapterServiceStub,
+        jobs: JobPublisher,
+        events: EventPublisher,
+        urls: CallbackUrls,
+        *,
+        rpc_timeout: float,
+    ) -> None:
+        self._store = store
+        self._adapter = adapter
+        self._jobs = jobs
+        self._events = events
+        self._urls = urls
+        self._rpc_timeout = rpc_timeout
+        self._recent: dict[tuple[str, int], float] = {}
+
+    async def ProviderCallback(
+        self, request: orchestrator_pb2.ProviderCallbackRequest, context: object
+    ) -> orchestrator_pb2.ProviderCallbackResponse:
+        named = parse_token(self._urls.secret, request.token)
+        asset = await self._store.find_asset(named[0]) if named else None
+        if named is None or asset is None or asset.attempt != named[1]:
+            raise NotFound("unknown callback")
+        # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
+        verified = await self._adapter.VerifyCallback(
+            provider_adapter_pb2.VerifyCallbackRequest(
+                model=asset.model, headers=dict(request.headers), body=request.body
+            ),
+            timeout=self._rpc_timeout,
+        )
+        task_id = verified.task_id
+        if task_id and asset.external_task_id and task_id != asset.external_task_id:
+            raise NotFound("the callback is about another task than this asset's")
+        outcome = await self._act(asset, task_id)
+        logger.info(
+            "provider callback: %s",
+            outcome,
+            extra={"asset_id": asset.id, "task_id": task_id, "verified": verified.verified},
+        )
+        return orchestrator_pb2.ProviderCallbackResponse(outcome=outcome)
+
+    async def _act(self, asset: AssetRow, task_id: str) -> str:
+        key = (asset.id, asset.attempt)
+        now = time.monotonic()
+        if self._recent.get(key, 0.0) > now:
+            return "ignored"
+        outcome = ""
+        for _ in range(_MAX_CAS_RETRIES):
+            if Status(asset.status).terminal:
+                if not (_adoptable(asset) and task_id):
+                    return "ignored"
+                if await self._adopt(asset, task_id):
+                    outcome = "adopted"
+                    break
+            elif asset.step != Step.POLLING or not asset.external_task_id:
+                # Still submitting: the submit's own answer brings the task id and its first poll.
+                return "ignored"
+            elif await self._store.update_asset(asset, job_generation=asset.job_generation + 1):
+                outcome = "polled"
+                break
+            fresh = await self._store.find_asset(asset.id)
+            if fresh is None or fresh.attempt != asset.attempt:
+                return "ignored"
+            asset = fresh
+        if not outcome:
+            return "ignored"
+        await self._jobs.publish(Job(asset.id, asset.attempt, asset.job_generation))
+        if len(self._recent) > 10_000:
+            self._recent = {k: v for k, v in self._recent.items() if v > now}
+        self._recent[key] = now + _REPEAT_WINDOW
+        return outcome
+
+    async def _adopt(self, asset: AssetRow, task_id: str) -> bool:
+        adopted = await self._store.update_asset(
+            asset,
+            status=Status.PROCESSING,
+            step=Step.POLLING,
+            external_task_id=task_id,
+            task_handle_json='{"assetgen_callback":1}',
+            error_message="",
+            error_count=0,
+            finished_at=None,
+            submitted_at=asset.submitted_at or utcnow(),
+            job_generation=asset.job_generation + 1,
+            message=f"the provider called back about task {task_id}: its submission reached it after all",
+        )
+        if adopted:
+            await self._events.publish(asset)
+        return adopted
+
+
+def _adoptable(asset: AssetRow) -> bool:
+    """A submission that may have reached the provider but whose answer never came."""
+    return (
+        asset.status == Status.FAILED
+        and not asset.external_task_id
+        and _ADOPTABLE in asset.error_message.lower()
+    )

@@ -1,0 +1,237 @@
+"""Provider callbacks: the callback URL put into a submit, the sparser polls while callbacks are
+expected, and checking a callback that arrives (signature, freshness, which task).
+
+A profile's ``webhook`` section (:class:`WebhookSpec`) says it all as data. Verification schemes:
+
+- ``standard-webhooks`` (Replicate, OpenAI): ``webhook-id``, ``webhook-timestamp`` and
+  ``webhook-signature`` (``v1,<base64>`` entries, space-separated): HMAC-SHA256 of
+  ``id.timestamp.body`` keyed with the base64 part of the provider's ``whsec_`` secret;
+- ``kie-hmac`` (Kie.ai): ``X-Webhook-Signature`` is base64 HMAC-SHA256 of ``taskId.timestamp``
+  (``X-Webhook-Timestamp``) keyed with the account's webhook HMAC key;
+- ``fal-ed25519`` (fal.ai): ``X-Fal-Webhook-Signature`` (hex) is an ED25519 signature of
+  ``request_id\\nuser_id\\ntimestamp\\nsha256hex(body)`` by a key of the JWKS at ``jwks_url``
+  (fetched through the egress guard, cached an hour);
+- ``none`` (Luma): nothing to check; the unguessable callback URL is all that vouches for it.
+
+A timestamp further than the profile's tolerance (5 minutes) from now is refused, so a captured
+callback cannot be replayed later. Whatever a callback says, it only makes the task be polled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from assetgen.v1 import provider_adapter_pb2
+from assetgen_provider_adapter.messages import poll_policy_of
+from assetgen_provider_adapter.paths import evaluate
+from assetgen_provider_adapter.profile_sections import WebhookSpec
+from assetgen_provider_adapter.profiles import Profile
+from assetgen_runtime.errors import Unauthenticated
+
+__all__ = [
+    "CALLBACK_MARK",
+    "CallbackRefused",
+    "JwksCache",
+    "callback_policy",
+    "expects_callbacks",
+    "inject_callback",
+    "safety_policy",
+    "verify_callback",
+]
+
+CALLBACK_MARK = "assetgen_callback"
+"""Key the task handle carries when the submit asked for callbacks (the handle travels with every poll)."""
+_JWKS_TTL = 3600.0
+
+
+class CallbackRefused(Unauthenticated):
+    """A callback that does not verify: bad or missing signature, or a stale timestamp."""
+
+
+def inject_callback(request: httpx.Request, spec: WebhookSpec, url: str) -> httpx.Request:
+    """``request`` with the callback URL where the profile passes it (a body field or a query parameter)."""
+    if spec.inject_in == "query":
+        request.url = request.url.copy_add_param(spec.field, url)
+        return request
+    try:
+        body = json.loads(request.content or b"{}")
+    except ValueError:
+        return request  # not a JSON body: the profile cannot take a callback field there
+    if not isinstance(body, dict):
+        return request
+    body = {**body, **spec.extra, spec.field: url}
+    headers = {key: value for key, value in request.headers.items() if key.lower() != "content-length"}
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=json.dumps(body, ensure_ascii=False).encode(),
+        extensions=request.extensions,
+    )
+
+
+def expects_callbacks(handle: Mapping[str, Any]) -> bool:
+    """Whether the task's submit asked the provider to call back."""
+    return bool(handle.get(CALLBACK_MARK))
+
+
+def safety_policy(
+    policy: provider_adapter_pb2.PollPolicy, spec: WebhookSpec
+) -> provider_adapter_pb2.PollPolicy:
+    """``policy`` with polls no more often than the safety interval (the deadline stays)."""
+    sparse = provider_adapter_pb2.PollPolicy()
+    sparse.CopyFrom(policy)
+    floor = spec.safety_poll_ms
+    sparse.initial_delay_ms = max(policy.initial_delay_ms, floor)
+    sparse.max_delay_ms = max(policy.max_delay_ms, floor)
+    sparse.min_interval_ms = max(policy.min_interval_ms, floor)
+    return sparse
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name.lower(), "")
+    if not value:
+        raise CallbackRefused(f"the callback lacks the {name} header")
+    return value
+
+
+def _fresh(timestamp: str, spec: WebhookSpec, now: float) -> None:
+    try:
+        moment = float(timestamp)
+    except ValueError:
+        raise CallbackRefused("the callback's timestamp is not a number") from None
+    if moment > 1e11:  # milliseconds
+        moment /= 1000
+    if abs(now - moment) * 1000 > spec.tolerance_ms:
+        raise CallbackRefused("the callback's timestamp is too old (or in the future): refused as a replay")
+
+
+def _standard_webhooks(
+    headers: Mapping[str, str], body: bytes, secret: str, spec: WebhookSpec, now: float
+) -> None:
+    message_id = _header(headers, "webhook-id")
+    timestamp = _header(headers, "webhook-timestamp")
+    _fresh(timestamp, spec, now)
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+    except binascii.Error:
+        raise CallbackRefused("the provider's webhook secret is not a whsec_ secret") from None
+    expected = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    for entry in _header(headers, "webhook-signature").split():
+        version, _, signature = entry.partition(",")
+        try:
+            given = base64.b64decode(signature)
+        except binascii.Error:
+            continue
+        if version == "v1" and hmac.compare_digest(given, expected):
+            return
+    raise CallbackRefused("the callback's webhook-signature does not match")
+
+
+def _kie_hmac(headers: Mapping[str, str], task_id: str, secret: str, spec: WebhookSpec, now: float) -> None:
+    timestamp = _header(headers, "x-webhook-timestamp")
+    _fresh(timestamp, spec, now)
+    digest = hmac.new(secret.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(_header(headers, "x-webhook-signature").encode(), base64.b64encode(digest)):
+        raise CallbackRefused("the callback's X-Webhook-Signature does not match")
+
+
+async def _fal_ed25519(
+    headers: Mapping[str, str], body: bytes, spec: WebhookSpec, now: float, keys: JwksCache
+) -> None:
+    request_id = _header(headers, "x-fal-webhook-request-id")
+    user_id = _header(headers, "x-fal-webhook-user-id")
+    timestamp = _header(headers, "x-fal-webhook-timestamp")
+    _fresh(timestamp, spec, now)
+    try:
+        signature = bytes.fromhex(_header(headers, "x-fal-webhook-signature"))
+    except ValueError:
+        raise CallbackRefused("the callback's X-Fal-Webhook-Signature is not hex") from None
+    message = f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+    for key in await keys.keys(spec.jwks_url):
+        try:
+            key.verify(signature, message)
+            return
+        except InvalidSignature:
+            continue
+    raise CallbackRefused("the callback's X-Fal-Webhook-Signature matches no key of the provider's JWKS")
+
+
+class JwksCache:
+    """ED25519 public keys of JWKS URLs, fetched with ``fetch`` (the adapter's guarded client) and
+    kept an hour."""
+
+    def __init__(
+        self, fetch: Callable[[str], Awaitable[Any]], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._cached: dict[str, tuple[float, list[Ed25519PublicKey]]] = {}
+
+    async def keys(self, url: str) -> list[Ed25519PublicKey]:
+        """The OKP/Ed25519 keys the JWKS at ``url`` lists."""
+        cached = self._cached.get(url)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        document = await self._fetch(url)
+        keys = []
+        for jwk in (document or {}).get("keys", []) if isinstance(document, dict) else []:
+            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and isinstance(jwk.get("x"), str):
+                raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+                keys.append(Ed25519PublicKey.from_public_bytes(raw))
+        self._cached[url] = (self._clock() + _JWKS_TTL, keys)
+        return keys
+
+
+async def verify_callback(
+    spec: WebhookSpec,
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    keys: JwksCache,
+    now: float | None = None,
+) -> tuple[str, bool]:
+    """The task id a callback names and whether a signature vouched for it; CallbackRefused if it
+    does not verify (``secret``: the provider's webhook secret, '' when it has none)."""
+    now = time.time() if now is None else now
+    headers = {key.lower(): value for key, value in headers.items()}
+    try:
+        document = json.loads(body or b"null")
+    except ValueError:
+        document = None
+    found = evaluate(spec.task_id, document) if document is not None else None
+    task_id = str(found) if isinstance(found, str | int) and found != "" else ""
+    if spec.verify == "none":
+        return task_id, False
+    if spec.verify == "fal-ed25519":
+        await _fal_ed25519(headers, body, spec, now, keys)
+        return task_id, True
+    if not secret:
+        raise CallbackRefused("the provider has no webhook secret to verify its callbacks with")
+    if spec.verify == "standard-webhooks":
+        _standard_webhooks(headers, body, secret, spec, now)
+    elif spec.verify == "kie-hmac":
+        if not task_id:
+            raise CallbackRefused("the callback names no task to check its signature against")
+        _kie_hmac(headers, task_id, secret, spec, now)
+    return task_id, True
+
+
+def callback_policy(profile: Profile, handle: Mapping[str, Any]) -> provider_adapter_pb2.PollPolicy:
+    """The poll policy of a task: the profile's, or its safety-poll variant while callbacks are expected."""
+    policy = poll_policy_of(profile)
+    if profile.webhook is not None and expects_callbacks(handle):
+        return safety_policy(policy, profile.webhook)
+    return policy
