@@ -6,7 +6,9 @@ Hierarchy (gRPC status in brackets)::
     └── MissingVariables        required template variables not given (templates.py); names them all
     Unavailable [UNAVAILABLE]
     ├── ProviderUnreachable     transient provider trouble outlived the in-call retries; for a submit,
-    │                           nothing was accepted and the submission was released for a later call
+    │   │                       nothing was accepted and the submission was released for a later call
+    │   └── ProviderBusy        the trouble was the provider refusing for now (429, its own "busy"
+    │                           envelope): a submit is held back (PENDING) until its Retry-After
     └── KeyRefused              a poll was refused for the API key (401/402/403 or the profile's
                                 http_errors.key_refused_codes): the task may still run, so the caller
                                 polls again until its deadline instead of failing it
@@ -27,11 +29,25 @@ from __future__ import annotations
 
 from assetgen_runtime.errors import Aborted, FailedPrecondition, Unavailable
 
-__all__ = ["KeyRefused", "ProviderUnreachable", "SubmissionInProgress", "SubmitOutcomeUnknown"]
+__all__ = [
+    "KeyRefused",
+    "ProviderBusy",
+    "ProviderUnreachable",
+    "SubmissionInProgress",
+    "SubmitOutcomeUnknown",
+]
 
 
 class ProviderUnreachable(Unavailable):
     """The provider could not be reached or kept answering with transient errors."""
+
+
+class ProviderBusy(ProviderUnreachable):
+    """The provider kept refusing for now (429, its own busy envelope); ``retry_after`` is its hint."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class KeyRefused(Unavailable):

@@ -4,7 +4,9 @@ How a send can end:
 
 * a :class:`ProviderAnswer` — the provider answered (any status the profile does not call transient);
 * :class:`ProviderUnreachable` — transient trouble (connect errors, the profile's retryable statuses
-  or ``retry_when`` bodies) outlived the retries; for a submit nothing was accepted;
+  or ``retry_when`` bodies) outlived the retries; for a submit nothing was accepted; when the last
+  trouble was a refusal (a 429, a ``retry_when`` body) it is :class:`ProviderBusy`, with the
+  provider's Retry-After, and a submit waits rather than failing;
 * :class:`SubmitOutcomeUnknown` — a non-idempotent request (a submit) was sent and then failed in
   a way that does not prove the provider refused it (a lost answer, a 408 or 5xx), so it must not be
   sent again. Only a refused connect, a 429 or a ``retry_when`` body (the provider's own "not
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 import httpx
 
 from assetgen_provider_adapter.engine_types import MAX_TEXT, ProviderAnswer, ProviderTarget, as_text
-from assetgen_provider_adapter.errors import ProviderUnreachable, SubmitOutcomeUnknown
+from assetgen_provider_adapter.errors import ProviderBusy, ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_runtime.http import DirectClient
 
@@ -64,9 +66,11 @@ class RetryPolicy:
 class _Transient(Exception):
     """A retryable answer; carries the description and the provider's Retry-After, if any."""
 
-    def __init__(self, description: str, retry_after: float | None = None) -> None:
+    def __init__(self, description: str, retry_after: float | None = None, *, busy: bool = False) -> None:
         super().__init__(description)
         self.retry_after = retry_after
+        self.busy = busy
+        """The provider refused for now (a 429, a ``retry_when`` body): definitely not accepted."""
 
 
 def _parse_body(content: bytes, content_type: str) -> tuple[Any, str]:
@@ -132,6 +136,11 @@ class Sender:
                     delay = max(delay, exc.retry_after)
                 if attempt == policy.attempts or slept + delay > policy.max_total:
                     hint = f" (retry after {exc.retry_after:g}s)" if exc.retry_after is not None else ""
+                    if exc.busy:
+                        raise ProviderBusy(
+                            f"provider {target.name} busy: {exc} after {attempt} attempt(s){hint}",
+                            retry_after=exc.retry_after,
+                        ) from None
                     raise ProviderUnreachable(
                         f"provider {target.name} unreachable: {exc} after {attempt} attempt(s){hint}"
                     ) from None
@@ -175,7 +184,9 @@ class Sender:
                     f"with HTTP {response.status_code}, which does not say whether it created the task; "
                     "the outcome is unknown and it will not be resubmitted"
                 )
-            raise _Transient(f"HTTP {response.status_code}", retry_after)
+            raise _Transient(
+                f"HTTP {response.status_code}", retry_after, busy=response.status_code == _REFUSED_STATUS
+            )
         if (
             http_errors.retry_when is not None
             and body is not None
@@ -183,7 +194,7 @@ class Sender:
         ):
             message_paths, _ = profile.error.paths(task=False)
             message = as_text(evaluate(message_paths[0], body)) if message_paths else ""
-            raise _Transient(f"transient error {message or text[:MAX_TEXT]!r}", retry_after)
+            raise _Transient(f"transient error {message or text[:MAX_TEXT]!r}", retry_after, busy=True)
         return ProviderAnswer(
             status=response.status_code,
             headers=response.headers,

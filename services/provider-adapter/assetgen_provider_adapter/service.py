@@ -31,6 +31,7 @@ from assetgen_provider_adapter.engine import (
     SubmitOutcomeUnknown,
     TaskResult,
 )
+from assetgen_provider_adapter.errors import ProviderBusy
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
 from assetgen_provider_adapter.pricing import PriceError
@@ -334,7 +335,22 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
                     poll_after_ms=int(wait * 1000),
                     poll_policy=poll_policy_of(profile),
                 )
-        status = await self._send(request, resolved, variables)
+        try:
+            status = await self._send(request, resolved, variables)
+        except ProviderBusy as busy:
+            # Refused for now (its claim released): the work waits PENDING, as over our own limits,
+            # instead of spending the generation's tries on a provider that is only busy.
+            wait = max(busy.retry_after or 0.0, limits.retry_seconds)
+            logger.info(
+                "provider busy; submission held back",
+                extra={"asset_id": request.asset_id, "provider": resolved.provider.name, "wait_s": wait},
+            )
+            return provider_adapter_pb2.TaskStatus(
+                state=provider_adapter_pb2.TASK_STATE_PENDING,
+                raw_state="held back: the provider is busy (rate limited)",
+                poll_after_ms=int(wait * 1000),
+                poll_policy=poll_policy_of(profile),
+            )
         try:
             await self._ledger.record(
                 request.asset_id,

@@ -16,6 +16,7 @@ from assetgen_provider_adapter.engine import (
     RetryPolicy,
     SubmitOutcomeUnknown,
 )
+from assetgen_provider_adapter.errors import ProviderBusy
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import NetworkGuard
@@ -135,12 +136,13 @@ async def test_transient_statuses_and_envelopes_are_retried() -> None:
     assert result.task_id == "t" and len(recorder.requests) == 3
 
 
-async def test_persistent_429_raises_unavailable_naming_the_provider() -> None:
+async def test_persistent_429_raises_busy_naming_the_provider() -> None:
     recorder = Recorder(
         httpx.Response(429, headers={"Retry-After": "0"}, json={"code": 429, "msg": "Rate Limited"})
     )
-    with pytest.raises(ProviderUnreachable, match="provider kie unreachable: HTTP 429 after 3 attempt"):
+    with pytest.raises(ProviderBusy, match="provider kie busy: HTTP 429 after 3 attempt") as busy:
         await _engine(recorder).submit(_kie(), {"prompt": "p"}, request_schema=TEMPLATE)
+    assert isinstance(busy.value, ProviderUnreachable) and busy.value.retry_after == 0
     assert len(recorder.requests) == 3
 
 

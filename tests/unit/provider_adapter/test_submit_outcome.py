@@ -138,14 +138,29 @@ async def test_a_429_is_a_definite_refusal_and_retried(h: Harness) -> None:
     assert await _states(h) == [SENT]
 
 
-async def test_refusals_that_outlive_the_retries_release_the_claim_for_a_later_step(h: Harness) -> None:
-    h.answers[:] = [_status(429)]
-    with pytest.raises(Unavailable):
-        await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
-    assert len(h.requests) == 3 and await _states(h) == []
+async def test_refusals_that_outlive_the_retries_hold_the_submission_back_for_a_later_step(
+    h: Harness,
+) -> None:
+    # A provider that keeps answering 429 is busy, not broken: nothing was accepted, so the work waits
+    # PENDING (no task id) for the provider's Retry-After, its claim released, no try spent.
+    h.answers[:] = [lambda _: httpx.Response(429, headers={"Retry-After": "7"}, json={"msg": "slow down"})]
+    held = await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
+    assert (held.state, held.task_id) == (provider_adapter_pb2.TASK_STATE_PENDING, "")
+    assert held.poll_after_ms == 7000 and "busy" in held.raw_state
+    assert len(h.requests) == 1 and await _states(h) == []  # Retry-After outlasts the in-call retries
     h.answers[:] = [lambda _: httpx.Response(200, json=ACCEPTED)]
     status = await h.servicer.SubmitTask(_submit("ast_3"), None)  # type: ignore[arg-type]
-    assert status.task_id == "task_1" and len(h.requests) == 4
+    assert status.task_id == "task_1" and len(h.requests) == 2
+
+
+async def test_a_provider_that_cannot_be_reached_is_unavailable(h: Harness) -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    h.answers[:] = [refused]
+    with pytest.raises(Unavailable):
+        await h.servicer.SubmitTask(_submit("ast_3b"), None)  # type: ignore[arg-type]
+    assert len(h.requests) == 3 and await _states(h) == []
 
 
 async def test_an_idempotency_header_profile_is_retried_safely_with_the_same_key(h: Harness) -> None:
