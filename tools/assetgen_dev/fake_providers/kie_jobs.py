@@ -11,6 +11,7 @@ It speaks the wire shapes of https://docs.kie.ai (market/jobs family) exactly:
   while running (as Kie's own copies show) and ``""`` on success.
 * ``GET /files/<taskId>.<png|mp4>`` serves a finished task's result (no auth, like a CDN link).
 * A prompt containing ``[fail]`` ends the task in ``fail`` (``failCode`` ``"400"``).
+* ``busy_submits`` set to N refuses the next N submissions with HTTP 429 and ``Retry-After: 1``.
 
 What differs between its users is plugged in:
 
@@ -134,6 +135,9 @@ class FakeKieJobs:
         self.last_submit: Any = None
         self.downloads: list[dict[str, float]] = []
         self.peak_running = 0
+        self.busy_submits = 0
+        """This many of the next submissions are refused with a 429 and ``Retry-After: 1`` (rate limited)."""
+        self.refused_busy = 0
         self.base_url = ""
         self._bearer = f"Bearer {api_key}"
         self._running = 0
@@ -172,6 +176,12 @@ class FakeKieJobs:
         """``POST /api/v1/jobs/createTask``."""
         if request.headers.get("Authorization") != self._bearer:
             return web.json_response(_UNAUTHORIZED)
+        if self.busy_submits > 0:
+            self.busy_submits -= 1
+            self.refused_busy += 1
+            return web.json_response(
+                {"code": 429, "msg": "Rate limited"}, status=429, headers={"Retry-After": "1"}
+            )
         try:
             body = await request.json()
         except ValueError:
