@@ -8,21 +8,30 @@ more (the asset moved on meanwhile) is cancelled, and its object deleted if it w
 A copy that fails (storage or S3 unreachable, the provider's file server down) records the step
 INGESTING with the provider's result reference first, so the retry copies again — it never polls or
 submits again — until the generation's deadline.
+
+A copy stored but never recorded (the process died first, or storage's answer was lost) would stay in
+the bucket for ever, so a completion by a step that may repeat an earlier one (a copy retried, a
+job resumed after another process: ``jobs.step_resumed``) prunes the asset's other objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
+
+import grpc
 
 from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from assetgen_orchestrator.events import EventPublisher
-from assetgen_orchestrator.jobs import Done, Outcome
+from assetgen_orchestrator.jobs import Done, Outcome, step_resumed
 from assetgen_orchestrator.metrics import TRANSITIONS
 from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 
 __all__ = ["QUIET_INGEST", "ResultIngest"]
+
+logger = logging.getLogger(__name__)
 
 QUIET_INGEST = 1.0
 """A result copied within this many seconds completes its asset with one write and no INGESTING step."""
@@ -84,16 +93,20 @@ class ResultIngest:
         finally:
             # Cancelling the call makes storage discard what it copied so far.
             copying.cancel()
-        return await self.record(asset, stored, **changes)
+        return await self.record(asset, stored, prune=step_resumed(), **changes)
 
     async def resume(self, asset: AssetRow) -> Outcome | None:
-        """Copies the result of an asset in the step INGESTING (its ``result_url``) and completes it."""
-        return await self.record(asset, await self._copy(asset, asset.result_url))
+        """Copies the result of an asset in the step INGESTING (its ``result_url``) and completes it.
+
+        A copy before this one may be stored (its answer lost, or its process gone): pruned once done.
+        """
+        return await self.record(asset, await self._copy(asset, asset.result_url), prune=True)
 
     async def record(
-        self, asset: AssetRow, stored: common_pb2.StoredObject, **changes: object
+        self, asset: AssetRow, stored: common_pb2.StoredObject, *, prune: bool = False, **changes: object
     ) -> Outcome | None:
-        """Completes the asset with its stored file (ingested, or uploaded by the adapter)."""
+        """Completes the asset with its stored file (ingested, or uploaded by the adapter); with
+        ``prune``, then deletes the asset's other objects (earlier copies nobody recorded)."""
         if not await self._store.update_asset(
             asset,
             status=Status.COMPLETED,
@@ -111,8 +124,29 @@ class ResultIngest:
             await self._delete_orphan(stored.key)
             return None
         TRANSITIONS.labels(Status.COMPLETED.value).inc()
+        if prune:
+            await self._prune(asset, stored.key)
         await self._events.publish(asset, file_url=stored.url or await self.file_url(asset.object_key))
         return Done()
+
+    async def _prune(self, asset: AssetRow, keep: str) -> None:
+        """Deletes the completed asset's objects but ``keep``; only logs if storage cannot now."""
+        try:
+            answer = await self._storage.Prune(
+                storage_pb2.PruneRequest(box_id=asset.box_id, asset_id=asset.id, keep_key=keep),
+                timeout=self._rpc_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            logger.warning(
+                "could not prune the asset's unrecorded copies",
+                extra={"asset_id": asset.id, "error": exc.details()},
+            )
+            return
+        if answer.deleted_keys:
+            logger.info(
+                "pruned copies an interrupted step left",
+                extra={"asset_id": asset.id, "keys": list(answer.deleted_keys)},
+            )
 
     async def file_url(self, key: str) -> str:
         """The URL a client downloads the stored object ``key`` from."""

@@ -10,12 +10,17 @@ The jobs stream holds a message for every asset in flight, and only for those (a
 message once acknowledged), so whether an asset still has its job is a question to the stream about
 the asset's subject: the reconciler (:mod:`.reconciler`) asks it to find and republish lost jobs.
 Its copies (``replicas``, ``ASSETGEN_NATS_REPLICAS``) decide whether the schedule survives a node.
+
+A step can tell whether its job comes back by this process's own schedule or not (``step_resumed``):
+a delivery that this process did not NAK before ran last somewhere else — in a process that may have
+died mid-step — so work that step did (a stored copy) may be there unrecorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -23,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -42,6 +48,7 @@ __all__ = [
     "job_subject",
     "jobs_stream_config",
     "setup_streams",
+    "step_resumed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ DUPLICATE_WINDOW = 120.0
 EVENTS_STREAM = "ASSETGEN_EVENTS"
 EVENTS_SUBJECTS = "assetgen.events.>"
 CONSUMER = "orchestrator-steps"
+_RESUMED: contextvars.ContextVar[bool] = contextvars.ContextVar("assetgen_step_resumed", default=False)
 PULL_PAUSE = 0.25
 """Longest the runner lets due jobs gather after a pull that emptied the consumer (see ``JobRunner``)."""
 PULL_BATCH = 50
@@ -89,6 +97,21 @@ class Later:
 Outcome = Done | Later
 Handler = Callable[[Job], Awaitable[Outcome]]
 PoisonHandler = Callable[[bytes, str], Awaitable[None]]
+
+
+def step_resumed() -> bool:
+    """Whether the running step's job was delivered before and not rescheduled (NAKed) by this
+    process since: its previous step ran elsewhere or died, and may have left work unrecorded."""
+    return _RESUMED.get()
+
+
+def _delivery(message: Msg) -> tuple[int, int]:
+    """The message's stream sequence and how many times it was delivered ((0, 1) when unknown)."""
+    try:
+        metadata = message.metadata
+    except (NotJSMessageError, AttributeError):  # not a JetStream delivery (a test's stand-in)
+        return 0, 1
+    return int(metadata.sequence.stream), int(metadata.num_delivered)
 
 
 def job_subject(asset_id: str) -> str:
@@ -214,6 +237,8 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._started_at: dict[int, tuple[Msg, float]] = {}
+        # Stream sequences of jobs this runner NAKed: their next delivery is its own schedule.
+        self._rescheduled: set[int] = set()
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
 
@@ -332,6 +357,10 @@ class JobRunner:
                 await self._on_poison(message.data, "malformed job message")
                 await message.term()
                 return
+            sequence, delivered = _delivery(message)
+            # Each message runs in a task of its own, so the flag is this step's alone.
+            _RESUMED.set(delivered > 1 and sequence not in self._rescheduled)
+            self._rescheduled.discard(sequence)
             self._started_at[id(message)] = (message, asyncio.get_running_loop().time())
             try:
                 outcome = await self._handler(job)
@@ -339,6 +368,7 @@ class JobRunner:
                 del self._started_at[id(message)]
             if isinstance(outcome, Later):
                 await message.nak(delay=max(outcome.delay, 0.0))
+                self._rescheduled.add(sequence)
             else:
                 await message.ack()
         except Exception:

@@ -77,7 +77,7 @@ def _http_client(settings: StorageSettings) -> urllib3.PoolManager:
 
 
 class Bucket:
-    """The service's bucket: puts, multipart uploads, stat, delete and read URLs."""
+    """The service's bucket: puts, multipart uploads, stat, listing, delete and read URLs."""
 
     def __init__(self, settings: StorageSettings) -> None:
         host, secure = parse_endpoint(settings.s3_endpoint)
@@ -202,6 +202,15 @@ class Bucket:
             size_bytes=int(info.size or 0),
             sha256=str(metadata.get(f"x-amz-meta-{SHA256_METADATA}", "")),
         )
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Keys of the objects under ``prefix``."""
+
+        def listing() -> list[str]:
+            found = self._client.list_objects(self.name, prefix=prefix, recursive=True)
+            return [item.object_name for item in found if item.object_name]
+
+        return await self._run(f"listing {prefix}", listing)
 
     async def delete(self, key: str) -> None:
         """Removes ``key``; removing a missing object succeeds (S3 semantics)."""

@@ -7,7 +7,7 @@ import re
 from assetgen_runtime.errors import InvalidArgument
 from assetgen_runtime.ids import new_id
 
-__all__ = ["KEY_PREFIX", "check_key", "check_owner", "new_object_key"]
+__all__ = ["KEY_PREFIX", "asset_prefix", "check_key", "check_owner", "new_object_key"]
 
 KEY_PREFIX = "boxes/"
 _SEGMENT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
@@ -34,6 +34,11 @@ def new_object_key(box_id: str, asset_id: str, extension: str) -> str:
     box = _check_segment("box_id", box_id)
     asset = _check_segment("asset_id", asset_id)
     return f"{KEY_PREFIX}{box}/{asset}/{new_id('obj')}.{extension}"
+
+
+def asset_prefix(box_id: str, asset_id: str) -> str:
+    """The prefix every key of ``asset_id``'s files in ``box_id`` starts with."""
+    return f"{KEY_PREFIX}{_check_segment('box_id', box_id)}/{_check_segment('asset_id', asset_id)}/"
 
 
 def check_key(key: str) -> str:

@@ -13,7 +13,7 @@ from assetgen.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 from assetgen_runtime.errors import InvalidArgument, TooLarge
 from assetgen_runtime.netguard import NetworkGuard, guarded_stream, redact_url
 from assetgen_storage.bucket import Bucket, ObjectInfo
-from assetgen_storage.keys import check_key, check_owner
+from assetgen_storage.keys import asset_prefix, check_key, check_owner
 from assetgen_storage.settings import StorageSettings
 from assetgen_storage.store import StoreRequest, store_stream
 
@@ -115,6 +115,20 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         await self._bucket.delete(check_key(request.key))
         logger.info("object deleted", extra={"key": request.key})
         return storage_pb2.DeleteResponse()
+
+    async def Prune(
+        self, request: storage_pb2.PruneRequest, context: grpc.aio.ServicerContext
+    ) -> storage_pb2.PruneResponse:
+        prefix = asset_prefix(request.box_id, request.asset_id)
+        if request.keep_key and not check_key(request.keep_key).startswith(prefix):
+            raise InvalidArgument(f"{request.keep_key!r} is not a file of asset {request.asset_id}")
+        deleted = [key for key in await self._bucket.keys(prefix) if key != request.keep_key]
+        for key in deleted:
+            await self._bucket.delete(key)
+            logger.info(
+                "object pruned", extra={"key": key, "asset_id": request.asset_id, "kept": request.keep_key}
+            )
+        return storage_pb2.PruneResponse(deleted_keys=deleted)
 
     async def GetObjectUrls(
         self, request: storage_pb2.GetObjectUrlsRequest, context: grpc.aio.ServicerContext

@@ -429,6 +429,33 @@ async def test_delete_then_stat_is_not_found(storage: StorageUnderTest) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_prune_deletes_an_assets_other_copies_and_nothing_else(storage: StorageUnderTest) -> None:
+    """Copies a crash left unrecorded go; the asset's file and other assets' files stay."""
+    kept, *stray = [await storage.stub.Upload(upload_messages([PNG_BYTES]), timeout=30) for _ in range(3)]
+
+    async def other_asset() -> AsyncIterator[storage_pb2.StorageUploadRequest]:
+        yield storage_pb2.StorageUploadRequest(
+            metadata=storage_pb2.StorageUploadMetadata(box_id="box_1", asset_id="ast_10")
+        )
+        yield storage_pb2.StorageUploadRequest(chunk=PNG_BYTES)
+
+    neighbour = await storage.stub.Upload(other_asset(), timeout=30)
+    pruned = await storage.stub.Prune(
+        storage_pb2.PruneRequest(box_id="box_1", asset_id="ast_1", keep_key=kept.key), timeout=10
+    )
+    assert sorted(pruned.deleted_keys) == sorted(copy.key for copy in stray)
+    await assert_nothing_left_but(storage, sorted([kept.key, neighbour.key]))
+    again = await storage.stub.Prune(
+        storage_pb2.PruneRequest(box_id="box_1", asset_id="ast_1", keep_key=kept.key), timeout=10
+    )
+    assert list(again.deleted_keys) == []
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # another asset's file is never "kept" here
+        await storage.stub.Prune(
+            storage_pb2.PruneRequest(box_id="box_1", asset_id="ast_1", keep_key=neighbour.key), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_s3_client_helper_reaches_the_server(s3_server: S3Server) -> None:
     assert isinstance(s3_client(s3_server).list_buckets(), list)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from assetgen_orchestrator import jobs as jobs_module
-from assetgen_orchestrator.jobs import Done, Job, JobPublisher, JobRunner, Outcome
+from assetgen_orchestrator.jobs import Done, Job, JobPublisher, JobRunner, Later, Outcome
 
 
 class _Message:
@@ -183,3 +184,46 @@ def test_the_job_rate_follows_what_the_pulls_bring(monkeypatch: pytest.MonkeyPat
         clock[0] += 0.1
         rate.pulled(0)
     assert rate.per_second() < 1000 / 10
+
+
+class _Delivery:
+    """A job message as JetStream delivers it: its stream sequence and delivery count."""
+
+    def __init__(self, delivered: int, sequence: int = 7) -> None:
+        self.data = json.dumps({"asset_id": "ast_1", "attempt": 1}).encode()
+        self.subject = "assetgen.jobs.step.ast_1"
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=sequence), num_delivered=delivered)
+        self.naked = False
+
+    async def ack(self) -> None:
+        pass
+
+    async def nak(self, delay: float) -> None:
+        self.naked = True
+
+
+async def test_a_step_knows_whether_its_job_comes_back_by_this_runners_own_schedule() -> None:
+    seen: list[bool] = []
+
+    async def handler(job: Job) -> Outcome:
+        seen.append(jobs_module.step_resumed())
+        return Later(1.0)
+
+    runner = JobRunner(
+        None,  # type: ignore[arg-type]
+        handler,
+        _poison,
+        concurrency=1,
+        ack_wait=30.0,
+        max_ack_pending=10,
+    )
+    for delivery in (
+        _Delivery(1),  # the first delivery
+        _Delivery(2),  # brought back by the NAK above
+        _Delivery(6, sequence=8),  # its last step ran elsewhere (or died): this runner never NAKed it
+        _Delivery(7, sequence=8),  # and now back by this runner's own schedule
+        _Delivery(3, sequence=9),
+    ):
+        await asyncio.create_task(runner._run(delivery))  # type: ignore[arg-type]  # a task each, as pulled
+    assert seen == [False, False, True, False, True]
+    assert not jobs_module.step_resumed()  # the flag belongs to each step's own task

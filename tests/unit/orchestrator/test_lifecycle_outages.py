@@ -4,17 +4,19 @@ hints and parent waits are bounded by the deadline, and an outdated job stops.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 
-from assetgen.v1 import common_pb2, provider_adapter_pb2
+from assetgen.v1 import common_pb2, provider_adapter_pb2, storage_pb2
 from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
-from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later, Outcome
+from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, JobRunner, Later, Outcome
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
 from assetgen_orchestrator.models import AssetRow, Status, Step
 
@@ -129,6 +131,7 @@ class _Storage:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.copies: list[str] = []
+        self.pruned: list[tuple[str, str]] = []
 
     async def Ingest(self, request: Any, timeout: float) -> common_pb2.StoredObject:
         self.copies.append(request.url)
@@ -138,6 +141,10 @@ class _Storage:
 
     async def Delete(self, request: Any, timeout: float) -> None:
         raise AssertionError("nothing is deleted")
+
+    async def Prune(self, request: Any, timeout: float) -> storage_pb2.PruneResponse:
+        self.pruned.append((request.asset_id, request.keep_key))
+        return storage_pb2.PruneResponse()
 
 
 def _polling(clock: _Clock, *, submitted_ago: float = 0.0) -> AssetRow:
@@ -223,6 +230,42 @@ async def test_a_copy_that_fails_while_s3_is_down_is_retried_as_a_copy(clock: _C
     assert store.rows[asset.id].status == Status.COMPLETED
     assert adapter.polls == 1  # never polled (let alone submitted) again: only copied again
     assert storage.copies == ["https://provider.test/result.png"] * 9
+    # A failed copy may have been stored all the same (its answer lost): the others go, once done.
+    assert storage.pruned == [("ast_1", "box_1/ast_1.png")]
+
+
+class _Delivery:
+    """The job as JetStream delivers it for the ``delivered``-th time."""
+
+    def __init__(self, delivered: int) -> None:
+        self.data = b'{"asset_id": "ast_1", "attempt": 1}'
+        self.subject = "assetgen.jobs.step.ast_1"
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=1), num_delivered=delivered)
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+@pytest.mark.parametrize(("delivered", "pruned"), [(1, []), (4, [("ast_1", "box_1/ast_1.png")])])
+async def test_a_completion_after_a_step_that_ran_elsewhere_prunes_unrecorded_copies(
+    clock: _Clock, delivered: int, pruned: list[tuple[str, str]]
+) -> None:
+    """A job back after its process died mid-copy (stored, not recorded) leaves one object, not two."""
+    asset = _polling(clock)
+    store, storage = _Store([asset]), _Storage()
+    lifecycle = Lifecycle(store, _Adapter(_finished(), down=lambda: False), storage, _Events(), CONFIG)  # type: ignore[arg-type]
+    runner = JobRunner(None, lifecycle.handle, _no_poison, concurrency=1, ack_wait=30.0, max_ack_pending=1)  # type: ignore[arg-type]
+    message = _Delivery(delivered)
+
+    await asyncio.create_task(runner._run(message))  # type: ignore[arg-type]
+
+    assert message.acked and store.rows[asset.id].status == Status.COMPLETED
+    assert storage.pruned == pruned  # only a step that may repeat an earlier one pays for the prune
+
+
+async def _no_poison(data: bytes, reason: str) -> None:
+    raise AssertionError(reason)
 
 
 async def test_a_provider_hint_of_hours_is_capped_at_the_steady_interval(clock: _Clock) -> None:
