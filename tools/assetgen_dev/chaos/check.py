@@ -30,7 +30,7 @@ TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELED"})
 # How an unknown outcome is told: by the adapter's sender, and by its ledger to a later call.
 UNKNOWN_TEXTS = ("outcome unknown", "may or may not have the task")
 # A submit (or an asset created) this close to a provider-adapter kill may have been on the wire then.
-_KILL_WINDOW_SECONDS = 40.0
+_KILL_WINDOW_SECONDS = 15.0
 _MAX_PROBLEMS = 40
 
 

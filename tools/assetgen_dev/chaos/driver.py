@@ -33,7 +33,7 @@ from assetgen_dev.chaos.providers import FAMILIES
 from assetgen_dev.chaos.snapshot import Code, snapshot, working_tree
 from assetgen_dev.chaos.system import ChaosSystem, start_system
 
-__all__ = ["main", "run"]
+__all__ = ["generate_all", "main", "run", "wait_ended"]
 
 logger = logging.getLogger("assetgen.chaos")
 
@@ -67,7 +67,7 @@ async def _generate(http: httpx.AsyncClient, box: str, model: str, prompt: str, 
     return Generation(prompt, family, error=f"no answer within {_GENERATE_TIMEOUT:.0f}s: {last}")
 
 
-async def _generate_all(
+async def generate_all(
     http: httpx.AsyncClient,
     box: str,
     models: dict[str, str],
@@ -77,6 +77,7 @@ async def _generate_all(
     started: float,
     run_id: str,
 ) -> list[Generation]:
+    """``n`` generations started evenly over ``span`` seconds from ``started``, families in turn."""
     gate = asyncio.Semaphore(_STARTING_AT_ONCE)
 
     async def one(index: int) -> Generation:
@@ -113,10 +114,10 @@ async def _list_assets(http: httpx.AsyncClient, box: str) -> dict[str, dict[str,
             return assets
 
 
-async def _wait_ended(
+async def wait_ended(
     http: httpx.AsyncClient, box: str, wanted: set[str], timeout: float
 ) -> dict[str, dict[str, Any]]:
-    """Polls the box until every wanted asset has ended, or ``timeout``; the last listing."""
+    """Polls the box until every wanted asset has ended, or ``timeout``; its last listing of the box."""
     deadline = time.monotonic() + timeout
     reported = time.monotonic()
     while True:
@@ -215,14 +216,14 @@ async def _run(options: argparse.Namespace, plan: FaultPlan, run_id: str, code: 
         logger.info("chaos: ready after %.0f s; generating", time.monotonic() - began)
         started = time.monotonic()
         generations, events = await asyncio.gather(
-            _generate_all(
+            generate_all(
                 system.http, box, models, options.n, span=options.span, started=started, run_id=run_id
             ),
             disrupt(system, started, options.span, SCHEDULE),
         )
         logger.info("chaos: all started and disrupted after %.0f s; waiting", time.monotonic() - began)
         wanted = {g.asset_id for g in generations if g.asset_id}
-        assets = await _wait_ended(system.http, box, wanted, options.settle)
+        assets = await wait_ended(system.http, box, wanted, options.settle)
         records = await system.provider_records()
         async with system.lock:  # the bucket listed while S3 is surely up
             objects = await asyncio.to_thread(system.bucket_objects)

@@ -1,7 +1,7 @@
 """The system under chaos: every piece its own process on loopback, supervised as `make run` does.
 
 NATS (with a user per service) and SeaweedFS from `embedded`, two fresh PostgreSQL databases
-(``chaos_<pid>_assets``, ``chaos_<pid>_catalog``, dropped at the end), the chaos providers' process
+(``chaos_<pid>_<random>_assets`` and ``_catalog``, dropped at the end), the chaos providers' process
 (not supervised: its memory is the record), and the four services as console scripts under
 ``run.Supervisor``, which brings back any of them, NATS or S3 that dies. Disruptions and supervision
 take ``lock`` in turn, so an S3 server held down on purpose is not brought back early.
@@ -219,16 +219,15 @@ async def _wait_serving(system: ChaosSystem, name: str, timeout: float = 120.0) 
         await asyncio.sleep(0.2)
 
 
-async def start_system(plan: FaultPlan, code: Code) -> ChaosSystem:
-    """Starts everything, the services from ``code``; returns once the gateway serves HTTP.
-    ``stop()`` undoes it all."""
+async def start_system(plan: FaultPlan, code: Code, *, settings: dict[str, str] | None = None) -> ChaosSystem:
+    """Starts everything, the services from ``code`` with ``settings`` (environment variables) on top
+    of their defaults; returns once the gateway serves HTTP. ``stop()`` undoes it all."""
     root = Path(tempfile.mkdtemp(prefix="assetgen-chaos-"))
     logs = root / "logs"
     logs.mkdir()
     supervisor = Supervisor(root)
-    stem = f"chaos_{os.getpid()}"
+    stem = f"chaos_{os.getpid()}_{secrets.token_hex(3)}"
     names = [f"{stem}_assets", f"{stem}_catalog"]
-    await _drop_databases(names)  # a previous run of this pid killed before its clean-up
     for name in names:
         await _pg_execute(f'CREATE DATABASE "{name}"')
     providers: subprocess.Popen[bytes] | None = None
@@ -273,6 +272,7 @@ async def start_system(plan: FaultPlan, code: Code) -> ChaosSystem:
             "ASSETGEN_ORCHESTRATOR_ADDR": f"127.0.0.1:{ports['orchestrator']}",
             "ASSETGEN_SHUTDOWN_GRACE_SECONDS": "5",
         }
+        env.update(settings or {})
         if code.pythonpath:
             env["PYTHONPATH"] = code.pythonpath
         nats_urls = {user.name: nats_url_for(nats.url, user) for user in users}
