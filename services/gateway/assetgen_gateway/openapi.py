@@ -358,6 +358,8 @@ def routes_markdown() -> str:
         spec = operation.spec
         if operation.path in OPEN_PATHS:
             auth = "none"
+        elif operation.path == CALLBACK_PATH:
+            auth = "the path's token and the provider's signature"
         elif spec.get("security") == _STREAM_AUTH:
             auth = "bearer or watch `?token=`"
         else:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 import time
 
+import grpc
+from prometheus_client import Counter
+
 from assetgen.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
@@ -27,10 +30,17 @@ from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_runtime.errors import NotFound
 
-__all__ = ["CallbackServicer"]
+__all__ = ["CALLBACKS", "CallbackServicer"]
 
 logger = logging.getLogger(__name__)
 
+CALLBACKS = Counter(
+    "assetgen_callbacks_total",
+    "Provider callbacks received, by outcome: polled, adopted, ignored (finished asset, repeat, still "
+    "submitting), unknown (token or task), refused (did not verify; by provider in "
+    "assetgen_provider_callbacks_total).",
+    ["outcome"],
+)
 _ADOPTABLE = "outcome unknown"
 _REPEAT_WINDOW = 1.0
 _MAX_CAS_RETRIES = 5
@@ -63,18 +73,26 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         named = parse_token(self._urls.secret, request.token)
         asset = await self._store.find_asset(named[0]) if named else None
         if named is None or asset is None or asset.attempt != named[1]:
+            CALLBACKS.labels("unknown").inc()
             raise NotFound("unknown callback")
-        # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
-        verified = await self._adapter.VerifyCallback(
-            provider_adapter_pb2.VerifyCallbackRequest(
-                model=asset.model, headers=dict(request.headers), body=request.body
-            ),
-            timeout=self._rpc_timeout,
-        )
+        try:
+            # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
+            verified = await self._adapter.VerifyCallback(
+                provider_adapter_pb2.VerifyCallbackRequest(
+                    model=asset.model, headers=dict(request.headers), body=request.body
+                ),
+                timeout=self._rpc_timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                CALLBACKS.labels("refused").inc()
+            raise
         task_id = verified.task_id
         if task_id and asset.external_task_id and task_id != asset.external_task_id:
+            CALLBACKS.labels("unknown").inc()
             raise NotFound("the callback is about another task than this asset's")
         outcome = await self._act(asset, task_id)
+        CALLBACKS.labels(outcome).inc()
         logger.info(
             "provider callback: %s",
             outcome,

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from assetgen_dev.calling_back import CallingBack, FalKeys, kie_headers
 from assetgen_dev.embedded import free_port
@@ -186,6 +187,8 @@ async def test_forged_stale_and_unknown_callbacks_change_nothing(env: Env) -> No
     )
     task = caller.fake.tasks[task_id]
     url = task.request["callBackUrl"]
+    refused_before = _sample("assetgen_callbacks_total", outcome="refused")
+    kie_refused_before = _sample("assetgen_provider_callbacks_total", provider="kie", outcome="refused")
     body, headers = caller.signed(task_id, task)
     async with httpx.AsyncClient(timeout=10) as client:
         forged = await client.post(
@@ -201,6 +204,11 @@ async def test_forged_stale_and_unknown_callbacks_change_nothing(env: Env) -> No
         assert (await client.post(url + "x", content=body, headers=headers)).status_code == 404
         other_task = caller.signed("task_someone_elses", task)
         assert (await client.post(url, content=other_task[0], headers=other_task[1])).status_code == 404
+        assert _sample("assetgen_callbacks_total", outcome="refused") == refused_before + 3
+        assert (
+            _sample("assetgen_provider_callbacks_total", provider="kie", outcome="refused")
+            == kie_refused_before + 3
+        )
         still = (await env.http.get(f"/api/assets/{asset_id}/")).json()
         assert still["status"] == "PROCESSING" and still["updated_at"] == asset["updated_at"]
         # The real callback, late: the task is polled and the asset completes; a replay is ignored.
@@ -239,3 +247,8 @@ async def test_a_callback_adopts_a_submission_whose_answer_was_lost(env: Env) ->
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def _sample(name: str, **labels: str) -> float:
+    """A counter's value in this process (the services run in it)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
 from assetgen_dev.demo_provider import demo_provider
@@ -185,6 +186,9 @@ async def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(
 ) -> None:
     endpoint = await _register(env.http, receiver.url, box=env.box, events=["asset.completed"])
     receiver.answer(500, 503)
+    retried_before = (
+        REGISTRY.get_sample_value("assetgen_webhook_deliveries_total", {"outcome": "retried"}) or 0
+    )
     asset_id = await _generate(env)
     await eventually(
         lambda: _async(_about(receiver, asset_id)),
@@ -194,6 +198,8 @@ async def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(
     tries = _about(receiver, asset_id)
     assert [item.status for item in tries] == [500, 503, 200]
     assert len({item.headers["webhook-id"] for item in tries}) == 1
+    retried = REGISTRY.get_sample_value("assetgen_webhook_deliveries_total", {"outcome": "retried"}) or 0
+    assert retried - retried_before == 2
     for item in tries:
         assert _verified(endpoint["secret"], item)["type"] == "asset.completed"
     log = (await env.http.get(f"/api/webhooks/{endpoint['id']}/deliveries/")).json()["items"]
