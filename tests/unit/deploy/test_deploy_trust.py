@@ -108,7 +108,7 @@ def test_every_service_has_egress_rules_and_none_reaches_everywhere(overlay: Ren
                 )
 
 
-@pytest.mark.parametrize("service", ["provider-adapter", "storage"])
+@pytest.mark.parametrize("service", ["provider-adapter", "storage", "orchestrator"])
 def test_fetching_services_reach_the_internet_but_not_private_or_metadata_ranges(
     overlay: Rendered, service: str
 ) -> None:
