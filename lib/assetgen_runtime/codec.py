@@ -7,7 +7,9 @@ protobuf's JSON mapping keep the JSON of the Django REST API that AssetGen repla
 - enum values drop their type prefix: ``ASSET_STATUS_PENDING`` is ``"PENDING"``; unset is ``null``;
 - 64-bit integers are JSON numbers (``size_bytes``), not strings;
 - a string field named ``<name>_json`` carries JSON text and appears as ``<name>`` with the real JSON
-  value (``config``, ``request_schema``, ``profile``), so ``5`` stays ``5`` and never becomes ``5.0``.
+  value (``config``, ``request_schema``, ``profile``), so ``5`` stays ``5`` and never becomes ``5.0``;
+- a string field ``<name>`` given a JSON object fills the map field ``<name>_parts`` instead
+  (``"api_key": {"access_key": ..., "secret_key": ...}``), so a one-part value stays a plain string.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from assetgen_runtime.errors import InvalidArgument
 __all__ = ["enum_json_name", "message_from_json", "message_to_json"]
 
 _JSON_SUFFIX = "_json"
+_PARTS_SUFFIX = "_parts"
 _INT64_TYPES = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
@@ -99,6 +102,10 @@ def _dict_for(descriptor: Any, data: Mapping[str, Any]) -> dict[str, Any]:
         if json_field is not None and json_field.type == FieldDescriptor.TYPE_STRING and field is None:
             if value is not None:
                 converted[json_field.name] = json.dumps(value)
+            continue
+        parts_field = descriptor.fields_by_name.get(key + _PARTS_SUFFIX)
+        if parts_field is not None and isinstance(value, Mapping):
+            converted[parts_field.name] = dict(value)
             continue
         if field is None:
             raise InvalidArgument(f"unknown field {key!r}")

@@ -74,15 +74,39 @@ async def providers_add(cli: Cli, args: argparse.Namespace) -> int:
         api_key = cli.environ.get(args.api_key_env, "")
         if not api_key:
             raise UsageError(f"environment variable {args.api_key_env} is not set or empty")
+    parts = _key_parts(cli, args.api_key_part)
+    if api_key and parts:
+        raise UsageError("give --api-key-env or --api-key-part, not both")
     provider = await cli.api.CreateProvider(
         gateway_pb2.CreateProviderRequest(
-            name=args.name, preset=args.preset, base_url=args.base_url or "", api_key=api_key
+            name=args.name,
+            preset=args.preset,
+            base_url=args.base_url or "",
+            api_key=api_key,
+            api_key_parts=parts,
         ),
         metadata=cli.metadata,
         timeout=cli.timeout,
     )
     cli.show(provider, lambda: cli.line(provider.id, provider.name, provider.preset, provider.base_url))
+    if provider.warning:
+        cli.note(f"warning: {provider.warning}")
     return EXIT_OK
+
+
+def _key_parts(cli: Cli, items: list[str]) -> dict[str, str]:
+    """``NAME=env:VAR`` items as {name: the variable's value}; values never come from the command line."""
+    parts: dict[str, str] = {}
+    for item in items:
+        name, _, source = item.partition("=")
+        kind, _, variable = source.partition(":")
+        if not name or kind != "env" or not variable:
+            raise UsageError(f"--api-key-part {item!r}: expected NAME=env:VAR")
+        value = cli.environ.get(variable, "")
+        if not value:
+            raise UsageError(f"environment variable {variable} is not set or empty")
+        parts[name] = value
+    return parts
 
 
 async def providers_list(cli: Cli, args: argparse.Namespace) -> int:

@@ -35,6 +35,11 @@ from a new deployment to a generated image and video:
   export KIE_API_KEY=...
   assetgen providers add kie --preset kie-ai --base-url https://api.kie.ai --api-key-env KIE_API_KEY
   assetgen models add nano-banana --provider kie --type IMAGE --schema @nano-banana.json
+  assetgen providers add openai --preset openai-images --api-key-env OPENAI_API_KEY
+  assetgen models add gpt-image-2 --provider openai --type IMAGE \
+    --schema '{"model": "gpt-image-2", "prompt": "{{prompt}}", "size": "1024x1024"}'
+  assetgen providers add kling --preset kling \
+    --api-key-part access_key=env:KLING_ACCESS_KEY --api-key-part secret_key=env:KLING_SECRET_KEY
   assetgen models list
   assetgen boxes create campaign
   assetgen generate BOX --model nano-banana --prompt "a red fox" --wait
@@ -92,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key-env",
         metavar="VAR",
         help="environment variable holding the API key; read here and sent, never put on the command line",
+    )
+    add.add_argument(
+        "--api-key-part",
+        action="append",
+        default=[],
+        metavar="NAME=env:VAR",
+        help="one named part of a key of parts (repeat: kling needs access_key and secret_key), read from "
+        "environment variable VAR here; instead of --api-key-env",
     )
     leaf(providers, "list", "list providers (the API key is never shown)", commands.providers_list)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 from assetgen_provider_adapter.engine_types import (
     FAILED,
@@ -20,13 +21,13 @@ from assetgen_provider_adapter.engine_types import (
     as_text,
     decode_data_uri,
 )
-from assetgen_provider_adapter.paths import evaluate, truthy
+from assetgen_provider_adapter.paths import ParsedResult, evaluate, truthy
 from assetgen_provider_adapter.profile_sections import OutputSpec, StateSpec
 from assetgen_provider_adapter.profiles import Profile
-from assetgen_provider_adapter.request_builder import auth_headers
 
 __all__ = [
     "TooLarge",
+    "captured",
     "failure",
     "outputs_of",
     "reported_failure",
@@ -113,10 +114,15 @@ def reported_failure(
     )
 
 
+def captured(captures: tuple[tuple[str, ParsedResult], ...], body: Any) -> dict[str, Any]:
+    """The named values an answer holds at the capture paths (absent ones left out)."""
+    return {name: value for name, path in captures if (value := evaluate(path, body)) is not None}
+
+
 def submit_answer(profile: Profile, body: Any) -> tuple[str, dict[str, Any]]:
     """(task id, handle) of an accepted submit: the id at ``submit.task_id`` and the captures."""
     submit = profile.submit
-    handle = {name: value for name, path in submit.captures if (value := evaluate(path, body)) is not None}
+    handle = captured(submit.captures, body)
     task_id = as_text(evaluate(submit.task_id, body)) if submit.task_id is not None else ""
     return task_id, handle
 
@@ -171,9 +177,15 @@ def status_of(profile: Profile, answer: ProviderAnswer, task_id: str, handle: di
 
 
 def outputs_of(
-    target: ProviderTarget, answer: ProviderAnswer | None, body: Any, *, max_inline: int
+    target: ProviderTarget,
+    answer: ProviderAnswer | None,
+    body: Any,
+    *,
+    max_inline: int,
+    auth_headers: Callable[[str], dict[str, str]],
 ) -> list[Output]:
-    """The result files a (status, submit or result) answer names, per ``result.outputs``.
+    """The result files a (status, submit or result) answer names, per ``result.outputs``;
+    ``auth_headers`` gives a download URL's auth (``result.download.auth: inherit``).
 
     Raises TooLarge when an inline result passes the cap; ValueError when one is malformed.
     """
@@ -185,7 +197,7 @@ def outputs_of(
             if answer is not None:
                 outputs.extend(_raw_body(spec, answer))
         elif body is not None and spec.path is not None:
-            outputs.extend(_found(target, spec, evaluate(spec.path, body), max_inline))
+            outputs.extend(_found(target, spec, evaluate(spec.path, body), max_inline, auth_headers))
     return outputs
 
 
@@ -197,7 +209,13 @@ def _raw_body(spec: OutputSpec, answer: ProviderAnswer) -> list[Output]:
     return [Output(kind="inline", content_type=content_type, data=answer.content)]
 
 
-def _found(target: ProviderTarget, spec: OutputSpec, value: Any, max_inline: int) -> list[Output]:
+def _found(
+    target: ProviderTarget,
+    spec: OutputSpec,
+    value: Any,
+    max_inline: int,
+    auth_headers: Callable[[str], dict[str, str]],
+) -> list[Output]:
     """The outputs of the value found at an output's path: one item or a list of them."""
     outputs: list[Output] = []
     for item in value if isinstance(value, list) else [value]:
@@ -207,6 +225,8 @@ def _found(target: ProviderTarget, spec: OutputSpec, value: Any, max_inline: int
             item = item.get("url")
         if not isinstance(item, str) or not item:
             continue
+        if item.startswith("/"):
+            item = urljoin(target.base_url + "/", item)  # a path on the provider's own origin
         if spec.kind == "base64":
             if len(item) * 3 // 4 > max_inline:
                 raise TooLarge()
@@ -222,7 +242,7 @@ def _found(target: ProviderTarget, spec: OutputSpec, value: Any, max_inline: int
             outputs.append(Output(kind="inline", content_type=item_type or media_type, data=data))
         elif target.profile.result.download_with_auth:
             outputs.append(
-                Output(kind="download", content_type=item_type, url=item, headers=auth_headers(target, item))
+                Output(kind="download", content_type=item_type, url=item, headers=auth_headers(item))
             )
         else:
             outputs.append(Output(kind="url", content_type=item_type, url=item))

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,11 +30,20 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from assetgen_provider_adapter.credentials import KeyReferences, SecretBox, SecretUnreadable
+from assetgen_provider_adapter.credentials import (
+    Credential,
+    KeyReferences,
+    SecretBox,
+    SecretUnreadable,
+    check_parts,
+    open_credential,
+    seal_parts,
+)
 from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.key_binding import KeyRefAllowList, check_destination_change
+from assetgen_provider_adapter.placeholders import check_key_shape, check_model
 from assetgen_provider_adapter.pricing import Price, PriceError, check_price_json
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
@@ -158,16 +167,20 @@ class Catalog:
         api_key: str,
         profile_json: str = "",
         api_key_ref: str = "",
+        api_key_parts: Mapping[str, str] | None = None,
     ) -> ProviderRow:
-        """Adds a provider from a preset or a full inline profile; the key is stored encrypted.
+        """Adds a provider from a preset or a full inline profile; the key (one part, or named
+        ``api_key_parts``) is stored encrypted.
 
-        An invalid profile is refused with the validation message, before anything is written.
+        An invalid profile, or a key without what its auth uses, is refused with the validation
+        message, before anything is written.
         """
         name = _check_name("provider", name)
         if bool(preset) == bool(profile_json.strip()):
             raise InvalidArgument("give exactly one of preset and profile")
-        if api_key and api_key_ref:
-            raise InvalidArgument("give at most one of api_key and api_key_ref")
+        if sum(map(bool, (api_key, api_key_ref, api_key_parts))) > 1:
+            raise InvalidArgument("give at most one of api_key, api_key_ref and api_key parts")
+        parts = check_parts(api_key_parts) if api_key_parts else None
         if api_key_ref:
             api_key_ref = KeyReferences.check(api_key_ref)
         if profile_json.strip():
@@ -181,8 +194,12 @@ class Catalog:
                 known = ", ".join(sorted(load_presets()))
                 raise InvalidArgument(f"unknown preset {preset!r}; known presets: {known}")
             profile = found
+        if not (base_url or profile.base_url):
+            raise InvalidArgument("base_url is required: the profile names none")
         checked_base_url = _check_base_url(base_url or profile.base_url)
         await self._check_destinations(checked_base_url, profile)
+        if api_key or api_key_ref or parts:
+            check_key_shape(profile.data, parts=None if parts is None else list(parts))
         now = utcnow()
         row = ProviderRow(
             id=new_id("prv"),
@@ -190,7 +207,7 @@ class Catalog:
             preset=preset,
             base_url=checked_base_url,
             profile_json=json.dumps(profile.data, separators=(",", ":")),
-            api_key_encrypted=self._box.encrypt(api_key) if api_key else None,
+            api_key_encrypted=self._seal(api_key, parts),
             api_key_ref=api_key_ref,
             created_at=now,
             updated_at=now,
@@ -218,10 +235,12 @@ class Catalog:
         api_key_ref: str | None = None,
         profile_json: str | None = None,
         preset: str | None = None,
+        api_key_parts: Mapping[str, str] | None = None,
     ) -> ProviderRow:
         """Changes the given fields of a provider; an invalid profile changes nothing."""
-        if api_key is not None and api_key_ref is not None:
-            raise InvalidArgument("give at most one of api_key and api_key_ref")
+        if sum(value is not None for value in (api_key, api_key_ref, api_key_parts)) > 1:
+            raise InvalidArgument("give at most one of api_key, api_key_ref and api_key parts")
+        parts = check_parts(api_key_parts) if api_key_parts is not None else None
         if profile_json is not None and preset is not None:
             raise InvalidArgument("give at most one of preset and profile")
         profile: Profile | None = None
@@ -243,9 +262,17 @@ class Catalog:
             row = await self._find_provider(session, ref)
             if row is None:
                 raise NotFound(f"provider {ref!r} not found")
+            if profile is not None:
+                # The models it serves must still make whole tasks with the new profile.
+                models = await session.scalars(select(ModelRow).where(ModelRow.provider_id == row.id))
+                for model in models:
+                    try:
+                        check_model(profile.data, json.loads(model.request_schema_json), model.api_endpoint)
+                    except InvalidArgument as exc:
+                        raise InvalidArgument(f"model {model.name!r}: {exc}") from None
             check_destination_change(
                 has_key=bool(row.api_key_encrypted or row.api_key_ref),
-                key_given=api_key is not None or api_key_ref is not None,
+                key_given=api_key is not None or api_key_ref is not None or parts is not None,
                 old_base_url=row.base_url,
                 new_base_url=new_base_url or row.base_url,
                 old_key_hosts=_profile_of(row.profile_json).auth.hosts,
@@ -258,8 +285,9 @@ class Catalog:
             if profile is not None:
                 row.profile_json = json.dumps(profile.data, separators=(",", ":"))
                 row.preset = preset or ""
-            if api_key is not None:
-                row.api_key_encrypted = self._box.encrypt(api_key) if api_key else None
+            self._check_key_shape_after_update(row, profile, api_key, api_key_ref, parts)
+            if api_key is not None or parts is not None:
+                row.api_key_encrypted = self._seal(api_key, parts)
                 row.api_key_ref = ""
             if api_key_ref is not None:
                 row.api_key_ref = KeyReferences.check(api_key_ref) if api_key_ref else ""
@@ -270,6 +298,37 @@ class Catalog:
         self.invalidate()
         logger.info("provider updated", extra={"provider": row.name})
         return row
+
+    def _seal(self, api_key: str | None, parts: Mapping[str, str] | None) -> str | None:
+        """The ciphertext of a key given as one string or as named parts; None for no key."""
+        if parts:
+            return self._box.encrypt(seal_parts(parts))
+        return self._box.encrypt(api_key) if api_key else None
+
+    def _check_key_shape_after_update(
+        self,
+        row: ProviderRow,
+        profile: Profile | None,
+        api_key: str | None,
+        api_key_ref: str | None,
+        parts: Mapping[str, str] | None,
+    ) -> None:
+        """The key (given now, or stored) must have what the (new) profile's auth uses."""
+        if profile is None and api_key is None and api_key_ref is None and parts is None:
+            return
+        data = (profile or _profile_of(row.profile_json)).data
+        if parts is not None:
+            check_key_shape(data, parts=list(parts))
+        elif api_key or api_key_ref:
+            check_key_shape(data, parts=None)
+        elif api_key is None and api_key_ref is None and row.api_key_encrypted:
+            try:
+                stored = open_credential(self._box.decrypt(row.api_key_encrypted))
+            except SecretUnreadable:
+                return  # checked again when the key is given anew; resolving says what is wrong
+            check_key_shape(data, parts=list(stored.parts) if stored.parts else None)
+        elif api_key is None and api_key_ref is None and row.api_key_ref:
+            check_key_shape(data, parts=None)
 
     async def delete_provider(self, ref: str) -> None:
         """Deletes a provider; FailedPrecondition while models still use it."""
@@ -349,6 +408,7 @@ class Catalog:
             provider = await self._find_provider(session, provider_ref)
             if provider is None:
                 raise NotFound(f"provider {provider_ref!r} not found")
+            check_model(_profile_of(provider.profile_json).data, json.loads(template_text), api_endpoint)
             if await self._find_model(session, name) is not None:
                 raise AlreadyExists(f"model {name!r} already exists")
             row = ModelRow(
@@ -393,6 +453,11 @@ class Catalog:
             provider = await session.get(ProviderRow, row.provider_id) if row else None
             if row is None or provider is None:
                 raise NotFound(f"model {ref!r} not found")
+            check_model(
+                _profile_of(provider.profile_json).data,
+                json.loads(template_text if template_text is not None else row.request_schema_json),
+                endpoint if endpoint is not None else row.api_endpoint,
+            )
             if model_type is not None:
                 row.model_type = model_type
             if endpoint is not None:
@@ -481,9 +546,13 @@ class Catalog:
             self._egress.check_host_allowed("base_url", urlsplit(provider.base_url).hostname or "")
         template = json.loads(model.request_schema_json)
         try:
-            api_key = self._box.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None
+            credential = (
+                open_credential(self._box.decrypt(provider.api_key_encrypted))
+                if provider.api_key_encrypted
+                else Credential()
+            )
             if provider.api_key_ref and self._references is not None:
-                api_key = self._references.read(provider.api_key_ref)
+                credential = Credential(secret=self._references.read(provider.api_key_ref))
         except SecretUnreadable:
             raise FailedPrecondition(
                 f"the API key of provider {provider.name!r} cannot be decrypted; "
@@ -496,7 +565,8 @@ class Catalog:
                 name=provider.name,
                 base_url=provider.base_url,
                 profile=_profile_of(provider.profile_json),
-                api_key=api_key,
+                api_key=credential.secret,
+                key_parts=credential.parts,
             ),
             template=template,
             variables=inspect_template(template),

@@ -5,6 +5,10 @@ variable of the provider-adapter; only that prefix, so a reference can never rea
 secrets) or ``file:<name>`` (a file in ``ASSETGEN_PROVIDER_SECRETS_DIR``, e.g. a mounted Kubernetes
 Secret, re-read so rotation needs no restart). Nothing but the reference is stored.
 
+A key may have named parts (Kling's ``access_key`` and ``secret_key``): they are sealed together as
+one ciphertext (:func:`seal_parts`), so a stored key is one value whatever its shape, and profiles
+use the parts by name in their auth (``{{access_key}}``).
+
 The Fernet key is derived with HKDF-SHA256 from ``ASSETGEN_SECRET_KEY`` (any string), or, when that
 is unset, generated once into ``<data_dir>/secret.key`` with mode 0600 so a single-node install keeps
 working across restarts. Replicas sharing a database must share ``ASSETGEN_SECRET_KEY``.
@@ -14,10 +18,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -25,11 +32,30 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument
 
-__all__ = ["ENV_PREFIX", "KeyReferences", "SecretBox", "SecretUnreadable", "load_secret_box"]
+__all__ = [
+    "ENV_PREFIX",
+    "RESERVED_NAMES",
+    "Credential",
+    "KeyReferences",
+    "SecretBox",
+    "SecretUnreadable",
+    "check_parts",
+    "load_secret_box",
+    "open_credential",
+    "seal_parts",
+]
 
 ENV_PREFIX = "ASSETGEN_PROVIDER_KEY_"
 _ENV_NAME = re.compile(r"^ASSETGEN_PROVIDER_KEY_[A-Z0-9_]+$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_PART_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MAX_PARTS = 8
+# A sealed key of parts starts with this; a plain key never does in practice (it is no API key shape).
+_PARTS_MARK = "assetgen-key-parts:v1:"
+
+RESERVED_NAMES = frozenset({"secret", "jwt", "task_id", "iat", "exp", "nbf", "submit_path"})
+"""Names auth templates and requests give their own meaning, so no key part may take them."""
 
 _KEY_FILE = "secret.key"
 _HKDF_INFO = b"assetgen provider api keys v1"
@@ -125,3 +151,47 @@ class KeyReferences:
         if not value:
             raise FailedPrecondition(f"the API key referenced by {reference!r} is missing or empty")
         return value
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A provider's key as requests use it: ``secret`` (a one-part key) or named ``parts``."""
+
+    secret: str | None = field(default=None, repr=False)
+    parts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.secret) or bool(self.parts)
+
+    def values(self) -> dict[str, str]:
+        """The placeholders an auth template may use: ``secret`` and every part by name."""
+        return {"secret": self.secret or "", **self.parts}
+
+
+def check_parts(parts: Mapping[str, str]) -> dict[str, str]:
+    """The parts of a multi-part key, checked; InvalidArgument names what is wrong (never a value)."""
+    if len(parts) > _MAX_PARTS:
+        raise InvalidArgument(f"an API key has at most {_MAX_PARTS} parts")
+    checked: dict[str, str] = {}
+    for name, value in parts.items():
+        if not _PART_NAME.match(name) or name in RESERVED_NAMES:
+            raise InvalidArgument(
+                f"API key part name {name!r} must be lower case letters, digits and _ "
+                f"(not {', '.join(sorted(RESERVED_NAMES))})"
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidArgument(f"API key part {name!r} is empty")
+        checked[name] = value.strip()
+    return checked
+
+
+def seal_parts(parts: Mapping[str, str]) -> str:
+    """The plaintext a multi-part key is encrypted as (one ciphertext for the whole key)."""
+    return _PARTS_MARK + json.dumps(dict(parts), separators=(",", ":"), sort_keys=True)
+
+
+def open_credential(plaintext: str) -> Credential:
+    """The credential a decrypted (or referenced) key stands for."""
+    if plaintext.startswith(_PARTS_MARK):
+        return Credential(parts=MappingProxyType(json.loads(plaintext[len(_PARTS_MARK) :])))
+    return Credential(secret=plaintext)

@@ -26,6 +26,7 @@ from typing import Any
 
 from assetgen_provider_adapter.answers import (
     TooLarge,
+    captured,
     failure,
     outputs_of,
     reported_failure,
@@ -49,8 +50,10 @@ from assetgen_provider_adapter.errors import KeyRefused, ProviderUnreachable, Su
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_provider_adapter.pricing import usage_of
 from assetgen_provider_adapter.profiles import Profile
-from assetgen_provider_adapter.request_builder import RequestBuilder, auth_headers
+from assetgen_provider_adapter.request_builder import AuthValues, RequestBuilder
 from assetgen_provider_adapter.sending import RetryPolicy, Sender, WireLog
+from assetgen_provider_adapter.signed_auth import TokenCache
+from assetgen_provider_adapter.templates import render_text
 from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import NetworkGuard
 
@@ -88,6 +91,17 @@ def _raise_if_key_refused(target: ProviderTarget, answer: ProviderAnswer, result
         )
 
 
+def _handle_variables(profile: Profile, variables: Mapping[str, Any], api_endpoint: str) -> dict[str, Any]:
+    """The generation variables (and ``submit_path``) later requests use, kept in the task's handle."""
+    needed = profile.handle_variables
+    if not needed:
+        return {}
+    kept = {name: variables[name] for name in needed if variables.get(name) is not None}
+    if "submit_path" in needed:
+        kept["submit_path"] = render_text(api_endpoint or profile.submit.request.url, variables)
+    return kept
+
+
 class ProviderEngine:
     """Talks to providers over one shared HTTP client as their profiles describe.
 
@@ -104,6 +118,7 @@ class ProviderEngine:
         retry: RetryPolicy | None = None,
         guard: NetworkGuard | None = None,
         max_inline_bytes: int = 64 * 1024**2,
+        tokens: TokenCache | None = None,
     ) -> None:
         self._default_timeout = default_timeout
         self._max_inline = max_inline_bytes
@@ -112,6 +127,7 @@ class ProviderEngine:
             default_timeout=default_timeout,
             guard=guard or NetworkGuard(),
             max_inline_bytes=max_inline_bytes,
+            auth=AuthValues(tokens),
         )
         self._sender = Sender(client, retry=retry or RetryPolicy(), max_inline_bytes=max_inline_bytes)
 
@@ -124,7 +140,7 @@ class ProviderEngine:
 
     def auth_headers(self, target: ProviderTarget, url: str) -> dict[str, str]:
         """The auth header for ``url`` when the profile sends the key there, else nothing."""
-        return auth_headers(target, url)
+        return self._requests.auth.headers(target, url)
 
     async def submit(
         self,
@@ -166,6 +182,7 @@ class ProviderEngine:
         if failed is not None:
             return failed
         task_id, handle = submit_answer(profile, body)
+        handle = {**_handle_variables(profile, variables, api_endpoint), **handle}
         if submit.mode == "sync":
             usage = usage_of(profile.billing, body)
             result = TaskResult(state=COMPLETED, task_id=task_id, handle=handle, usage=usage)
@@ -208,6 +225,8 @@ class ProviderEngine:
         if result.state == FAILED:
             _raise_if_key_refused(target, answer, result)
         if result.state == COMPLETED:
+            if poll.captures and answer.body is not None:
+                context = {**context, **captured(poll.captures, answer.body)}
             result = await self._finish(target, result, answer, context)
         if profile.billing is not None and result.state in (COMPLETED, FAILED):
             result.usage = usage_of(profile.billing, answer.body)
@@ -317,7 +336,13 @@ class ProviderEngine:
                 return failed
             body = answer.body
         try:
-            result.outputs = outputs_of(target, answer, body, max_inline=self._max_inline)
+            result.outputs = outputs_of(
+                target,
+                answer,
+                body,
+                max_inline=self._max_inline,
+                auth_headers=lambda url: self._requests.auth.headers(target, url),
+            )
         except TooLarge:
             result.state = FAILED
             result.error_message = f"the provider's inline result is larger than {self._max_inline} bytes"

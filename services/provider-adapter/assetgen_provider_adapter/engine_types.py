@@ -40,12 +40,24 @@ MAX_TEXT = 500
 
 @dataclass(frozen=True)
 class ProviderTarget:
-    """One provider as the engine needs it: its name (for messages), base URL, profile and key."""
+    """One provider as the engine needs it: its name (for messages), base URL, profile and key
+    (``api_key``, or ``key_parts`` for a key of named parts).
+    """
 
     name: str
     base_url: str
     profile: Profile
     api_key: str | None = field(default=None, repr=False)
+    key_parts: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def has_key(self) -> bool:
+        """Whether there is a key to send."""
+        return bool(self.api_key) or bool(self.key_parts)
+
+    def key_values(self) -> dict[str, str]:
+        """The placeholders auth may use: ``secret`` and every key part by name."""
+        return {"secret": self.api_key or "", **self.key_parts}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ tests written against the profile's JSON say the same thing either way.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ __all__ = [
     "ConnectionSpec",
     "ErrorSpec",
     "HttpErrorSpec",
+    "JwtSpec",
     "OutputSpec",
     "PollSpec",
     "PollTiming",
     "ProfileError",
     "RequestSpec",
     "ResultSpec",
+    "RetiredSpec",
     "StateSpec",
     "SubmitSpec",
     "WebhookSpec",
@@ -47,6 +50,7 @@ __all__ = [
     "poll_of",
     "poll_timing_of",
     "result_of",
+    "retired_of",
     "submit_of",
     "webhook_of",
 ]
@@ -62,6 +66,7 @@ _DEFAULT_MIN_MS = 500
 _DEFAULT_DEADLINE_MS = 30 * 60_000
 
 _DEFAULT_RETRYABLE = (408, 429, 500, 502, 503, 504)
+_DEFAULT_JWT_TTL_MS = 30 * 60_000
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -158,23 +163,65 @@ class ConnectionSpec(_ByFieldName):
 
 
 def connection_of(data: Mapping[str, Any]) -> ConnectionSpec:
-    connection = data["connection"]
+    """The connection; an inline profile may leave ``base_url`` to the provider's own."""
+    connection = data.get("connection", {})
     timeout = connection.get("timeout")
     return ConnectionSpec(
-        base_url=str(connection["base_url"]),
+        base_url=str(connection.get("base_url", "")),
         default_headers=_strings(connection.get("default_headers")),
         timeout_ms=None if timeout is None else parse_duration_ms(timeout, 0),
     )
 
 
 @dataclass(frozen=True, slots=True)
+class JwtSpec(_ByFieldName):
+    """A token the auth signs (HS256): claims and key as templates over the credential's parts and
+    ``iat``/``exp``/``nbf``; reused until ``refresh_before_s`` before it expires.
+    """
+
+    secret: str
+    claims: Any
+    ttl_s: int
+    not_before_s: int = 0
+    refresh_before_s: int = 0
+    header: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def cache_identity(self) -> str:
+        """What tells two specs' tokens apart (their templates and timing)."""
+        return json.dumps([self.secret, self.claims, self.ttl_s, self.not_before_s, dict(self.header)])
+
+
+def _jwt(data: Mapping[str, Any] | None) -> JwtSpec | None:
+    if data is None:
+        return None
+    ttl_s = parse_duration_ms(data.get("ttl"), _DEFAULT_JWT_TTL_MS) // 1000
+    # Refreshed with a fifth of its life (at most 5 minutes) left, so none reaches the provider
+    # about to expire however slow the request.
+    default_refresh_ms = min(ttl_s * 200, 300_000)
+    return JwtSpec(
+        secret=data["secret"],
+        claims=data["claims"],
+        ttl_s=ttl_s,
+        not_before_s=parse_duration_ms(data.get("not_before"), 0) // 1000,
+        refresh_before_s=parse_duration_ms(data.get("refresh_before"), default_refresh_ms) // 1000,
+        header=_strings(data.get("header")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSpec(_ByFieldName):
-    """Where the API key goes (``header``, ``query`` or ``none``) and the extra hosts that may get it."""
+    """Where the API key goes (``header``, ``query`` or ``none``) and the extra hosts that may get it.
+
+    ``template`` may use ``{{secret}}`` (a one-part key), the parts of a multi-part key by name, and
+    ``{{jwt}}`` when ``jwt`` says how to sign one.
+    """
 
     placement: str
     name: str = ""
     template: str = ""
     hosts: frozenset[str] = frozenset()
+    jwt: JwtSpec | None = None
 
 
 def auth_of(data: Mapping[str, Any]) -> AuthSpec:
@@ -184,6 +231,7 @@ def auth_of(data: Mapping[str, Any]) -> AuthSpec:
         name=auth.get("name", ""),
         template=auth.get("template", ""),
         hosts=frozenset(host.lower() for host in auth.get("hosts", ())),
+        jwt=_jwt(auth.get("jwt")),
     )
 
 
@@ -224,12 +272,14 @@ class StateSpec(_ByFieldName):
 
 @dataclass(frozen=True, slots=True)
 class PollSpec(_ByFieldName):
-    """The status request, its state mapping, progress and the provider's next-poll hint header."""
+    """The status request, its state mapping, progress, the provider's next-poll hint header and the
+    values the result request needs from the answer that says COMPLETED (``captures``)."""
 
     request: RequestSpec
     state: StateSpec
     progress: ParsedResult | None = None
     honor_header: str = ""
+    captures: tuple[tuple[str, ParsedResult], ...] = ()
 
 
 def poll_of(data: Mapping[str, Any]) -> PollSpec | None:
@@ -249,6 +299,7 @@ def poll_of(data: Mapping[str, Any]) -> PollSpec | None:
         ),
         progress=_path(poll.get("progress")),
         honor_header=poll.get("interval", {}).get("honor_header", ""),
+        captures=tuple((name, compile_path(path)) for name, path in poll.get("captures", {}).items()),
     )
 
 
@@ -380,6 +431,19 @@ def cancel_of(data: Mapping[str, Any]) -> CancelSpec | None:
         semantics=cancel.get("semantics", "cancel"),
         when_state=frozenset(str(state) for state in cancel.get("when_state", ())),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredSpec(_ByFieldName):
+    """A preset whose API family was shut down upstream: since when (``date``) and why."""
+
+    date: str
+    reason: str
+
+
+def retired_of(data: Mapping[str, Any]) -> RetiredSpec | None:
+    retired = data.get("retired")
+    return None if retired is None else RetiredSpec(date=retired["date"], reason=retired["reason"])
 
 
 _DEFAULT_SAFETY_POLL_MS = 5 * 60_000

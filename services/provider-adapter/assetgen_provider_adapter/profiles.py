@@ -20,6 +20,7 @@ import jsonschema
 
 from assetgen_provider_adapter.ledger import Limits
 from assetgen_provider_adapter.paths import JMESPathError, compile_path
+from assetgen_provider_adapter.placeholders import handle_names, profile_problems
 from assetgen_provider_adapter.profile_sections import (
     AuthSpec,
     BillingSpec,
@@ -31,6 +32,7 @@ from assetgen_provider_adapter.profile_sections import (
     PollTiming,
     ProfileError,
     ResultSpec,
+    RetiredSpec,
     SubmitSpec,
     WebhookSpec,
     auth_of,
@@ -44,6 +46,7 @@ from assetgen_provider_adapter.profile_sections import (
     poll_of,
     poll_timing_of,
     result_of,
+    retired_of,
     submit_of,
     webhook_of,
 )
@@ -105,10 +108,22 @@ def validate_profile(data: Any) -> None:
             except JMESPathError as exc:
                 problems.append(f"{where}: malformed JMESPath {expression!r}: {exc}")
         captures = set(data["submit"].get("captures", {}))
+        poll_captures = set(data.get("poll", {}).get("captures", {}))
         for where, request in _requests(data):
             source = request.get("url_from")
-            if source is not None and source not in captures:
-                problems.append(f"{where}.url_from: no submit capture named {source!r}")
+            is_result = where == "$.result.request"
+            known = captures | poll_captures if is_result else captures
+            if source is not None and source not in known:
+                kind = "submit or poll capture" if is_result else "submit capture"
+                problems.append(f"{where}.url_from: no {kind} named {source!r}")
+            if source is None and "url" not in request:
+                problems.append(f"{where}: needs url or url_from")
+        for name, expression in data.get("poll", {}).get("captures", {}).items():
+            try:
+                compile_path(expression)
+            except JMESPathError as exc:
+                problems.append(f"$.poll.captures.{name}: malformed JMESPath {expression!r}: {exc}")
+        problems.extend(profile_problems(data))
     if problems:
         raise ProfileError("invalid provider profile: " + "; ".join(problems))
 
@@ -144,6 +159,10 @@ class Profile:
     limits: Limits
     webhook: WebhookSpec | None = None
     billing: BillingSpec | None = None
+    retired: RetiredSpec | None = None
+    handle_variables: frozenset[str] = frozenset()
+    """Generation variables (and ``submit_path``) later requests use: the submit keeps them in the
+    task's handle, so config variables reach every request of the task."""
 
     @classmethod
     def parse(cls, data: Any) -> Profile:
@@ -152,8 +171,8 @@ class Profile:
         poll_timing = poll_timing_of(data)
         return cls(
             data=data,
-            name=str(data["name"]),
-            description=str(data["description"]),
+            name=str(data.get("name", "inline")),
+            description=str(data.get("description", "")),
             connection=connection_of(data),
             auth=auth_of(data),
             submit=submit_of(data),
@@ -165,7 +184,9 @@ class Profile:
             poll_timing=poll_timing,
             limits=limits_of(data, poll_timing),
             billing=billing_of(data),
+            retired=retired_of(data),
             webhook=webhook_of(data),
+            handle_variables=handle_names(data),
         )
 
     @classmethod

@@ -1,5 +1,6 @@
-"""Building a provider's HTTP requests from its profile: templates, URLs, auth placement, multipart
-bodies and the input files they attach (fetched through the SSRF guard, size-capped).
+"""Building a provider's HTTP requests from its profile: templates, URLs, auth placement (a key, its
+parts, or a signed token), multipart bodies and the input files they attach (fetched through the
+SSRF guard, size-capped).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from assetgen_provider_adapter.engine_types import ProviderTarget, as_text, deco
 from assetgen_provider_adapter.errors import ProviderUnreachable
 from assetgen_provider_adapter.profile_sections import RequestSpec
 from assetgen_provider_adapter.profiles import Profile
+from assetgen_provider_adapter.signed_auth import TokenCache
 from assetgen_provider_adapter.templates import render, render_text
 from assetgen_runtime.errors import InvalidArgument
 from assetgen_runtime.http import DirectClient
 from assetgen_runtime.netguard import FetchFailed, NetworkGuard, guarded_stream
 
-__all__ = ["RequestBuilder", "auth_headers"]
+__all__ = ["AuthValues", "RequestBuilder"]
 
 _WHOLE_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_-]*\s*\??\s*\}\}")
 
@@ -37,7 +39,7 @@ def _render_url(template: str, context: Mapping[str, Any], raw_vars: tuple[str, 
         return template
     if _WHOLE_PLACEHOLDER.fullmatch(template.strip()):
         return render_text(template, context)
-    raw = set(raw_vars)
+    raw = {*raw_vars, "submit_path"}  # a path of our own configuration, slashes and all
     escaped = {
         name: value if name in raw or not isinstance(value, str | int | float) else quote(str(value), safe="")
         for name, value in context.items()
@@ -65,16 +67,29 @@ def _secret_allowed(target: ProviderTarget, url: str) -> bool:
     return scheme == "https" and host in target.profile.auth.hosts
 
 
-def _secret_value(target: ProviderTarget) -> str:
-    return render_text(target.profile.auth.template, {"secret": target.api_key})
+class AuthValues:
+    """The value of a provider's auth header or query parameter: its template over the key (one
+    part, or named parts) and, when the profile signs one, a JWT kept by ``tokens`` until it is
+    about to expire.
+    """
 
+    def __init__(self, tokens: TokenCache | None = None) -> None:
+        self._tokens = tokens or TokenCache()
 
-def auth_headers(target: ProviderTarget, url: str) -> dict[str, str]:
-    """The auth header for ``url`` when the profile sends the key there, else nothing."""
-    auth = target.profile.auth
-    if auth.placement != "header" or not target.api_key or not _secret_allowed(target, url):
-        return {}
-    return {auth.name: _secret_value(target)}
+    def value(self, target: ProviderTarget) -> str:
+        """The rendered auth value for ``target`` (its key must be set)."""
+        auth = target.profile.auth
+        values = target.key_values()
+        if auth.jwt is not None:
+            values["jwt"] = self._tokens.token(auth.jwt, values)
+        return render_text(auth.template, values)
+
+    def headers(self, target: ProviderTarget, url: str) -> dict[str, str]:
+        """The auth header for ``url`` when the profile sends the key there, else nothing."""
+        auth = target.profile.auth
+        if auth.placement != "header" or not target.has_key or not _secret_allowed(target, url):
+            return {}
+        return {auth.name: self.value(target)}
 
 
 class RequestBuilder:
@@ -85,8 +100,15 @@ class RequestBuilder:
     """
 
     def __init__(
-        self, client: DirectClient, *, default_timeout: float, guard: NetworkGuard, max_inline_bytes: int
+        self,
+        client: DirectClient,
+        *,
+        default_timeout: float,
+        guard: NetworkGuard,
+        max_inline_bytes: int,
+        auth: AuthValues | None = None,
     ) -> None:
+        self.auth = auth or AuthValues()
         self._client = client
         self._default_timeout = default_timeout
         self._guard = guard
@@ -120,11 +142,11 @@ class RequestBuilder:
         if spec.accept:
             headers["Accept"] = spec.accept
         auth = profile.auth
-        if auth.placement != "none" and target.api_key and (own_origin or _secret_allowed(target, url)):
+        if auth.placement != "none" and target.has_key and (own_origin or _secret_allowed(target, url)):
             if auth.placement == "header":
-                headers[auth.name] = _secret_value(target)
+                headers[auth.name] = self.auth.value(target)
             else:
-                query[auth.name] = _secret_value(target)
+                query[auth.name] = self.auth.value(target)
         content: bytes | None = None
         files: _MultipartParts | None = None
         body = spec.body

@@ -35,7 +35,7 @@ from assetgen_provider_adapter.errors import ProviderBusy
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
 from assetgen_provider_adapter.pricing import PriceError
-from assetgen_provider_adapter.profiles import load_presets
+from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.templates import MissingVariables, render
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
@@ -75,6 +75,22 @@ def _parse_handle(text: str) -> Mapping[str, Any]:
         return parse_json_object(text, "task_handle_json", blank={})
     except NotAJsonObject as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def _retirement(profile: Profile) -> common_pb2.Retirement | None:
+    retired = profile.retired
+    return None if retired is None else common_pb2.Retirement(date=retired.date, reason=retired.reason)
+
+
+def _with_warning(provider: common_pb2.Provider, preset: str) -> common_pb2.Provider:
+    """The provider, with a warning when it was just made from a preset retired upstream."""
+    profile = load_presets().get(preset) if preset else None
+    if profile is not None and profile.retired is not None:
+        provider.warning = (
+            f"preset {preset!r} is retired upstream since {profile.retired.date}: "
+            f"{profile.retired.reason} (created anyway, for compatible deployments)"
+        )
+    return provider
 
 
 class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
@@ -147,7 +163,10 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
         return gateway_pb2.ListPresetsResponse(
             items=[
                 common_pb2.Preset(
-                    name=name, description=profile.description, profile_json=json.dumps(profile.data)
+                    name=name,
+                    description=profile.description,
+                    profile_json=json.dumps(profile.data),
+                    retired=_retirement(profile),
                 )
                 for name, profile in sorted(load_presets().items())
             ]
@@ -163,10 +182,11 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
             request.api_key,
             request.profile_json,
             request.api_key_ref,
+            api_key_parts=dict(request.api_key_parts),
         )
         if request.webhook_secret:
             await self._set_webhook_secret(row.id, request.webhook_secret)
-        return provider_message(row)
+        return _with_warning(provider_message(row), request.preset)
 
     async def _set_webhook_secret(self, provider_id: str, secret: str) -> None:
         if self._webhook_secrets is None:
@@ -223,10 +243,11 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
             api_key_ref=given("api_key_ref"),
             profile_json=given("profile_json"),
             preset=given("preset"),
+            api_key_parts=dict(request.api_key_parts) or None,
         )
         if request.HasField("webhook_secret"):
             await self._set_webhook_secret(row.id, request.webhook_secret)
-        return provider_message(row)
+        return _with_warning(provider_message(row), given("preset") or "")
 
     async def DeleteProvider(
         self, request: gateway_pb2.DeleteProviderRequest, context: grpc.aio.ServicerContext

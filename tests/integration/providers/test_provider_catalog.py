@@ -116,7 +116,13 @@ async def test_presets_list_every_family_with_caveats(env: Env) -> None:
         "runway",
         "luma",
         "google-veo",
+        "kling",
+        "minimax",
+        "seedance-ark",
+        "dashscope-wan",
+        "openrouter-video",
     }
-    assert "retired" in presets["stability-video"]["description"]
-    assert "2026-09-24" in presets["openai-videos"]["description"]
+    assert presets["stability-video"]["retired"]["date"] == "2025-10"
+    assert presets["openai-videos"]["retired"]["date"] == "2026-09-24"
+    assert presets["kie-ai"]["retired"] is None
     assert presets["runway"]["profile"]["connection"]["default_headers"]["X-Runway-Version"] == "2024-11-06"

@@ -53,4 +53,4 @@ def test_outputs_refuse_a_body_past_the_cap() -> None:
     answer = _answer(None)
     answer.too_large = True
     with pytest.raises(TooLarge):
-        outputs_of(target, answer, None, max_inline=10)
+        outputs_of(target, answer, None, max_inline=10, auth_headers=lambda url: {})

@@ -11,7 +11,9 @@ from assetgen_dev.fake_providers.fal import FakeFal
 from assetgen_dev.fake_providers.google_veo import FakeGoogleVeo
 from assetgen_dev.fake_providers.kie import FakeKieFluxKontext, FakeKieVeo
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
+from assetgen_dev.fake_providers.kling import KLING_FILTER_TEXT, FakeKling
 from assetgen_dev.fake_providers.luma import FakeLuma
+from assetgen_dev.fake_providers.minimax import MINIMAX_FILTER_TEXT, FakeMiniMax
 from assetgen_dev.fake_providers.openai import FakeOpenAIImages, FakeOpenAIVideos
 from assetgen_dev.fake_providers.openrouter import OPENROUTER_FILTER_TEXT, FakeOpenRouterVideo
 from assetgen_dev.fake_providers.replicate import FakeReplicate
@@ -24,6 +26,8 @@ __all__ = [
     "DASHSCOPE_SYNC_TEXT",
     "FAIL_TEXT",
     "FILTER_TEXT",
+    "KLING_FILTER_TEXT",
+    "MINIMAX_FILTER_TEXT",
     "OPENROUTER_FILTER_TEXT",
     "RUNWAY_VERSION",
     "SEEDANCE_FILTER_TEXT",
@@ -33,7 +37,9 @@ __all__ = [
     "FakeKieFluxKontext",
     "FakeKieJobs",
     "FakeKieVeo",
+    "FakeKling",
     "FakeLuma",
+    "FakeMiniMax",
     "FakeOpenAIImages",
     "FakeOpenAIVideos",
     "FakeOpenRouterVideo",
