@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from minio import Minio
 
 from assetgen_dev.chaos.faults import FaultPlan
 from assetgen_dev.chaos.providers import FAMILIES
@@ -149,8 +151,6 @@ class ChaosSystem:
 
     def bucket_objects(self) -> dict[str, str]:
         """Every object in the bucket: key → SHA-256 of its bytes (blocking: run it in a thread)."""
-        from minio import Minio
-
         client = Minio(
             urlsplit(self.s3.url).netloc,
             access_key=self.s3.access_key,
@@ -188,8 +188,6 @@ class ChaosSystem:
 
 
 async def _pg_execute(statement: str) -> None:
-    import asyncpg
-
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
     try:
         await connection.execute(statement)
