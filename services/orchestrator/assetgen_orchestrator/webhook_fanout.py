@@ -21,6 +21,7 @@ from typing import Any
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from assetgen_orchestrator.convert import asset_to_proto
 from assetgen_orchestrator.jobs import EVENTS_STREAM, EVENTS_SUBJECTS
@@ -46,7 +47,9 @@ logger = logging.getLogger(__name__)
 
 WEBHOOKS_STREAM = "ASSETGEN_WEBHOOKS"
 WEBHOOK_JOBS = "assetgen.jobs.webhook"
-FANOUT_CONSUMER = "webhook-fanout"
+FANOUT_CONSUMER = "webhook-fanout-1"
+_OLD_CONSUMERS = ("webhook-fanout",)
+"""Earlier consumers of the fan-out (acknowledging all up to a message), deleted at start."""
 _SEEN_MAX = 10_000
 
 
@@ -93,11 +96,14 @@ class WebhookFanout:
 
     async def start(self) -> None:
         """Binds the durable consumer (new events from its creation on) and starts reading."""
+        for old in _OLD_CONSUMERS:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(EVENTS_STREAM, old)
         await self._js.add_consumer(
             EVENTS_STREAM,
             ConsumerConfig(
                 durable_name=FANOUT_CONSUMER,
-                ack_policy=AckPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.NEW,
                 ack_wait=60.0,
                 max_deliver=-1,
@@ -129,13 +135,14 @@ class WebhookFanout:
             try:
                 for message in messages:
                     await self.handle(message.data, message.metadata.sequence.stream)
-                # AckPolicy.ALL: acknowledging the last acknowledges the batch, in one message.
-                await messages[-1].ack()
+                    # Each on its own: with replicas sharing the consumer, acknowledging "all up to
+                    # here" would also acknowledge events another replica has not handled yet.
+                    await message.ack()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("fanning out asset events failed; they will be read again")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # back off from a failing database, not to wait for state
 
     async def handle(self, data: bytes, seq: int) -> None:
         """Records the deliveries one event makes (none for most) and publishes their jobs."""
