@@ -219,6 +219,10 @@ class ProviderEngine:
                 task_id=task_id,
                 handle=dict(handle),
             )
+            if answer.status == 401:
+                # A signed token the provider no longer takes (clock skew, an early revocation):
+                # the next request signs a new one rather than repeating it until it expires.
+                self._requests.auth.forget(target)
             _raise_if_key_refused(target, answer, refused)
             return refused
         result = status_of(profile, answer, task_id, dict(handle))

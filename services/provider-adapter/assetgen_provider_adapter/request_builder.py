@@ -84,6 +84,12 @@ class AuthValues:
             values["jwt"] = self._tokens.token(auth.jwt, values)
         return render_text(auth.template, values)
 
+    def forget(self, target: ProviderTarget) -> None:
+        """Drops ``target``'s cached token, if its auth signs one (the provider refused it)."""
+        jwt = target.profile.auth.jwt
+        if jwt is not None:
+            self._tokens.forget(jwt, target.key_values())
+
     def headers(self, target: ProviderTarget, url: str) -> dict[str, str]:
         """The auth header for ``url`` when the profile sends the key there, else nothing."""
         auth = target.profile.auth

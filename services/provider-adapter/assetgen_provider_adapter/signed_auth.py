@@ -71,6 +71,10 @@ class TokenCache:
         self._tokens[key] = (issued + spec.ttl_s - spec.refresh_before_s, token)
         return token
 
+    def forget(self, spec: JwtSpec, values: Mapping[str, str]) -> None:
+        """Drops the cached token of these credential ``values``: the next one is signed anew."""
+        self._tokens.pop(self._key(spec, values), None)
+
     @staticmethod
     def _key(spec: JwtSpec, values: Mapping[str, str]) -> str:
         # A digest, so the cache's keys hold no secret in the clear.

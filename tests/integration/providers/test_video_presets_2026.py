@@ -558,3 +558,20 @@ async def test_a_placeholder_typo_is_refused_before_any_task(env: Env) -> None:
     )
     assert refused.status_code == 400, refused.text
     assert "{{task_id}} has no value when the task is submitted" in refused.json()["error"]
+
+
+async def test_key_parts_can_be_replaced_and_must_still_fit_the_auth(env: Env) -> None:
+    created = await env.http.post(
+        "/api/providers/", json={"name": "kling-rotate", "preset": "kling", "api_key": KLING_KEY}
+    )
+    assert created.status_code == 201, created.text
+    rotated = await env.http.patch(
+        "/api/providers/kling-rotate/", json={"api_key": {"access_key": "ak-2", "secret_key": "sk-2"}}
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["has_api_key"] and "sk-2" not in rotated.text
+    plain = await env.http.patch("/api/providers/kling-rotate/", json={"api_key": "one-part"})
+    assert plain.status_code == 400 and "access_key, secret_key" in plain.json()["error"]
+    # Moving the stored parts to a profile whose auth uses a one-part key is refused too.
+    to_minimax = await env.http.patch("/api/providers/kling-rotate/", json={"preset": "minimax"})
+    assert to_minimax.status_code == 400 and "one-part key" in to_minimax.json()["error"]

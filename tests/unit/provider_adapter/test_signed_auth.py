@@ -5,6 +5,7 @@ hmac, and the cache that reuses a token until shortly before it expires.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -95,6 +96,43 @@ def test_another_credential_gets_its_own_token() -> None:
     other = cache.token(KLING, {**PARTS, "secret_key": "sk-2"})
     assert one != other
     assert cache.token(KLING, PARTS) == one
+
+
+def test_a_forgotten_token_is_signed_anew() -> None:
+    clock = _Clock(1_000_000.0)
+    cache = TokenCache(clock)
+    first = cache.token(KLING, PARTS)
+    clock.now += 10
+    cache.forget(KLING, PARTS)
+    second = cache.token(KLING, PARTS)
+    assert second != first and _decode(second.split(".")[1])["nbf"] == 1_000_000 + 10 - 5
+
+
+async def test_a_poll_refused_with_401_drops_the_token() -> None:
+    answers = [
+        httpx.Response(200, json={"code": 0, "data": {"task_id": "1"}}),
+        httpx.Response(401, json={"code": 1004, "message": "Authorization has expired"}),
+        httpx.Response(200, json={"code": 0, "data": {"task_status": "processing"}}),
+    ]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return answers[len(seen) - 1]
+
+    clock = _Clock(1_000_000.0)
+    async with DirectClient(transport=httpx.MockTransport(handler)) as client:
+        engine = ProviderEngine(client, tokens=TokenCache(clock))
+        target = ProviderTarget(
+            name="kling", base_url="https://api.kling.test", profile=load_presets()["kling"], key_parts=PARTS
+        )
+        submitted = await engine.submit(target, {"prompt": "p"}, request_schema={"prompt": "{{prompt}}"})
+        clock.now += 1
+        with contextlib.suppress(Exception):  # a refused key is the caller's to retry
+            await engine.poll(target, submitted.task_id, submitted.handle)
+        polled = await engine.poll(target, submitted.task_id, submitted.handle)
+    assert polled.state == "PROCESSING"
+    assert seen[0] == seen[1] != seen[2], "the refused token is not sent again"
 
 
 def test_the_kling_preset_defaults() -> None:
