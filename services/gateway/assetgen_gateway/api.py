@@ -361,6 +361,26 @@ class GatewayApi(AccessRpcs, WebhookRpcs, gateway_pb2_grpc.GatewayServiceService
     ) -> gateway_pb2.DeleteModelResponse:
         return await self._adapter.DeleteModel(request, timeout=self._timeout)
 
+    async def CreateProviderKey(
+        self, request: gateway_pb2.CreateProviderKeyRequest, context: object
+    ) -> gateway_pb2.ProviderKey:
+        return await self._adapter.CreateProviderKey(request, timeout=self._timeout)
+
+    async def ListProviderKeys(
+        self, request: gateway_pb2.ListProviderKeysRequest, context: object
+    ) -> gateway_pb2.ListProviderKeysResponse:
+        return await self._adapter.ListProviderKeys(request, timeout=self._timeout)
+
+    async def UpdateProviderKey(
+        self, request: gateway_pb2.UpdateProviderKeyRequest, context: object
+    ) -> gateway_pb2.ProviderKey:
+        return await self._adapter.UpdateProviderKey(request, timeout=self._timeout)
+
+    async def DeleteProviderKey(
+        self, request: gateway_pb2.DeleteProviderKeyRequest, context: object
+    ) -> gateway_pb2.DeleteProviderKeyResponse:
+        return await self._adapter.DeleteProviderKey(request, timeout=self._timeout)
+
     async def _fill_file_urls(self, assets: Sequence[common_pb2.Asset]) -> None:
         """Sets each stored asset's file_url to a URL made fresh now (presigned or public).
 

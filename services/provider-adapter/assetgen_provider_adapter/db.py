@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, Typ
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ModelRow", "ProviderRow", "SubmissionRow", "utcnow"]
+__all__ = ["Base", "ModelRow", "ProviderKeyRow", "ProviderRow", "SubmissionRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -82,3 +82,28 @@ class SubmissionRow(Base):
     # For limits shared by every replica: whose task it is, and whether it still runs there.
     provider_id: Mapped[str] = mapped_column(String(64), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The pool key that submitted it ('' : the provider's own key); its polls use the same key.
+    key_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ProviderKeyRow(Base):
+    """One API key of a provider's pool: stored like the provider's own (sealed or referenced), with
+    how many tasks it may run at once (0: no limit of its own) and its share of new work (weight).
+
+    A disabled or deleted key takes no new work but still serves the tasks it submitted (draining).
+    """
+
+    __tablename__ = "provider_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    api_key_ref: Mapped[str] = mapped_column(String(500), default="")
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -18,6 +18,7 @@ from assetgen_provider_adapter.credentials import KeyReferences, load_secret_box
 from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderEngine, RetryPolicy
 from assetgen_provider_adapter.key_binding import KeyRefAllowList
+from assetgen_provider_adapter.key_pool import KeyPool
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore
@@ -130,6 +131,7 @@ async def run_server(
             ),
             results,
             poll_concurrency=settings.poll_concurrency,
+            keys=KeyPool(engine, sessions, box, KeyReferences(os.environ, settings.provider_secrets_dir)),
             webhook_secrets=WebhookSecrets(sessions, box),
             jwks=JwksCache(functools.partial(_fetch_json, client)),
         )

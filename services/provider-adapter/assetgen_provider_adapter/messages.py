@@ -8,13 +8,14 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from assetgen.v1 import common_pb2, provider_adapter_pb2
+from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
 from assetgen_provider_adapter.engine_types import MAX_TEXT, TaskResult
+from assetgen_provider_adapter.key_pool import KeyView
 from assetgen_provider_adapter.profiles import PollTiming, Profile
 from assetgen_provider_adapter.templates import inspect_template
 
-__all__ = ["model_message", "poll_policy_of", "provider_message", "to_task_status"]
+__all__ = ["key_message", "model_message", "poll_policy_of", "provider_message", "to_task_status"]
 
 _STATES = {
     "PENDING": provider_adapter_pb2.TASK_STATE_PENDING,
@@ -96,6 +97,20 @@ def provider_message(row: ProviderRow) -> common_pb2.Provider:
         profile_json=row.profile_json,
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
+    )
+
+
+def key_message(view: KeyView) -> gateway_pb2.ProviderKey:
+    """The ProviderKey message of a pool key: its settings and load, never the key."""
+    return gateway_pb2.ProviderKey(
+        id=view.row.id,
+        name=view.row.name,
+        state=view.state,
+        max_concurrency=view.row.max_concurrency,
+        in_flight=view.in_flight,
+        last_error=view.row.last_error,
+        weight=view.row.weight,
+        enabled=view.row.enabled and not view.row.deleted,
     )
 
 

@@ -11,6 +11,7 @@ messages it answers with live in ``messages``.)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from assetgen_provider_adapter.engine import (
     TaskResult,
 )
 from assetgen_provider_adapter.errors import ProviderBusy
+from assetgen_provider_adapter.key_pool import HANDLE_KEY, ChosenKey, KeyPool, PoolFull
+from assetgen_provider_adapter.key_rpcs import KeyRpcs
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
 from assetgen_provider_adapter.pricing import PriceError
@@ -93,7 +96,9 @@ def _with_warning(provider: common_pb2.Provider, preset: str) -> common_pb2.Prov
     return provider
 
 
-class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAdapterServiceServicer):
+class ProviderAdapterServicer(
+    KeyRpcs, CallbackRpcs, provider_adapter_pb2_grpc.ProviderAdapterServiceServicer
+):
     """Implements ProviderAdapterService over a catalog, a submission ledger and the provider engine.
 
     ``poll_concurrency`` bounds how many tasks of one PollTasks call are polled at once. Submissions
@@ -111,7 +116,9 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
         poll_concurrency: int = 16,
         webhook_secrets: WebhookSecrets | None = None,
         jwks: JwksCache | None = None,
+        keys: KeyPool | None = None,
     ) -> None:
+        self._keys = keys
         self._webhook_secrets = webhook_secrets
         self._jwks = jwks
         self._catalog = catalog
@@ -356,8 +363,26 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
                     poll_after_ms=int(wait * 1000),
                     poll_policy=poll_policy_of(profile),
                 )
+        key = None
         try:
-            status = await self._send(request, resolved, variables)
+            if self._keys is not None:
+                key = await self._keys.claim(
+                    resolved.provider.id,
+                    request.asset_id,
+                    request.attempt,
+                    running_for=profile.poll_timing.deadline_ms / 1000,
+                )
+        except PoolFull:
+            # Every key of the pool is at its own limit: nothing is sent; asked again later.
+            await self._ledger.abandon(request.asset_id, request.attempt)
+            return provider_adapter_pb2.TaskStatus(
+                state=provider_adapter_pb2.TASK_STATE_PENDING,
+                raw_state="held back: every API key of the provider is at its limit",
+                poll_after_ms=int(limits.retry_seconds * 1000),
+                poll_policy=poll_policy_of(profile),
+            )
+        try:
+            status = await self._send(request, resolved, variables, key)
         except ProviderBusy as busy:
             # Refused for now (its claim released): the work waits PENDING, as over our own limits,
             # instead of spending the generation's tries on a provider that is only busy.
@@ -394,11 +419,13 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
         request: provider_adapter_pb2.SubmitTaskRequest,
         resolved: ResolvedModel,
         variables: Mapping[str, Any],
+        key: ChosenKey | None = None,
     ) -> provider_adapter_pb2.TaskStatus:
         log_fields = {"asset_id": request.asset_id, "attempt": request.attempt, "model": resolved.model.name}
+        target = resolved.target if key is None else dataclasses.replace(resolved.target, api_key=key.secret)
         try:
             result = await self._engine.submit(
-                resolved.target,
+                target,
                 variables,
                 request_schema=resolved.template,
                 api_endpoint=resolved.model.api_endpoint,
@@ -419,6 +446,8 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
             raise
         if request.callback_url and resolved.target.profile.webhook is not None:
             result.handle[CALLBACK_MARK] = 1  # the handle travels with every poll: polls stay sparse
+        if key is not None:
+            result.handle[HANDLE_KEY] = key.id  # every later call about the task uses this key
         stored = None
         try:
             stored = await self._stored_output(result, box_id=request.box_id, asset_id=request.asset_id)
@@ -489,7 +518,7 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)
         handle = _parse_handle(request.task_handle_json)
-        result = await self._engine.poll(resolved.target, request.task_id, handle)
+        result = await self._engine.poll(await self._task_target(resolved, handle), request.task_id, handle)
         if expects_callbacks(handle) and result.handle:
             result.handle[CALLBACK_MARK] = 1
         stored = await self._stored_output(
@@ -508,8 +537,9 @@ class ProviderAdapterServicer(CallbackRpcs, provider_adapter_pb2_grpc.ProviderAd
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)
+        handle = _parse_handle(request.task_handle_json)
         supported, canceled, message = await self._engine.cancel(
-            resolved.target, request.task_id, _parse_handle(request.task_handle_json)
+            await self._task_target(resolved, handle), request.task_id, handle
         )
         if canceled:
             await self._ledger.finish([(request.asset_id, request.task_id)])

@@ -12,6 +12,10 @@ It speaks the wire shapes of https://docs.kie.ai (market/jobs family) exactly:
 * ``GET /files/<taskId>.<png|mp4>`` serves a finished task's result (no auth, like a CDN link).
 * A prompt containing ``[fail]`` ends the task in ``fail`` (``failCode`` ``"400"``).
 * ``busy_submits`` set to N refuses the next N submissions with HTTP 429 and ``Retry-After: 1``.
+* Accounts: more keys may be accepted (``add_key``); a task belongs to the key that submitted it
+  (another key's poll gets "task not found", counted in ``foreign_polls``), and ``per_key_limit``
+  caps the tasks one key runs at once (over it: HTTP 429, counted in ``refused_over_limit``), as
+  providers limit each account; ``peak_by_key`` is the most each key ran at once.
 
 What differs between its users is plugged in:
 
@@ -88,6 +92,7 @@ class KieTask:
     poll_times: list[float] = field(default_factory=list)
     first_finished_poll: float | None = None
     finished: bool = False  # a poll has reported it finished
+    owner: str = ""  # the API key that submitted it
 
     @property
     def polls(self) -> int:
@@ -135,11 +140,16 @@ class FakeKieJobs:
         self.last_submit: Any = None
         self.downloads: list[dict[str, float]] = []
         self.peak_running = 0
+        self.keys = {api_key}
+        self.per_key_limit = 0
+        self.refused_over_limit = 0
+        self.foreign_polls = 0
+        self.running_by_key: dict[str, int] = {}
+        self.peak_by_key: dict[str, int] = {}
         self.busy_submits = 0
         """This many of the next submissions are refused with a 429 and ``Retry-After: 1`` (rate limited)."""
         self.refused_busy = 0
         self.base_url = ""
-        self._bearer = f"Bearer {api_key}"
         self._running = 0
         self._released = False
         self._runner: web.AppRunner | None = None
@@ -174,8 +184,12 @@ class FakeKieJobs:
 
     async def create_task(self, request: web.Request) -> web.Response:
         """``POST /api/v1/jobs/createTask``."""
-        if request.headers.get("Authorization") != self._bearer:
+        key = self._caller(request)
+        if key is None:
             return web.json_response(_UNAUTHORIZED)
+        if self.per_key_limit and self.running_by_key.get(key, 0) >= self.per_key_limit:
+            self.refused_over_limit += 1
+            return web.json_response({"code": 429, "msg": "too many running tasks for this key"}, status=429)
         if self.busy_submits > 0:
             self.busy_submits -= 1
             self.refused_busy += 1
@@ -192,7 +206,19 @@ class FakeKieJobs:
         if not isinstance(payload, dict):
             return web.json_response({"code": 422, "msg": "input must be an object"})
         task = self._new_task(body, payload)
+        task.owner = key
+        self.running_by_key[key] = self.running_by_key.get(key, 0) + 1
+        self.peak_by_key[key] = max(self.peak_by_key.get(key, 0), self.running_by_key[key])
         return web.json_response({"code": 200, "msg": "success", "data": {"taskId": task.id}})
+
+    def add_key(self, key: str) -> None:
+        """Accepts another account's key too."""
+        self.keys.add(key)
+
+    def _caller(self, request: web.Request) -> str | None:
+        """The accepted key the request carries, or None."""
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        return key if scheme == "Bearer" and key in self.keys else None
 
     def _new_task(self, body: dict[str, Any], payload: dict[str, Any]) -> KieTask:
         now = time.time()
@@ -218,11 +244,15 @@ class FakeKieJobs:
 
     async def record_info(self, request: web.Request) -> web.Response:
         """``GET /api/v1/jobs/recordInfo``: counts the poll and reports the task's state."""
-        if request.headers.get("Authorization") != self._bearer:
+        key = self._caller(request)
+        if key is None:
             return web.json_response(_UNAUTHORIZED)
         now = time.time()
         self.polls += 1
         task = self.tasks.get(request.query.get("taskId", ""))
+        if task is not None and task.owner and task.owner != key:
+            self.foreign_polls += 1  # another account's task: the provider shows it only to its owner
+            task = None
         if task is None:
             return web.json_response(_NOT_FOUND)
         task.poll_times.append(now)
@@ -230,6 +260,8 @@ class FakeKieJobs:
             task.finished = True
             task.first_finished_poll = now
             self._running -= 1
+            if task.owner:
+                self.running_by_key[task.owner] -= 1
         data: dict[str, Any] = {
             "taskId": task.id,
             "model": task.request["model"],

@@ -1,0 +1,104 @@
+"""A provider's key pool through the whole stack: keys with their own concurrency share the work.
+
+The fake Kie accepts two accounts' keys, runs at most two tasks per key (a third submission is a 429)
+and shows a task only to the key that submitted it. Ten generations through two keys of concurrency
+2 all complete, never more than two running per key, with no 429 and every poll made with the
+submitting key; a key disabled while its task runs drains: the task is still polled with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, from_input
+from assetgen_dev.fake_providers.media import MediaResults
+from assetgen_dev.stack import WholeStackFactory
+from assetgen_dev.testing import eventually
+from assetgen_provider_adapter.profiles import load_presets
+
+KEYS = {"a": "account-a-key", "b": "account-b-key"}
+
+
+async def _finished(http: httpx.AsyncClient, asset: str) -> dict[str, Any]:
+    answer = await eventually(
+        lambda: http.get(f"/api/assets/{asset}/"),
+        lambda response: response.json()["status"] in ("COMPLETED", "FAILED", "CANCELED"),
+        timeout=60,
+        what=f"asset {asset} to finish",
+    )
+    return dict(answer.json())
+
+
+async def test_two_keys_share_the_work_within_their_limits_and_poll_their_own_tasks(
+    tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory
+) -> None:
+    fake = FakeKieJobs(KEYS["a"], timing=from_input, results=MediaResults(), polls_before_done=0)
+    fake.add_key(KEYS["b"])
+    fake.per_key_limit = 2
+    profile: dict[str, Any] = copy.deepcopy(dict(load_presets()["kie-ai"].data))
+    profile["name"] = "kie-quick"
+    profile["poll"]["interval"] = {"initial": "500ms", "backoff": 1.0, "max": "1s", "min": "500ms"}
+    async with whole_stack(tmp_path_factory.mktemp("key-pool"), fakes=[fake]) as system:
+        http = system.http
+        body = {"name": "kie", "profile": profile, "base_url": fake.base_url, "api_key": KEYS["a"]}
+        assert (await http.post("/api/providers/", json=body)).status_code == 201
+        ids = {}
+        for name, key in KEYS.items():
+            created = await http.post(
+                "/api/providers/kie/keys/", json={"name": name, "api_key": key, "max_concurrency": 2}
+            )
+            assert created.status_code == 201, created.text
+            assert key not in created.text
+            view = created.json()
+            assert (view["name"], view["state"], view["max_concurrency"], view["in_flight"]) == (
+                name,
+                "active",
+                2,
+                0,
+            )
+            ids[name] = view["id"]
+        schema = {
+            "model": "demo/image",
+            "input": {"prompt": "{{prompt}}", "finish_after": "{{finish_after?}}", "hold": "{{hold?}}"},
+        }
+        model = {"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": schema}
+        assert (await http.post("/api/models/", json=model)).status_code == 201
+        box = (await http.post("/api/boxes/", json={"name": "pool"})).json()["id"]
+
+        assets = []
+        for number in range(10):
+            body = {"model": "img", "prompt": f"image {number}", "config": {"finish_after": 1}}
+            assets.append((await http.post(f"/api/boxes/{box}/generate/", json=body)).json()["id"])
+        outcomes = [await _finished(http, asset) for asset in assets]
+        assert [outcome["status"] for outcome in outcomes] == ["COMPLETED"] * 10, outcomes
+        assert fake.refused_over_limit == 0  # our own limits kept every key under the provider's
+        assert fake.foreign_polls == 0  # every poll went out with the key that submitted the task
+        assert set(fake.peak_by_key) == set(KEYS.values())
+        assert max(fake.peak_by_key.values()) <= 2
+        listed = (await http.get("/api/providers/kie/keys/")).json()["items"]
+        assert [(key["name"], key["in_flight"]) for key in listed] == [("a", 0), ("b", 0)]
+
+        # A key disabled while its task runs drains: it takes no new work, its task is still polled.
+        body = {"model": "img", "prompt": "held", "config": {"hold": True}}
+        held = (await http.post(f"/api/boxes/{box}/generate/", json=body)).json()["id"]
+        task = await eventually(
+            lambda: _submitted(fake, "held"), lambda found: found is not None, what="the held submission"
+        )
+        owner = next(name for name, key in KEYS.items() if key == task.owner)
+        patched = await http.patch(f"/api/providers/kie/keys/{ids[owner]}/", json={"enabled": False})
+        assert (patched.json()["state"], patched.json()["in_flight"]) == ("draining", 1)
+        fake.release(time.time())
+        assert (await _finished(http, held))["status"] == "COMPLETED"
+        assert fake.foreign_polls == 0
+        deleted = await http.delete(f"/api/providers/kie/keys/{ids['a']}/")
+        assert deleted.status_code == 200
+        assert [key["name"] for key in (await http.get("/api/providers/kie/keys/")).json()["items"]] == ["b"]
+
+
+async def _submitted(fake: FakeKieJobs, prompt: str) -> Any:
+    return next((task for task in fake.tasks.values() if task.prompt == prompt), None)
