@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from time import monotonic
+from typing import Any
 
 import grpc
 
@@ -271,13 +272,14 @@ class Lifecycle:
     ) -> Outcome | None:
         """The provider is done: settle its cost, store its result (unless the adapter did) and
         complete the asset."""
-        reported = {**reported, **await self._settle(asset, status)}
+        # Typed loosely: these are asset columns, passed on as keyword changes next to record()'s own.
+        changes: dict[str, Any] = {**reported, **await self._settle(asset, status)}
         if not status.outputs:
-            return await self._fail(asset, "the provider reported success but returned no result", **reported)
+            return await self._fail(asset, "the provider reported success but returned no result", **changes)
         if status.outputs[0].HasField("stored"):
             # The adapter already stored an inline or authenticated result itself.
-            return await self._ingest.record(asset, status.outputs[0].stored, progress=1.0, **reported)
-        finished = {**reported, "result_url": status.outputs[0].url, "progress": 1.0}
+            return await self._ingest.record(asset, status.outputs[0].stored, progress=1.0, **changes)
+        finished = {**changes, "result_url": status.outputs[0].url, "progress": 1.0}
         if submitted:
             # The task id is not recorded yet: record it, with the step, before the copy.
             if not await self._ingest.start(asset, finished):
