@@ -16,6 +16,8 @@ provider whose pool is empty uses its own key, as before pools.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from datetime import timedelta
 from typing import cast
 
@@ -24,20 +26,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from assetgen_provider_adapter.credentials import KeyReferences, SecretBox
 from assetgen_provider_adapter.db import ProviderKeyRow, ProviderRow, SubmissionRow, utcnow
-from assetgen_runtime.errors import InvalidArgument, NotFound
+from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from assetgen_runtime.ids import new_id
 
-__all__ = ["HANDLE_KEY", "ChosenKey", "KeyPool", "KeyView", "PoolFull"]
+__all__ = ["HANDLE_KEY", "ChosenKey", "KeyPool", "KeyView", "NoUsableKey", "PoolFull"]
+
+logger = logging.getLogger(__name__)
 
 HANDLE_KEY = "assetgen_key"
 """The task handle's entry naming the pool key that submitted the task."""
 
 _SUBMISSIONS = cast(Table, SubmissionRow.__table__)
+_KEYS = cast(Table, ProviderKeyRow.__table__)
 _MAX_NAME = 200
 
 
 class PoolFull(Exception):
-    """Every enabled key of the provider's pool runs as many tasks as it may."""
+    """Every enabled key of the provider's pool runs as many tasks as it may (or cools after a 429)."""
+
+
+class NoUsableKey(FailedPrecondition):
+    """Every key of the provider's pool is disabled (refused by the provider, or by an admin)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +87,7 @@ class KeyPool:
         self._box = box
         self._references = references
         self._secrets: dict[str, str] = {}
+        self._cooling: dict[str, float] = {}  # key id -> monotonic time its 429 cooling ends
 
     # -- administration ---------------------------------------------------------------------
 
@@ -177,25 +187,30 @@ class KeyPool:
     # -- submitting and polling -------------------------------------------------------------
 
     async def claim(
-        self, provider_id: str, asset_id: str, attempt: int, *, running_for: float
+        self, provider: ProviderRow, asset_id: str, attempt: int, *, running_for: float
     ) -> ChosenKey | None:
         """The key this submission (claimed in the ledger) goes out with; None when the provider has
-        no pool (its own key is used); :class:`PoolFull` when every key is at its limit.
+        no pool (its own key is used); :class:`PoolFull` when every key is at its limit or cooling
+        after a 429; :class:`NoUsableKey` when every key is disabled.
 
         ``running_for``: a task not seen ending within it (its poll deadline) stops counting.
         """
         async with self._sessions() as session:
-            rows = list(
+            pool = list(
                 await session.scalars(
-                    select(ProviderKeyRow).where(
-                        ProviderKeyRow.provider_id == provider_id,
-                        ProviderKeyRow.enabled.is_(True),
-                        ProviderKeyRow.deleted.is_(False),
-                    )
+                    select(ProviderKeyRow)
+                    .where(ProviderKeyRow.provider_id == provider.id, ProviderKeyRow.deleted.is_(False))
+                    .order_by(ProviderKeyRow.updated_at.desc())
                 )
             )
-        if not rows:
+        if not pool:
             return None
+        enabled = [row for row in pool if row.enabled]
+        if not enabled:
+            last_error = next((row.last_error for row in pool if row.last_error), "every key is disabled")
+            raise NoUsableKey(f"no usable API key for provider {provider.name}: {last_error}")
+        now = time.monotonic()
+        rows = [row for row in enabled if self._cooling.get(row.id, 0.0) <= now]
         counts = await self._in_flight([row.id for row in rows], running_for=running_for)
         candidates = sorted(
             (row for row in rows if not row.max_concurrency or counts.get(row.id, 0) < row.max_concurrency),
@@ -210,7 +225,24 @@ class KeyPool:
                     continue
             return ChosenKey(row.id, await self._secret_of(row))
         await self._name_key(asset_id, attempt, "")
-        raise PoolFull(f"every API key of provider {provider_id} is at its limit")
+        raise PoolFull(f"every API key of provider {provider.name} is at its limit or cooling")
+
+    def cool(self, key_id: str, seconds: float) -> None:
+        """The provider rate-limited this key (429): it takes no new work here for ``seconds``."""
+        self._cooling[key_id] = time.monotonic() + seconds
+
+    async def disable(self, key_id: str, error: str) -> None:
+        """The provider refused this key (authentication, billing): it takes no new work until an
+        admin enables it again; ``error`` is what the provider said (shown as ``last_error``)."""
+        async with self._autocommit.connect() as connection:
+            await connection.execute(
+                update(_KEYS)
+                .where(_KEYS.c.id == key_id)
+                .values(enabled=False, last_error=error[:500], updated_at=utcnow())
+            )
+        logger.warning(
+            "API key disabled: the provider refused it", extra={"key_id": key_id, "error": error[:500]}
+        )
 
     async def secret(self, key_id: str) -> str:
         """The secret of a key (for the calls about a task it submitted), deleted or not."""

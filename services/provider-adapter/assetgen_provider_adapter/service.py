@@ -33,7 +33,7 @@ from assetgen_provider_adapter.engine import (
     TaskResult,
 )
 from assetgen_provider_adapter.errors import ProviderBusy
-from assetgen_provider_adapter.key_pool import HANDLE_KEY, ChosenKey, KeyPool, PoolFull
+from assetgen_provider_adapter.key_pool import HANDLE_KEY, ChosenKey, KeyPool, NoUsableKey, PoolFull
 from assetgen_provider_adapter.key_rpcs import KeyRpcs
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
@@ -66,6 +66,17 @@ def _parse_variables(text: str) -> dict[str, Any]:
         return parse_json_object(text, "variables_json", blank={})
     except NotAJsonObject as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def _refused_key(profile: Profile, status: provider_adapter_pb2.TaskStatus) -> bool:
+    """Whether a submission failed because the provider refused the API key (401/402/403 or the
+    profile's own codes for it), rather than the task."""
+    code = status.error_code
+    return (
+        status.state == provider_adapter_pb2.TASK_STATE_FAILED
+        and bool(code)
+        and (code in ("401", "402", "403") or code in profile.http_errors.key_refused_codes)
+    )
 
 
 def _charges_failures(resolved: ResolvedModel) -> bool:
@@ -367,11 +378,14 @@ class ProviderAdapterServicer(
         try:
             if self._keys is not None:
                 key = await self._keys.claim(
-                    resolved.provider.id,
+                    resolved.provider,
                     request.asset_id,
                     request.attempt,
                     running_for=profile.poll_timing.deadline_ms / 1000,
                 )
+        except NoUsableKey:
+            await self._ledger.abandon(request.asset_id, request.attempt)
+            raise
         except PoolFull:
             # Every key of the pool is at its own limit: nothing is sent; asked again later.
             await self._ledger.abandon(request.asset_id, request.attempt)
@@ -387,6 +401,8 @@ class ProviderAdapterServicer(
             # Refused for now (its claim released): the work waits PENDING, as over our own limits,
             # instead of spending the generation's tries on a provider that is only busy.
             wait = max(busy.retry_after or 0.0, limits.retry_seconds)
+            if key is not None and self._keys is not None:
+                self._keys.cool(key.id, wait)  # the pool's other keys keep working meanwhile
             logger.info(
                 "provider busy; submission held back",
                 extra={"asset_id": request.asset_id, "provider": resolved.provider.name, "wait_s": wait},
@@ -395,6 +411,16 @@ class ProviderAdapterServicer(
                 state=provider_adapter_pb2.TASK_STATE_PENDING,
                 raw_state="held back: the provider is busy (rate limited)",
                 poll_after_ms=int(wait * 1000),
+                poll_policy=poll_policy_of(profile),
+            )
+        if key is not None and self._keys is not None and _refused_key(profile, status):
+            # The provider refused the key itself, not the task: nothing was accepted. The key
+            # leaves the pool's work (last_error for admins) and the submission goes to another.
+            await self._keys.disable(key.id, f"{status.error_code}: {status.error_message}")
+            await self._ledger.abandon(request.asset_id, request.attempt)
+            return provider_adapter_pb2.TaskStatus(
+                state=provider_adapter_pb2.TASK_STATE_PENDING,
+                raw_state="held back: the provider refused an API key; another is tried",
                 poll_policy=poll_policy_of(profile),
             )
         try:

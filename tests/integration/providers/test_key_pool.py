@@ -102,3 +102,43 @@ async def test_two_keys_share_the_work_within_their_limits_and_poll_their_own_ta
 
 async def _submitted(fake: FakeKieJobs, prompt: str) -> Any:
     return next((task for task in fake.tasks.values() if task.prompt == prompt), None)
+
+
+async def test_a_key_the_provider_refuses_is_disabled_and_the_work_moves_to_the_others(
+    tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory
+) -> None:
+    fake = FakeKieJobs(KEYS["a"], timing=from_input, results=MediaResults(), polls_before_done=0)
+    async with whole_stack(tmp_path_factory.mktemp("key-refused"), fakes=[fake]) as system:
+        http = system.http
+        body = {"name": "kie", "preset": "kie-ai", "base_url": fake.base_url, "api_key": KEYS["a"]}
+        assert (await http.post("/api/providers/", json=body)).status_code == 201
+        for name, key in KEYS.items():  # b was never valid at this provider (a revoked account)
+            assert (
+                await http.post("/api/providers/kie/keys/", json={"name": name, "api_key": key})
+            ).status_code == 201
+        schema = {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}
+        model = {"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": schema}
+        assert (await http.post("/api/models/", json=model)).status_code == 201
+        box = (await http.post("/api/boxes/", json={"name": "refused"})).json()["id"]
+
+        generate = {"model": "img", "prompt": "x"}
+        assets = [
+            (await http.post(f"/api/boxes/{box}/generate/", json=generate)).json()["id"] for _ in range(4)
+        ]
+        outcomes = [await _finished(http, asset) for asset in assets]
+        assert [outcome["status"] for outcome in outcomes] == ["COMPLETED"] * 4, outcomes
+        assert {task.owner for task in fake.tasks.values()} == {KEYS["a"]}
+        keys = {key["name"]: key for key in (await http.get("/api/providers/kie/keys/")).json()["items"]}
+        assert (keys["a"]["state"], keys["a"]["last_error"]) == ("active", "")
+        assert keys["b"]["state"] == "disabled"
+        assert keys["b"]["last_error"] == "401: You do not have access permissions"
+
+        # The provider refuses the last key too: nothing usable is left, and generations say why.
+        fake.keys.discard(KEYS["a"])
+        failed = await _finished(
+            http, (await http.post(f"/api/boxes/{box}/generate/", json=generate)).json()["id"]
+        )
+        assert failed["status"] == "FAILED"
+        assert failed["error_message"].startswith("no usable API key for provider kie: 401: ")
+        enabled = await http.patch(f"/api/providers/kie/keys/{keys['a']['id']}/", json={"enabled": True})
+        assert (enabled.json()["state"], enabled.json()["last_error"]) == ("active", "")
