@@ -43,10 +43,10 @@ from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
 from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.key_binding import KeyRefAllowList, check_destination_change
-from assetgen_provider_adapter.placeholders import check_key_shape, check_model
+from assetgen_provider_adapter.placeholders import check_key_shape, check_model, submit_variables
 from assetgen_provider_adapter.pricing import Price, PriceError, check_price_json
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
-from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
+from assetgen_provider_adapter.templates import TemplateVariables
 from assetgen_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from assetgen_runtime.ids import new_id
 
@@ -558,18 +558,19 @@ class Catalog:
                 f"the API key of provider {provider.name!r} cannot be decrypted; "
                 "was ASSETGEN_SECRET_KEY changed since it was stored?"
             ) from None
+        profile = _profile_of(provider.profile_json)
         resolved = ResolvedModel(
             model=model,
             provider=provider,
             target=ProviderTarget(
                 name=provider.name,
                 base_url=provider.base_url,
-                profile=_profile_of(provider.profile_json),
+                profile=profile,
                 api_key=credential.secret,
                 key_parts=credential.parts,
             ),
             template=template,
-            variables=inspect_template(template),
+            variables=submit_variables(profile.data, template, model.api_endpoint),
             price=Price.parse(json.loads(model.price_json)) if model.price_json else None,
         )
         if generation == self._generation:  # not when a local change happened meanwhile

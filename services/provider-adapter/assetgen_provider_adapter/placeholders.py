@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from assetgen_provider_adapter.credentials import RESERVED_NAMES
-from assetgen_provider_adapter.templates import inspect_template
+from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
 from assetgen_runtime.errors import InvalidArgument
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "later_variables",
     "profile_problems",
     "submit_names",
+    "submit_variables",
 ]
 
 LATER_BUILTINS = frozenset({"task_id", "submit_path"})
@@ -149,6 +150,24 @@ def profile_problems(data: Mapping[str, Any]) -> list[str]:
                     "a capture, nor a variable the submit request uses"
                 )
     return problems
+
+
+def submit_variables(data: Mapping[str, Any], template: Any, api_endpoint: str) -> TemplateVariables:
+    """The generation variables a task's submit uses: the body template in force (the profile's, or
+    the model's), the profile's URL, query and headers, and the model's endpoint; so a variable a
+    header needs is required before the asset exists, like one the body needs.
+    """
+    request = data["submit"]["request"]
+    body = request.get("body", {})
+    parts: list[Any] = [
+        body["template"] if "template" in body else template,
+        body.get("files", {}),
+        request.get("query", {}),
+        request.get("headers", {}),
+        api_endpoint or request.get("url", ""),
+        data.get("connection", {}).get("default_headers", {}),
+    ]
+    return inspect_template(parts)
 
 
 def check_model(data: Mapping[str, Any], template: Any, api_endpoint: str) -> None:

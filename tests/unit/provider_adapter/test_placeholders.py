@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from assetgen_provider_adapter.placeholders import check_key_shape, check_model, handle_names
+from assetgen_provider_adapter.placeholders import (
+    check_key_shape,
+    check_model,
+    handle_names,
+    submit_variables,
+)
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
 from assetgen_runtime.errors import InvalidArgument
 
@@ -142,3 +147,12 @@ def test_every_preset_passes_its_own_checks() -> None:
         Profile.parse(data)
         endpoint = "" if data["submit"]["request"].get("url") else "/x"
         check_model(data, {"prompt": "{{prompt}}"}, endpoint), name
+
+
+def test_a_variable_a_submit_header_needs_is_required_like_the_bodys() -> None:
+    data = _profile(submit__request__headers={"X-Workspace": "{{workspace}}", "X-Tag": "{{tag?}}"})
+    variables = submit_variables(data, {"prompt": "{{prompt}}", "seed": "{{seed?}}"}, "")
+    assert set(variables.required) == {"prompt", "workspace"}
+    assert set(variables.variables) == {"prompt", "seed", "workspace", "tag"}
+    with_endpoint = submit_variables(data, {"prompt": "{{prompt}}"}, "/v1/{{family}}")
+    assert "family" in with_endpoint.required
