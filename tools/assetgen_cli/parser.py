@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from assetgen_cli import access_commands, commands, usage_commands, webhook_commands
+from assetgen_cli import access_commands, commands, provider_key_commands, usage_commands, webhook_commands
 from assetgen_cli.context import DEFAULT_URL, Cli
 
 __all__ = ["build_parser"]
@@ -107,6 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variable VAR here; instead of --api-key-env",
     )
     leaf(providers, "list", "list providers (the API key is never shown)", commands.providers_list)
+
+    pool = group("provider-keys", "a provider's key pool: several API keys sharing its work (admin)")
+    listing = leaf(
+        pool, "list", "list a provider's keys with their tasks in flight", provider_key_commands.keys_list
+    )
+    listing.add_argument("provider", help="provider id or name")
+    add = leaf(pool, "add", "add a key to a provider's pool", provider_key_commands.keys_add)
+    add.add_argument("provider", help="provider id or name")
+    add.add_argument("name", help="which account the key is")
+    add.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    add.add_argument("--api-key-ref", metavar="REF", help="env:ASSETGEN_PROVIDER_KEY_<NAME> or file:<name>")
+    add.add_argument("--max-concurrency", type=int, default=0, help="most tasks at once (0: no limit)")
+    add.add_argument("--weight", type=int, default=1, help="share of new work (default 1)")
+    change = leaf(
+        pool, "set", "enable or disable a key, or change its limits", provider_key_commands.keys_set
+    )
+    change.add_argument("provider", help="provider id or name")
+    change.add_argument("id", help="key id (pkey_...)")
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--enable", action="store_true", help="take new work again")
+    state.add_argument("--disable", action="store_true", help="take no new work (its tasks drain)")
+    change.add_argument("--max-concurrency", type=int, help="most tasks at once (0: no limit)")
+    change.add_argument("--weight", type=int, help="share of new work")
+    remove = leaf(pool, "delete", "take a key out of the pool", provider_key_commands.keys_delete)
+    remove.add_argument("provider", help="provider id or name")
+    remove.add_argument("id", help="key id (pkey_...)")
 
     models = group("models", "models offered by providers")
     listing = leaf(models, "list", "list models, their type and template variables", commands.models_list)

@@ -9,12 +9,15 @@ submitting key; a key disabled while its task runs drains: the task is still pol
 from __future__ import annotations
 
 import copy
+import io
+import json
 import time
 from typing import Any
 
 import httpx
 import pytest
 
+from assetgen_cli.main import EXIT_OK, run_cli
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, from_input
 from assetgen_dev.fake_providers.media import MediaResults
 from assetgen_dev.stack import WholeStackFactory
@@ -82,6 +85,10 @@ async def test_two_keys_share_the_work_within_their_limits_and_poll_their_own_ta
         assert max(fake.peak_by_key.values()) <= 2
         listed = (await http.get("/api/providers/kie/keys/")).json()["items"]
         assert [(key["name"], key["in_flight"]) for key in listed] == [("a", 0), ("b", 0)]
+        out = io.StringIO()
+        environ = {"ASSETGEN_URL": system.stack.grpc_address, "ASSETGEN_TOKEN": system.stack.token}
+        code = await run_cli(["--json", "provider-keys", "list", "kie"], environ=environ, stdout=out)
+        assert code == EXIT_OK and json.loads(out.getvalue())["items"] == listed  # the CLI says the same
 
         # A key disabled while its task runs drains: it takes no new work, its task is still polled.
         body = {"model": "img", "prompt": "held", "config": {"hold": True}}
