@@ -15,6 +15,7 @@ from assetgen_runtime.codec import enum_json_name
 __all__ = ["MessageSchemas"]
 
 _JSON_SUFFIX = "_json"
+_PARTS_SUFFIX = "_parts"
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_STRING: {"type": "string"},
     FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
@@ -114,6 +115,10 @@ class MessageSchemas:
         ``nullable`` for a request body: the codec reads ``null`` in any field as the field unset.
         """
         properties = dict(self.field(field) for field in descriptor.fields if field.name not in skip)
+        for name, schema in list(properties.items()):
+            # codec: a string field given an object fills its "<name>_parts" map ("api_key").
+            if schema.get("type") == "string" and f"{name}{_PARTS_SUFFIX}" in properties:
+                properties[name] = {"anyOf": [schema, properties[f"{name}{_PARTS_SUFFIX}"]]}
         if nullable:
             properties = {name: _or_null(schema) for name, schema in properties.items()}
         return {"type": "object", "properties": properties, "additionalProperties": False}
