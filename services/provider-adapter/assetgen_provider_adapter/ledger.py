@@ -152,6 +152,24 @@ _RECORD_MANY = (
         updated_at=_OUTCOMES.c.updated_at,
     )
 )
+_RESEND_FIELDS = {
+    "key_asset": _COLUMNS.asset_id.type,
+    "key_attempt": _COLUMNS.attempt.type,
+    "since": _COLUMNS.updated_at.type,
+    "updated_at": _COLUMNS.updated_at.type,
+}
+_RESENDS = array_rows(_RESEND_FIELDS, name="resends")
+_RESEND_MANY = (
+    update(_TABLE)
+    .where(
+        _COLUMNS.asset_id == _RESENDS.c.key_asset,
+        _COLUMNS.attempt == _RESENDS.c.key_attempt,
+        _COLUMNS.state == WAITING,
+        _COLUMNS.updated_at == _RESENDS.c.since,
+    )
+    .values(state=SENDING, updated_at=_RESENDS.c.updated_at)
+    .returning(_COLUMNS.asset_id, _COLUMNS.attempt)
+)
 _SENT_SINCE = select(func.count(), func.min(_COLUMNS.created_at)).where(
     _COLUMNS.provider_id == bindparam("provider"), _COLUMNS.created_at > bindparam("since")
 )
@@ -195,6 +213,7 @@ class SubmissionLedger:
         )
         self._claims: GroupCommit[dict[str, Any], bool] | None = None
         self._outcomes: GroupCommit[dict[str, Any], None] | None = None
+        self._resends: GroupCommit[dict[str, Any], bool] | None = None
         if engine.dialect.name == "postgresql" and write_linger > 0:
             self._claims = GroupCommit(
                 together=self._claim_together,
@@ -206,6 +225,13 @@ class SubmissionLedger:
                 together=self._record_together,
                 alone=self._record_alone,
                 key=lambda outcome: (outcome["key_asset"], outcome["key_attempt"]),
+                linger=write_linger,
+            )
+            # Submissions claimed together go on the wire together: their SENDING writes are one too.
+            self._resends = GroupCommit(
+                together=self._resend_together,
+                alone=self._resend_alone,
+                key=lambda resend: (resend["key_asset"], resend["key_attempt"]),
                 linger=write_linger,
             )
 
@@ -235,6 +261,14 @@ class SubmissionLedger:
     async def _record_together(self, outcomes: list[dict[str, Any]]) -> list[None]:
         await self._execute(_RECORD_MANY, array_parameters(outcomes, _RECORD_FIELDS))
         return [None] * len(outcomes)
+
+    async def _resend_alone(self, resend: dict[str, Any]) -> bool:
+        return await self._changed(_RESEND, resend)
+
+    async def _resend_together(self, resends: list[dict[str, Any]]) -> list[bool]:
+        rows = await self._execute(_RESEND_MANY, array_parameters(resends, _RESEND_FIELDS))
+        sent = {(asset_id, attempt) for asset_id, attempt in rows}
+        return [(resend["key_asset"], resend["key_attempt"]) in sent for resend in resends]
 
     async def begin(
         self,
@@ -354,7 +388,8 @@ class SubmissionLedger:
             "since": since,
             "updated_at": self._clock(),
         }
-        if not await self._changed(_RESEND, parameters):
+        resent = await (self._resends.write(parameters) if self._resends else self._resend_alone(parameters))
+        if not resent:
             raise SubmissionInProgress(
                 f"submission of asset {asset_id} attempt {attempt} was taken over by another call; retry"
             )

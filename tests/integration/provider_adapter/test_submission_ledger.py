@@ -93,8 +93,10 @@ async def test_claims_made_together_share_one_statement_on_postgresql(postgres_u
         ledger._execute = counting  # type: ignore[method-assign]
         assets = [f"ast_{uuid.uuid4().hex}" for _ in range(20)]
         assert await asyncio.gather(*(ledger.begin(asset, 1, "mdl_1") for asset in assets)) == [None] * 20
+        await asyncio.gather(*(SubmissionWire(ledger, asset, 1).sending() for asset in assets))
         await asyncio.gather(*(ledger.record(asset, 1, "t", "{}") for asset in assets))
-        assert statements == ["WITH", "WITH"]  # twenty claims in one, twenty outcomes in another
+        # Twenty claims in one, their going on the wire in another, twenty outcomes in a third.
+        assert statements == ["WITH", "WITH", "WITH"]
         assert await asyncio.gather(*(ledger.begin(asset, 1, "mdl_1") for asset in assets)) == ["{}"] * 20
     finally:
         await engine.dispose()
@@ -135,6 +137,29 @@ async def test_a_claim_that_never_went_on_the_wire_is_taken_over_not_unknown(
     clock.advance(WINDOW + 1)
     with pytest.raises(SubmitOutcomeUnknown):  # and dies there: now the outcome is unknown
         await ledger.begin(asset, 1, "mdl_1", in_progress_for=WINDOW)
+
+
+async def test_a_claim_taken_over_in_the_same_group_as_its_old_owners_send_stays_with_the_new_owner(
+    postgres_url: str,
+) -> None:
+    """Going on the wire together (one statement), each send still checks its own claim."""
+    await migrate(postgres_url, MIGRATIONS, version_table="alembic_version_catalog")
+    engine = create_engine(postgres_url)
+    try:
+        clock = Clock(utcnow())
+        ledger = SubmissionLedger(engine, clock=clock, write_linger=0.05)
+        stale, fresh = f"ast_{uuid.uuid4().hex}", f"ast_{uuid.uuid4().hex}"
+        assert await ledger.begin(stale, 1, "mdl_1", in_progress_for=WINDOW) is None
+        old_owner = SubmissionWire(ledger, stale, 1)  # claimed, then stalled before sending
+        clock.advance(WINDOW + 1)
+        assert await ledger.begin(stale, 1, "mdl_1", in_progress_for=WINDOW) is None  # taken over
+        assert await ledger.begin(fresh, 1, "mdl_1", in_progress_for=WINDOW) is None
+        outcomes = await asyncio.gather(
+            old_owner.sending(), SubmissionWire(ledger, fresh, 1).sending(), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], SubmissionInProgress) and outcomes[1] is None
+    finally:
+        await engine.dispose()
 
 
 async def test_a_lost_answer_is_unknown_at_once(ledger: SubmissionLedger) -> None:
