@@ -241,11 +241,18 @@ async def test_a_410_turns_the_endpoint_off(env: Env, receiver: WebhookReceiver)
 
 
 async def test_a_delivery_survives_a_restart_of_every_service_mid_retry(
-    tmp_path: Path, whole_stack: WholeStackFactory, s3_server: S3Server, receiver: WebhookReceiver
+    tmp_path: Path,
+    whole_stack: WholeStackFactory,
+    s3_server: S3Server,
+    receiver: WebhookReceiver,
+    database_url: str,
 ) -> None:
+    """On SQLite and PostgreSQL: the delivery log and its tries are the database's."""
     provider = demo_provider(PROVIDER_KEY, delay=0.2)
     overrides = {**OVERRIDES, "webhook_retry_schedule": "4s,1s"}
-    async with whole_stack(tmp_path, fakes=[provider], orchestrator_overrides=overrides) as system:
+    async with whole_stack(
+        tmp_path, fakes=[provider], orchestrator_overrides=overrides, database_url=database_url
+    ) as system:
         await system.add_provider("kie", provider)
         await system.add_model("kie", "img", "IMAGE", IMAGE_SCHEMA)
         box = (await system.http.post("/api/boxes/", json={"name": "restart"})).json()["id"]
@@ -260,6 +267,7 @@ async def test_a_delivery_survives_a_restart_of_every_service_mid_retry(
             s3=s3_server,
             token=system.stack.token,
             orchestrator_overrides=overrides,
+            database_url=database_url,
         )
         system.stack.services[:] = restarted.services  # the fixture stops what runs now
         async with httpx.AsyncClient(
