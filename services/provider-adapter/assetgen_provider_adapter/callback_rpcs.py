@@ -8,19 +8,24 @@ task, and the caller (the orchestrator) decides what follows: a poll, never a re
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from prometheus_client import Counter
 
 from assetgen.v1 import provider_adapter_pb2
 from assetgen_provider_adapter.callbacks import CallbackRefused, JwksCache, verify_callback
-from assetgen_provider_adapter.catalog import Catalog
+from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
+from assetgen_provider_adapter.engine import ProviderEngine
+from assetgen_provider_adapter.paths import evaluate
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
-from assetgen_runtime.errors import FailedPrecondition, Unavailable
+from assetgen_runtime.errors import AssetGenError, FailedPrecondition, Unavailable
 
 __all__ = ["CALLBACKS", "CallbackRpcs"]
 
 logger = logging.getLogger(__name__)
+
+_TOLD_SECRET_TTL = 3600.0
 
 CALLBACKS = Counter(
     "assetgen_provider_callbacks_total",
@@ -34,8 +39,27 @@ class CallbackRpcs:
     """VerifyCallback; mixed into the servicer."""
 
     _catalog: Catalog
+    _engine: ProviderEngine
     _webhook_secrets: WebhookSecrets | None
     _jwks: JwksCache | None
+
+    async def _provider_secret(self, resolved: ResolvedModel) -> str:
+        """The webhook secret the provider tells (its profile's ``verify.secret_url``), kept an hour."""
+        spec = resolved.target.profile.webhook
+        assert spec is not None and spec.secret_request is not None
+        cache: dict[str, tuple[float, str]] = self.__dict__.setdefault("_told_secrets", {})
+        cached = cache.get(resolved.provider.id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            document = await self._engine.fetch_document(resolved.target, spec.secret_request)
+        except AssetGenError as exc:
+            logger.warning("could not ask the provider for its webhook secret: %s", exc)
+            return ""
+        found = evaluate(spec.secret_path, document) if spec.secret_path is not None else document
+        secret = found if isinstance(found, str) else ""
+        cache[resolved.provider.id] = (time.monotonic() + _TOLD_SECRET_TTL, secret)
+        return secret
 
     async def VerifyCallback(
         self, request: provider_adapter_pb2.VerifyCallbackRequest, context: grpc.aio.ServicerContext
@@ -48,6 +72,8 @@ class CallbackRpcs:
         if spec is None:
             raise FailedPrecondition(f"provider {provider} does not call back (its profile has no webhook)")
         secret = await self._webhook_secrets.get(resolved.provider.id)
+        if not secret and spec.secret_request is not None:
+            secret = await self._provider_secret(resolved)
         try:
             task_id, verified = await verify_callback(
                 spec, secret, dict(request.headers), request.body, keys=self._jwks

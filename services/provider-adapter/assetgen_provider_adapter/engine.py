@@ -49,6 +49,7 @@ from assetgen_provider_adapter.engine_types import (
 from assetgen_provider_adapter.errors import KeyRefused, ProviderUnreachable, SubmitOutcomeUnknown
 from assetgen_provider_adapter.paths import evaluate, truthy
 from assetgen_provider_adapter.pricing import usage_of
+from assetgen_provider_adapter.profile_sections import RequestSpec
 from assetgen_provider_adapter.profiles import Profile
 from assetgen_provider_adapter.request_builder import AuthValues, RequestBuilder
 from assetgen_provider_adapter.sending import RetryPolicy, Sender, WireLog
@@ -199,6 +200,15 @@ class ProviderEngine:
             if result.state in (FAILED, CANCELED):
                 return result
         return TaskResult(state=PROCESSING, task_id=task_id, handle=handle)
+
+    async def fetch_document(self, target: ProviderTarget, spec: RequestSpec) -> Any:
+        """The JSON the provider answers a plain request of ``spec`` with (its key attached as the
+        profile says); ProviderUnreachable unless it answers 2xx."""
+        request = await self._requests.build(target, spec, {})
+        answer = await self._sender.send(target, request, idempotent=True)
+        if not answer.ok:
+            raise ProviderUnreachable(f"provider {target.name} answered HTTP {answer.status} to {spec.url}")
+        return answer.body
 
     async def poll(self, target: ProviderTarget, task_id: str, handle: Mapping[str, Any]) -> TaskResult:
         """Asks the provider where a task is; stateless, safe to repeat."""

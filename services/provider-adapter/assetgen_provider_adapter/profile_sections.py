@@ -470,6 +470,10 @@ class WebhookSpec(_ByFieldName):
     """How old a signed callback's timestamp may be (either way)."""
     safety_poll_ms: int
     """Polls go on this sparsely while callbacks are expected (a lost callback costs only latency)."""
+    secret_request: RequestSpec | None = None
+    """Where the provider tells its webhook secret (Replicate's ``GET /v1/webhooks/default/secret``),
+    asked with the provider's key when no secret is stored."""
+    secret_path: ParsedResult | None = None
 
 
 def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
@@ -487,6 +491,10 @@ def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
         jwks_url=verify.get("jwks_url", _FAL_JWKS_URL),
         tolerance_ms=parse_duration_ms(verify.get("tolerance"), _DEFAULT_CALLBACK_TOLERANCE_MS),
         safety_poll_ms=parse_duration_ms(webhook.get("safety_poll"), _DEFAULT_SAFETY_POLL_MS),
+        secret_request=RequestSpec(method="GET", url=verify["secret_url"])
+        if "secret_url" in verify
+        else None,
+        secret_path=_path(verify.get("secret_path", "key")),
     )
 
 

@@ -1,10 +1,11 @@
 """Provider callbacks in, through the real stack: fake Kie (HMAC), Replicate (Standard Webhooks), fal
 (ED25519 against a JWKS) and Luma (unsigned) call back when their task finishes.
 
-Profiles poll every 60 s, so an asset that completes within the 40 s these tests wait was completed
-by its callback; the callback only made the task be polled (the poll found it done). Forged, stale
-and unknown callbacks are refused and change nothing; a repeat is ignored; a lost callback is found
-by the (sparse) safety poll; a callback for a submission whose answer was lost adopts the task.
+Replicate's secret is not stored: the adapter asks the provider for it. Profiles poll every 60 s, so
+an asset that completes within the 40 s these tests wait was completed by its callback; the callback
+only made the task be polled (the poll found it done). Forged, stale and unknown callbacks are
+refused and change nothing; a repeat is ignored; a lost callback is found by the (sparse) safety
+poll; a callback for a submission whose answer was lost adopts the task.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackF
         gateway_http_port=port,
     ) as system:
         secrets = {"kie": KIE_SECRET, "replicate": REPLICATE_SECRET}
+        # Replicate's is not stored: the adapter asks the provider for it (GET /v1/webhooks/default/secret).
+        fakes["replicate"].webhook_secret = REPLICATE_SECRET
         for family, fake in fakes.items():
             base = fake.base_url + ("/dream-machine/v1" if family == "luma" else "")
             body = {
@@ -102,7 +105,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackF
                 "profile": _profile(PRESETS[family], interval="60s", jwks=fal_keys.url),
                 "base_url": base,
                 "api_key": KEY,
-                "webhook_secret": secrets.get(family, ""),
+                "webhook_secret": secrets.get(family, "") if family != "replicate" else "",
             }
             created = await system.http.post("/api/providers/", json=body)
             assert created.status_code == 201, created.text

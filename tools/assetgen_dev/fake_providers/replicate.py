@@ -19,6 +19,15 @@ class FakeReplicate(FakeProvider):
         app.router.add_post("/v1/predictions", self.create)
         app.router.add_get("/v1/predictions/{id}", self.get)
         app.router.add_post("/v1/predictions/{id}/cancel", self.cancel)
+        app.router.add_get("/v1/webhooks/default/secret", self.webhook_secret_of_account)
+
+    webhook_secret = ""
+    """The account's webhook signing secret, as ``GET /v1/webhooks/default/secret`` tells it."""
+
+    async def webhook_secret_of_account(self, request: web.Request) -> web.Response:
+        if not self.bearer_ok(request):
+            return self._auth_error()
+        return web.json_response({"key": self.webhook_secret})
 
     def _prediction(self, task: FakeTask, status: str) -> dict[str, Any]:
         url = f"{self.base_url}/v1/predictions/{task.id}"
