@@ -4,8 +4,9 @@ A callback is a reason to look, never the truth: once its token names a live ass
 adapter has checked it (signature, freshness) and read its task id, the task is polled at once
 through the normal lifecycle — by a job of a new generation, which supersedes the one waiting for
 the next (sparse) poll. The body alone never completes or fails an asset. A callback for a
-submission whose answer was lost ("outcome unknown") adopts the task it names, and the asset goes
-on to completion; the task is never submitted again. Repeats are harmless: a finished asset
+submission whose answer was lost ("outcome unknown"; the asset waits for it in ``waiting_callback``,
+still PROCESSING) adopts the task it names, and the asset goes on to completion: it ends once, and
+the task is never submitted again. Repeats are harmless: a finished asset
 ignores them, and one callback per asset attempt a second is acted on.
 """
 
@@ -41,7 +42,6 @@ CALLBACKS = Counter(
     "assetgen_provider_callbacks_total).",
     ["outcome"],
 )
-_ADOPTABLE = "outcome unknown"
 _REPEAT_WINDOW = 1.0
 _MAX_CAS_RETRIES = 5
 
@@ -108,7 +108,9 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         outcome = ""
         for _ in range(_MAX_CAS_RETRIES):
             if Status(asset.status).terminal:
-                if not (_adoptable(asset) and task_id):
+                return "ignored"
+            if asset.step == Step.WAITING_CALLBACK:
+                if not task_id or asset.external_task_id:
                     return "ignored"
                 if await self._adopt(asset, task_id):
                     outcome = "adopted"
@@ -134,13 +136,11 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
     async def _adopt(self, asset: AssetRow, task_id: str) -> bool:
         adopted = await self._store.update_asset(
             asset,
-            status=Status.PROCESSING,
             step=Step.POLLING,
             external_task_id=task_id,
             task_handle_json='{"assetgen_callback":1}',
             error_message="",
             error_count=0,
-            finished_at=None,
             submitted_at=asset.submitted_at or utcnow(),
             job_generation=asset.job_generation + 1,
             message=f"the provider called back about task {task_id}: its submission reached it after all",
@@ -148,12 +148,3 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         if adopted:
             await self._events.publish(asset)
         return adopted
-
-
-def _adoptable(asset: AssetRow) -> bool:
-    """A submission that may have reached the provider but whose answer never came."""
-    return (
-        asset.status == Status.FAILED
-        and not asset.external_task_id
-        and _ADOPTABLE in asset.error_message.lower()
-    )

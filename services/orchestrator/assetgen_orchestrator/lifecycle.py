@@ -4,8 +4,14 @@ Steps (under the public status)::
 
     PENDING    waiting_parent ─► queued ───────────────┐ submit
     PROCESSING                     polling ◄───────────┤ (NAK with the next poll delay)
-    PROCESSING                     ingesting ◄─────────┘ provider COMPLETED (a copy over 1 s)
+    PROCESSING                     ingesting ◄─────────┤ provider COMPLETED (a copy over 1 s)
+    PROCESSING                     waiting_callback ◄──┘ outcome unknown, callback URL sent
     COMPLETED / FAILED / CANCELED  done
+
+A submission whose outcome is unknown (sent, its answer lost) is never sent again. If it carried our
+callback URL, the asset waits in ``waiting_callback`` for the provider's callback, which adopts the
+task (:mod:`.callback_service`), and fails "outcome unknown" only at the deadline; without one it
+fails at once. Either way it ends once.
 
 Every change is a compare-and-set on the asset's version (see ``AssetStore.update_asset``); a step
 that loses the race re-reads the asset and decides again, so a late or duplicated message can never
@@ -76,6 +82,8 @@ _PARENT_CHECK_INTERVAL = 2.0
 _MAX_CAS_RETRIES = 5
 # The adapter's reason for a submission that may have reached the provider: its cost stays reserved.
 _OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+# The same for a submission that carried our callback URL: its callback may still adopt the task.
+_CALLBACK_AWAITED = "OUTCOME_UNKNOWN_CALLBACK_AWAITED"
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,8 @@ class Lifecycle:
             return await self._poll(asset)
         if step is Step.INGESTING:
             return await self._ingest.resume(asset)
+        if step is Step.WAITING_CALLBACK:
+            return await self._callback_deadline(asset)
         return Done()
 
     async def _wait_for_parent(self, asset: AssetRow) -> Outcome | None:
@@ -350,11 +360,43 @@ class Lifecycle:
             return Later(schedule.retry_delay(self._config.retry_base_seconds, 1, uniform=random.uniform))
         if error.code() in _TRANSIENT:
             return await self._retry_or_fail(asset, details)
+        if reason_of(error) == _CALLBACK_AWAITED:
+            return await self._await_callback(asset, details)
         if reason_of(error) == _OUTCOME_UNKNOWN:
             # The provider may have the task and bill it: the reservation stays for an operator,
             # who clears it by retrying or deleting the asset.
             return await self._close(asset, Status.FAILED, details, {"error_message": details}, release=False)
         return await self._fail(asset, details)
+
+    async def _await_callback(self, asset: AssetRow, reason: str) -> Outcome | None:
+        """The submission's outcome is unknown but it carried our callback URL: the asset stays in
+        flight, so that the callback, if the provider has the task, adopts it rather than completing
+        an asset already FAILED (two endings). The unknown outcome is its error until then."""
+        # The adapter names it "outcome unknown at <provider>: <why>"; the history note keeps the head.
+        unknown = reason.partition(":")[0]
+        if not await self._store.update_asset(
+            asset,
+            status=Status.PROCESSING,
+            step=Step.WAITING_CALLBACK,
+            submitted_at=utcnow(),
+            error_message=reason,
+            message=f"{unknown}: waiting for its callback",
+        ):
+            return None
+        await self._events.publish(asset)
+        logger.warning("submission outcome unknown; waiting for its callback", extra={"asset_id": asset.id})
+        return await self._callback_deadline(asset)
+
+    async def _callback_deadline(self, asset: AssetRow) -> Outcome | None:
+        """Waits for the callback until the deadline (the callback's job supersedes this one), then
+        fails the asset "outcome unknown", its cost kept reserved for an operator."""
+        deadline = schedule.deadline_seconds(self._policy(asset), self._config.default_deadline)
+        left = schedule.time_left(asset.submitted_at or asset.created_at, deadline, utcnow())
+        if left > 0:
+            return Later(left)
+        unknown = asset.error_message or "outcome unknown at the provider"
+        reason = f"{unknown}; no callback came within {schedule.duration_text(deadline)}"
+        return await self._close(asset, Status.FAILED, reason, {"error_message": reason}, release=False)
 
     async def _retry_or_fail(self, asset: AssetRow, reason: str) -> Outcome | None:
         """Tries the step again later, or fails the asset if it has tried long enough.

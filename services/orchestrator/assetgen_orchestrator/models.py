@@ -76,6 +76,8 @@ class Step(enum.StrEnum):
     QUEUED = "queued"
     SUBMITTING = "submitting"
     POLLING = "polling"
+    WAITING_CALLBACK = "waiting_callback"
+    """The submit's outcome is unknown but it carried our callback URL: its callback adopts the task."""
     INGESTING = "ingesting"
     DONE = "done"
 

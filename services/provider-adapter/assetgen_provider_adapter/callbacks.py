@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from assetgen.v1 import provider_adapter_pb2
+from assetgen_provider_adapter.errors import CallbackAwaited, SubmitOutcomeUnknown
 from assetgen_provider_adapter.messages import poll_policy_of
 from assetgen_provider_adapter.paths import evaluate
 from assetgen_provider_adapter.profile_sections import WebhookSpec
@@ -43,6 +44,7 @@ __all__ = [
     "CALLBACK_MARK",
     "CallbackRefused",
     "JwksCache",
+    "awaiting_callback",
     "callback_policy",
     "expects_callbacks",
     "inject_callback",
@@ -84,6 +86,20 @@ def inject_callback(request: httpx.Request, spec: WebhookSpec, url: str) -> http
 def expects_callbacks(handle: Mapping[str, Any]) -> bool:
     """Whether the task's submit asked the provider to call back."""
     return bool(handle.get(CALLBACK_MARK))
+
+
+def awaiting_callback(
+    unknown: SubmitOutcomeUnknown, profile: Profile, provider: str, callback_url: str
+) -> SubmitOutcomeUnknown:
+    """What a submit of unknown outcome ends with: :class:`CallbackAwaited`, named "outcome unknown
+    at <provider>: …", when its request carried the callback URL (given one, and the profile takes
+    it), since a provider that has the task will call back about it; else ``unknown`` as it is."""
+    if not callback_url or profile.webhook is None or isinstance(unknown, CallbackAwaited):
+        return unknown
+    named = f"outcome unknown at {provider}"
+    # The ledger's own answer to a repeat (the first call's answer lost) does not name the provider.
+    message = unknown.message if unknown.message.startswith(named) else f"{named}: {unknown.message}"
+    return CallbackAwaited(message)
 
 
 def safety_policy(

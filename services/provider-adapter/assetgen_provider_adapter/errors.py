@@ -14,8 +14,10 @@ Hierarchy (gRPC status in brackets)::
                                 polls again until its deadline instead of failing it
     FailedPrecondition [FAILED_PRECONDITION]
     └── SubmitOutcomeUnknown    a submit was sent but its answer was lost or was a 408/5xx ("outcome
-                                unknown at <provider>"), or an earlier call's claim is older than any
-                                submit takes (it died mid-flight); never resent, the ledger entry kept
+        │                       unknown at <provider>"), or an earlier call's claim is older than any
+        │                       submit takes (it died mid-flight); never resent, the ledger entry kept
+        └── CallbackAwaited     the same, for a submit that carried our callback URL: the provider, if
+                                it has the task, calls back about it, so the caller waits for that
     Aborted [ABORTED]
     └── SubmissionInProgress    another call is sending this submission now (its claim is young);
                                 the caller retries later and then gets its recorded outcome
@@ -30,6 +32,7 @@ from __future__ import annotations
 from assetgen_runtime.errors import Aborted, FailedPrecondition, Unavailable
 
 __all__ = [
+    "CallbackAwaited",
     "KeyRefused",
     "ProviderBusy",
     "ProviderUnreachable",
@@ -60,6 +63,14 @@ class SubmitOutcomeUnknown(FailedPrecondition):
 
     # The orchestrator keeps the attempt's cost reserved for an operator on this reason.
     reason = "OUTCOME_UNKNOWN"
+
+
+class CallbackAwaited(SubmitOutcomeUnknown):
+    """An unknown submit outcome whose request carried the callback URL naming the asset attempt:
+    the orchestrator keeps the asset in flight until that callback adopts the task or the deadline
+    passes, instead of failing it at once (and again completing it when the callback comes)."""
+
+    reason = "OUTCOME_UNKNOWN_CALLBACK_AWAITED"
 
 
 class SubmissionInProgress(Aborted):

@@ -22,7 +22,13 @@ from google.protobuf import json_format
 
 from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2, provider_adapter_pb2_grpc
 from assetgen_provider_adapter.callback_rpcs import CallbackRpcs
-from assetgen_provider_adapter.callbacks import CALLBACK_MARK, JwksCache, callback_policy, expects_callbacks
+from assetgen_provider_adapter.callbacks import (
+    CALLBACK_MARK,
+    JwksCache,
+    awaiting_callback,
+    callback_policy,
+    expects_callbacks,
+)
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
 from assetgen_provider_adapter.engine import (
     COMPLETED,
@@ -334,7 +340,11 @@ class ProviderAdapterServicer(
         submission = asyncio.create_task(self._submit_once(request, resolved, variables))
         self._submissions.add(submission)
         submission.add_done_callback(self._submissions.discard)
-        return await asyncio.shield(submission)
+        try:
+            return await asyncio.shield(submission)
+        except SubmitOutcomeUnknown as unknown:
+            profile, name = resolved.target.profile, resolved.provider.name
+            raise awaiting_callback(unknown, profile, name, request.callback_url) from None
 
     async def _submit_once(
         self,

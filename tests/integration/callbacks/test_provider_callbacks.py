@@ -5,12 +5,14 @@ Replicate's secret is not stored: the adapter asks the provider for it. Profiles
 an asset that completes within the 40 s these tests wait was completed by its callback; the callback
 only made the task be polled (the poll found it done). Forged, stale and unknown callbacks are
 refused and change nothing; a repeat is ignored; a lost callback is found by the (sparse) safety
-poll; a callback for a submission whose answer was lost adopts the task.
+poll; a callback for a submission whose answer was lost adopts the task, which ends once (COMPLETED),
+and one that never comes fails it once, at the deadline.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from assetgen_dev.fake_providers.luma import FakeLuma
 from assetgen_dev.fake_providers.replicate import FakeReplicate
 from assetgen_dev.stack import WholeStack, WholeStackFactory
 from assetgen_dev.testing import eventually
+from assetgen_dev.webhook_receiver import WebhookReceiver
 from assetgen_provider_adapter.profiles import load_presets
 
 KEY = "callbacks-provider-key"
@@ -43,6 +46,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 PRESETS = {"kie": "kie-ai", "replicate": "replicate", "fal": "fal", "luma": "luma"}
 ENDPOINTS = {"fal": "/fal-ai/flux/schnell", "luma": ""}
+CALLBACK_DEADLINE = "4s"  # of the provider whose callbacks are all lost: an unknown outcome ends then
 
 
 class LosingKie(FakeKieJobs):
@@ -55,9 +59,13 @@ class LosingKie(FakeKieJobs):
         return answer
 
 
-def _profile(preset: str, *, interval: str, safety: str = "5m", jwks: str = "") -> dict[str, Any]:
+def _profile(
+    preset: str, *, interval: str, safety: str = "5m", jwks: str = "", deadline: str = ""
+) -> dict[str, Any]:
     profile = copy.deepcopy(dict(load_presets()[preset].data))
     profile["poll"]["interval"] = {"initial": interval, "max": interval, "min": interval, "backoff": 1.0}
+    if deadline:
+        profile["poll"]["deadline"] = deadline
     profile["webhook"]["safety_poll"] = safety
     if jwks:
         profile["webhook"]["verify"]["jwks_url"] = jwks
@@ -70,6 +78,8 @@ class Env:
     box: str
     callers: dict[str, CallingBack]
     safety: CallingBack
+    silent: CallingBack
+    hooks: WebhookReceiver
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -87,11 +97,18 @@ async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackF
         "luma": FakeLuma(KEY, polls_before_done=10_000),
     }
     safety_fake = FakeKieJobs(KEY, timing=fixed(1.0), polls_before_done=0)
+    silent_fake = LosingKie(KEY, timing=fixed(1.0), polls_before_done=0)
+    hooks = WebhookReceiver()
+    await hooks.start()
     port = free_port()
-    overrides = {"public_url": f"http://127.0.0.1:{port}", "callback_secret": "callback-test-secret"}
+    overrides = {
+        "public_url": f"http://127.0.0.1:{port}",
+        "callback_secret": "callback-test-secret",
+        "webhook_allowed_networks": ("127.0.0.0/8",),
+    }
     async with whole_stack(
         tmp_path_factory.mktemp("callbacks"),
-        fakes=[*fakes.values(), safety_fake],
+        fakes=[*fakes.values(), safety_fake, silent_fake],
         orchestrator_overrides=overrides,
         gateway_http_port=port,
     ) as system:
@@ -133,20 +150,34 @@ async def env(tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackF
             "request_schema": SCHEMAS["kie"],
         }
         assert (await system.http.post("/api/models/", json=model)).status_code == 201
+        silent_provider = {
+            "name": "kie-silent",
+            "profile": _profile("kie-ai", interval="60s", deadline=CALLBACK_DEADLINE),
+            "base_url": silent_fake.base_url,
+            "api_key": KEY,
+            "webhook_secret": KIE_SECRET,
+        }
+        assert (await system.http.post("/api/providers/", json=silent_provider)).status_code == 201
+        model = {**model, "provider": "kie-silent", "name": "silent-img"}
+        assert (await system.http.post("/api/models/", json=model)).status_code == 201
+        hook = await system.http.post("/api/webhooks/", json={"url": hooks.url})
+        assert hook.status_code == 201, hook.text
         box = (await system.http.post("/api/boxes/", json={"name": "callbacks"})).json()["id"]
         callers = {
             family: CallingBack(fake, family, after=1.0, secret=secrets.get(family, ""), fal_keys=fal_keys)
             for family, fake in fakes.items()
         }
         safety = CallingBack(safety_fake, "kie", after=1.0, secret=KIE_SECRET, lose_all=True)
-        for caller in [*callers.values(), safety]:
+        silent = CallingBack(silent_fake, "kie", after=1.0, secret=KIE_SECRET, lose_all=True)
+        for caller in [*callers.values(), safety, silent]:
             await caller.start()
         try:
-            yield Env(system, box, callers, safety)
+            yield Env(system, box, callers, safety, silent, hooks)
         finally:
-            for caller in [*callers.values(), safety]:
+            for caller in [*callers.values(), safety, silent]:
                 await caller.stop()
             await fal_keys.stop()
+            await hooks.stop()
 
 
 async def _generate(env: Env, model: str, prompt: str) -> str:
@@ -237,15 +268,59 @@ async def test_a_lost_callback_is_caught_by_the_safety_poll(env: Env) -> None:
 
 async def test_a_callback_adopts_a_submission_whose_answer_was_lost(env: Env) -> None:
     asset_id = await _generate(env, "kie-img", "[lose] the answer")
-    failed = await _status(env, asset_id, "FAILED")
-    assert "outcome unknown" in failed["error_message"]
+    asset = await _status(env, asset_id, "COMPLETED", "FAILED")
+    assert asset["status"] == "COMPLETED", asset
     fake = env.callers["kie"].fake
     [task_id] = [task.id for task in fake.tasks.values() if task.prompt == "[lose] the answer"]
-    asset = await _status(env, asset_id, "COMPLETED")
     assert asset["external_task_id"] == task_id and asset["attempt"] == 1 and asset["error_message"] == ""
     assert [task.prompt for task in fake.tasks.values()].count("[lose] the answer") == 1  # never resent
+    [callback] = [sent for sent in env.callers["kie"].sent if sent.task_id == task_id]
+    assert callback.status == 200 and json.loads(callback.body)["data"]["taskId"] == task_id
     history = (await env.http.get(f"/api/assets/{asset_id}/history/")).json()["items"]
-    assert [item["to_status"] for item in history][-3:] == ["FAILED", "PROCESSING", "COMPLETED"]
+    # One ending: it waited PROCESSING for the callback, never FAILED first.
+    assert [item["to_status"] for item in history].count("COMPLETED") == 1
+    assert "FAILED" not in [item["to_status"] for item in history]
+    [waiting] = [item for item in history if item["step"] == "waiting_callback"]
+    assert waiting["to_status"] == "PROCESSING"
+    assert waiting["message"] == "outcome unknown at kie: waiting for its callback"
+    events = await _delivered(env, asset_id, "asset.completed")
+    assert events == ["asset.processing", "asset.completed"]
+
+
+async def test_a_lost_answer_whose_callback_never_comes_fails_once_at_the_deadline(env: Env) -> None:
+    asset_id = await _generate(env, "silent-img", "[lose] and no callback")
+    asset = await _status(env, asset_id, "COMPLETED", "FAILED")
+    assert asset["status"] == "FAILED", asset
+    assert asset["error_message"].startswith("outcome unknown at kie-silent: "), asset
+    assert asset["error_message"].endswith(f"; no callback came within {CALLBACK_DEADLINE}")
+    assert asset["external_task_id"] == ""
+    assert [task.prompt for task in env.silent.fake.tasks.values()] == ["[lose] and no callback"]
+    history = (await env.http.get(f"/api/assets/{asset_id}/history/")).json()["items"]
+    assert [(item["to_status"], item["step"]) for item in history][-2:] == [
+        ("PROCESSING", "waiting_callback"),
+        ("FAILED", "done"),
+    ]
+    assert [item["to_status"] for item in history].count("FAILED") == 1
+    assert await _delivered(env, asset_id, "asset.failed") == ["asset.processing", "asset.failed"]
+    # A callback after the ending changes nothing: the asset ended once.
+    [task] = env.silent.fake.tasks.values()
+    body, headers = env.silent.signed(task.id, task)
+    async with httpx.AsyncClient(timeout=10) as client:
+        late = await client.post(task.request["callBackUrl"], content=body, headers=headers)
+    assert late.status_code == 200 and late.json()["outcome"] == "ignored", late.text
+    after = (await env.http.get(f"/api/assets/{asset_id}/")).json()
+    assert after["status"] == "FAILED" and after["updated_at"] == asset["updated_at"]
+
+
+async def _delivered(env: Env, asset_id: str, last: str) -> list[str]:
+    """The event types delivered to the project's webhook about an asset, once ``last`` has been."""
+
+    def events() -> list[str]:
+        bodies = [json.loads(item.body) for item in env.hooks.received if item.status == 200]
+        return [body["type"] for body in bodies if body["data"]["id"] == asset_id]
+
+    await eventually(lambda: _async(events()), lambda seen: last in seen, what=f"{last} of {asset_id}")
+    return events()
 
 
 async def _async(value: Any) -> Any:

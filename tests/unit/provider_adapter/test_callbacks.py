@@ -17,11 +17,13 @@ from assetgen_dev.calling_back import FalKeys, fal_headers, kie_headers
 from assetgen_provider_adapter.callbacks import (
     CallbackRefused,
     JwksCache,
+    awaiting_callback,
     callback_policy,
     inject_callback,
     safety_policy,
     verify_callback,
 )
+from assetgen_provider_adapter.errors import CallbackAwaited, SubmitOutcomeUnknown
 from assetgen_provider_adapter.profiles import load_presets
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -54,6 +56,19 @@ def test_the_callback_url_goes_where_the_profile_says() -> None:
         httpx.Request("POST", "https://queue.fal.run/m", json={}), _spec("fal"), "https://u/cb"
     )
     assert queued.url.params["fal_webhook"] == "https://u/cb"
+
+
+def test_an_unknown_outcome_awaits_the_callback_only_when_the_submit_carried_its_url() -> None:
+    kie, plain = load_presets()["kie-ai"], load_presets()["openai-images"]
+    lost = SubmitOutcomeUnknown("outcome unknown at kie: provider kie answered the submission with HTTP 502")
+    awaited = awaiting_callback(lost, kie, "kie", "https://us.example/api/callbacks/t")
+    assert isinstance(awaited, CallbackAwaited) and awaited.message == lost.message
+    assert awaited.reason == "OUTCOME_UNKNOWN_CALLBACK_AWAITED"
+    assert awaiting_callback(lost, kie, "kie", "") is lost  # no ASSETGEN_PUBLIC_URL: no URL was sent
+    assert awaiting_callback(lost, plain, "openai", "https://us.example/api/callbacks/t") is lost
+    repeat = SubmitOutcomeUnknown("submission of asset ast_x attempt 1 was sent at … but its answer was lost")
+    named = awaiting_callback(repeat, kie, "kie", "https://us.example/api/callbacks/t")
+    assert named.message == f"outcome unknown at kie: {repeat.message}"
 
 
 def test_polls_are_sparse_only_while_callbacks_are_expected() -> None:
