@@ -232,6 +232,11 @@ def _start(supervisor: Supervisor, environ: dict[str, str]) -> tuple[str, int, s
     if "ASSETGEN_SERVICE_TOKEN" not in environ:
         # The credential internal services require of each other; kept across restarts of a child.
         env["ASSETGEN_SERVICE_TOKEN"] = _secret_file(data_dir / "service-token", secrets.token_urlsafe(32))
+    if "ASSETGEN_CALLBACK_SECRET" not in environ:
+        # Signs callback URLs: kept across restarts, so a provider's callback for a task submitted
+        # before the orchestrator restarted still finds its asset (a new key would answer 404).
+        callback_secret = _secret_file(data_dir / "callback-secret", secrets.token_urlsafe(32))
+        env["ASSETGEN_CALLBACK_SECRET"] = callback_secret
     env.setdefault("ASSETGEN_ALLOWED_FETCH_NETWORKS", "127.0.0.0/8")
 
     nats_urls: dict[str, str] = {}  # each NATS client's own URL, its user's credentials in it

@@ -35,6 +35,12 @@ def _processes_with(marker: str) -> dict[int, str]:
     return found
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """A process's environment."""
+    items = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 def _stderr_file(data_dir: Path) -> Path:
     """Where the fixture's ``make run`` writes its log, quoted when it dies before it is ready."""
     return data_dir.parent / "make-run.stderr"
@@ -153,6 +159,11 @@ async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
             pid for pid, cmd in _processes_with(str(data_dir)).items() if "assetgen-orchestrator" in cmd
         ]
         assert len(orchestrators) == 1
+        # The callback secret is kept in the data dir, so a restarted orchestrator still knows the
+        # callback URLs it handed out.
+        callback_secret = (data_dir / "callback-secret").read_text().strip()
+        assert len(callback_secret) >= 32
+        assert _environ(orchestrators[0])["ASSETGEN_CALLBACK_SECRET"] == callback_secret
         os.kill(orchestrators[0], signal.SIGKILL)
 
         async def new_orchestrator() -> list[int]:
@@ -171,6 +182,8 @@ async def test_make_run_serves_the_readme_flow_restarts_and_stops_cleanly(
         )
         again = await generate({"model": "demo-image", "prompt": "after the restart"})
         assert again["status"] == "COMPLETED"
+        [restarted] = await new_orchestrator()
+        assert _environ(restarted)["ASSETGEN_CALLBACK_SECRET"] == callback_secret
 
     process.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(process.wait, 60) == 0

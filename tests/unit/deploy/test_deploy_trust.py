@@ -33,6 +33,17 @@ def test_every_service_gets_the_service_credential_from_a_secret(overlay: Render
 
 
 @pytest.mark.parametrize("service", SERVICES)
+def test_only_the_orchestrator_gets_the_callback_key_from_a_secret(overlay: Rendered, service: str) -> None:
+    # Every replica must sign and check callback URLs alike, and restarts must not change the key.
+    env = overlay.env(main_container(overlay.services()[service]))
+    if service != "orchestrator":
+        assert "ASSETGEN_CALLBACK_SECRET" not in env
+        return
+    value = env["ASSETGEN_CALLBACK_SECRET"]
+    assert (value.source, _secret(value.name), value.key) == ("secret", "assetgen-callbacks", "secret")
+
+
+@pytest.mark.parametrize("service", SERVICES)
 def test_nats_clients_connect_as_their_own_user(overlay: Rendered, service: str) -> None:
     env = overlay.env(main_container(overlay.services()[service]))
     if service not in NATS_CLIENTS:
