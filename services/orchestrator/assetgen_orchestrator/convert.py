@@ -84,6 +84,7 @@ def asset_to_proto(asset: AssetRow) -> common_pb2.Asset:
         submitted_at=_timestamp(asset.submitted_at) if asset.submitted_at else None,
         finished_at=_timestamp(asset.finished_at) if asset.finished_at else None,
         cost=_cost(asset.cost_json),
+        queue_position=asset.queue_position,
     )
 
 

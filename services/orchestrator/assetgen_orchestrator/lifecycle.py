@@ -79,6 +79,7 @@ _TRANSIENT = frozenset(
     }
 )
 _PARENT_CHECK_INTERVAL = 2.0
+_PROJECTS_REMEMBERED = 10_000
 _MAX_CAS_RETRIES = 5
 # The adapter's reason for a submission that may have reached the provider: its cost stays reserved.
 _OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
@@ -122,6 +123,7 @@ class Lifecycle:
         self._events = events
         self._config = config
         self._ledger = ledger
+        self._projects: dict[str, str] = {}
         self._ingest = ResultIngest(
             store, storage, events, rpc_timeout=config.rpc_timeout, ingest_timeout=config.ingest_timeout
         )
@@ -221,6 +223,7 @@ class Lifecycle:
                 model=asset.model,
                 variables_json=json.dumps(build_variables(asset, parent_url)),
                 box_id=asset.box_id,
+                project=await self._project_of(asset.box_id),
                 callback_url=self._callback_url(asset.id, asset.attempt),
             ),
             # Must outlast the adapter's own provider timeout and retries: a submission cut off
@@ -268,7 +271,7 @@ class Lifecycle:
         if state == provider_adapter_pb2.TASK_STATE_CANCELED:
             return await self._on_canceled(asset, reported)
         if submitted and not status.task_id and state == provider_adapter_pb2.TASK_STATE_PENDING:
-            return self._on_held_back(status)
+            return await self._on_held_back(asset, status)
         # PENDING, PROCESSING, or anything unknown: still running.
         return await self._on_running(asset, status, reported, submitted=submitted, asked_at=asked_at)
 
@@ -310,8 +313,12 @@ class Lifecycle:
         """The task was canceled at the provider: so is the asset."""
         return await self._end(asset, Status.CANCELED, "canceled at the provider", **reported)
 
-    def _on_held_back(self, status: provider_adapter_pb2.TaskStatus) -> Outcome:
-        """The adapter held the submission back at a provider limit; nothing was sent: ask again."""
+    async def _on_held_back(self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus) -> Outcome | None:
+        """The adapter held the submission back at a provider limit; nothing was sent: ask again.
+        Its place in the provider's queue is written when it moved (watchers see it on read)."""
+        if status.queue_position != asset.queue_position:
+            if not await self._store.update_asset(asset, queue_position=status.queue_position):
+                return None
         return Later(schedule.held_back_delay(status.poll_after_ms, uniform=random.uniform))
 
     async def _on_running(
@@ -456,6 +463,15 @@ class Lifecycle:
         await self._events.publish(asset)
         return Done()
 
+    async def _project_of(self, box_id: str) -> str:
+        """The project of a box (boxes never move), remembered: queues at a provider take projects in turn."""
+        project = self._projects.get(box_id)
+        if project is None:
+            if len(self._projects) >= _PROJECTS_REMEMBERED:
+                self._projects.clear()
+            project = self._projects[box_id] = (await self._store.get_box(box_id)).project_id
+        return project
+
     async def _settle(self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus) -> dict[str, object]:
         """Charges the attempt what the provider reports it used (else its estimate): the ledger
         first, so a step redelivered before the asset is written charges it once; the asset's
@@ -506,6 +522,8 @@ def _reported_changes(
         reported["poll_policy_json"] = poll_policy_json(status.poll_policy)
     if submitted:
         reported["submitted_at"] = utcnow()
+    if asset.queue_position:
+        reported["queue_position"] = 0  # out of the provider's queue
     return reported
 
 

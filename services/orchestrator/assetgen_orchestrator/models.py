@@ -177,6 +177,8 @@ assets_table = Table(
     _moment("attempt_started_at", nullable=True),
     # The attempt's cost (``costs.AssetCost`` as JSON): estimate, unit price, charge; "" when unpriced.
     Column("cost_json", Text, nullable=False, default=""),
+    # Place in the provider's queue while every key is full (1: next to start); 0 when not queued.
+    Column("queue_position", Integer, nullable=False, default=0),
     UniqueConstraint("box_id", "idempotency_key", name="uq_assets_box_idempotency_key"),
     Index("ix_assets_box_id_id", "box_id", "id"),
     Index("ix_assets_parent_asset_id", "parent_asset_id"),
@@ -318,6 +320,8 @@ class AssetRow:
     """When this attempt was accepted (a retry's, or the generation's); None on older rows."""
     cost_json: str = ""
     """The attempt's cost (``costs.AssetCost``); '' when the model has no price."""
+    queue_position: int = 0
+    """Place in its provider's queue (1: next to start) while held back there; 0 otherwise."""
 
     def values(self) -> dict[str, object]:
         """Every column's value, by column name."""

@@ -227,6 +227,26 @@ class KeyPool:
         await self._name_key(asset_id, attempt, "")
         raise PoolFull(f"every API key of provider {provider.name} is at its limit or cooling")
 
+    async def free_slots(self, provider: ProviderRow, *, running_for: float) -> int | None:
+        """How many more tasks the provider's usable keys may run now; None when nothing limits them
+        (no pool, or a usable key without a limit of its own)."""
+        async with self._sessions() as session:
+            rows = list(
+                await session.scalars(
+                    select(ProviderKeyRow).where(
+                        ProviderKeyRow.provider_id == provider.id,
+                        ProviderKeyRow.enabled.is_(True),
+                        ProviderKeyRow.deleted.is_(False),
+                    )
+                )
+            )
+        now = time.monotonic()
+        usable = [row for row in rows if self._cooling.get(row.id, 0.0) <= now]
+        if not rows or any(not row.max_concurrency for row in usable):
+            return None
+        counts = await self._in_flight([row.id for row in usable], running_for=running_for)
+        return sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable)
+
     def cool(self, key_id: str, seconds: float) -> None:
         """The provider rate-limited this key (429): it takes no new work here for ``seconds``."""
         self._cooling[key_id] = time.monotonic() + seconds

@@ -18,6 +18,7 @@ from assetgen_provider_adapter.catalog import ResolvedModel
 from assetgen_provider_adapter.engine_types import ProviderTarget
 from assetgen_provider_adapter.key_pool import HANDLE_KEY, KeyPool
 from assetgen_provider_adapter.messages import key_message
+from assetgen_provider_adapter.submission_queue import SubmissionQueue
 from assetgen_runtime.errors import Unavailable
 
 __all__ = ["KeyRpcs"]
@@ -27,6 +28,7 @@ class KeyRpcs:
     """CreateProviderKey, ListProviderKeys, UpdateProviderKey, DeleteProviderKey; mixed into the servicer."""
 
     _keys: KeyPool | None
+    _queue: SubmissionQueue | None
 
     def _pool(self) -> KeyPool:
         if self._keys is None:
@@ -57,7 +59,10 @@ class KeyRpcs:
         self, request: gateway_pb2.ListProviderKeysRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListProviderKeysResponse:
         views = await self._pool().list_keys(request.provider)
-        return gateway_pb2.ListProviderKeysResponse(items=[key_message(view) for view in views])
+        queued = await self._queue.length(views[0].row.provider_id) if views and self._queue else 0
+        return gateway_pb2.ListProviderKeysResponse(
+            items=[key_message(view) for view in views], queued=queued
+        )
 
     async def UpdateProviderKey(
         self, request: gateway_pb2.UpdateProviderKeyRequest, context: grpc.aio.ServicerContext

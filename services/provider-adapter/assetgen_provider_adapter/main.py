@@ -24,6 +24,7 @@ from assetgen_provider_adapter.profiles import load_presets
 from assetgen_provider_adapter.results import ResultStore
 from assetgen_provider_adapter.service import ProviderAdapterServicer
 from assetgen_provider_adapter.settings import ProviderAdapterSettings
+from assetgen_provider_adapter.submission_queue import SubmissionQueue
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
 from assetgen_runtime.channels import open_channel
 from assetgen_runtime.database import create_engine, migrate, session_factory
@@ -132,6 +133,7 @@ async def run_server(
             results,
             poll_concurrency=settings.poll_concurrency,
             keys=KeyPool(engine, sessions, box, KeyReferences(os.environ, settings.provider_secrets_dir)),
+            queue=SubmissionQueue(engine),
             webhook_secrets=WebhookSecrets(sessions, box),
             jwks=JwksCache(functools.partial(_fetch_json, client)),
         )

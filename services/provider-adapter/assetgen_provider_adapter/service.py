@@ -46,6 +46,7 @@ from assetgen_provider_adapter.messages import model_message, poll_policy_of, pr
 from assetgen_provider_adapter.pricing import PriceError
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
+from assetgen_provider_adapter.submission_queue import SubmissionQueue
 from assetgen_provider_adapter.templates import MissingVariables, render
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
@@ -134,8 +135,10 @@ class ProviderAdapterServicer(
         webhook_secrets: WebhookSecrets | None = None,
         jwks: JwksCache | None = None,
         keys: KeyPool | None = None,
+        queue: SubmissionQueue | None = None,
     ) -> None:
         self._keys = keys
+        self._queue = queue
         self._webhook_secrets = webhook_secrets
         self._jwks = jwks
         self._catalog = catalog
@@ -384,15 +387,24 @@ class ProviderAdapterServicer(
                     poll_after_ms=int(wait * 1000),
                     poll_policy=poll_policy_of(profile),
                 )
-        key = None
+        key, place = None, 0
+        running_for = profile.poll_timing.deadline_ms / 1000
         try:
             if self._keys is not None:
+                free = await self._keys.free_slots(resolved.provider, running_for=running_for)
+                if free is not None and self._queue is not None:
+                    # The pool's keys are limited: its free slots go to the waiters in turn.
+                    queued = await self._queue.place(
+                        resolved.provider.id, request.asset_id, request.attempt, request.project
+                    )
+                    place = queued - free + 1
+                    if place > 0:
+                        raise PoolFull(f"queued at provider {resolved.provider.name}")
                 key = await self._keys.claim(
-                    resolved.provider,
-                    request.asset_id,
-                    request.attempt,
-                    running_for=profile.poll_timing.deadline_ms / 1000,
+                    resolved.provider, request.asset_id, request.attempt, running_for=running_for
                 )
+                if free is not None and self._queue is not None:
+                    await self._queue.leave(resolved.provider.id, request.asset_id, request.attempt)
         except NoUsableKey:
             await self._ledger.abandon(request.asset_id, request.attempt)
             raise
@@ -404,6 +416,7 @@ class ProviderAdapterServicer(
                 raw_state="held back: every API key of the provider is at its limit",
                 poll_after_ms=int(limits.retry_seconds * 1000),
                 poll_policy=poll_policy_of(profile),
+                queue_position=max(place, 1),
             )
         try:
             status = await self._send(request, resolved, variables, key)

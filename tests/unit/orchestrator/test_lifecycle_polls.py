@@ -18,7 +18,7 @@ from assetgen_orchestrator import lifecycle as lifecycle_module
 from assetgen_orchestrator.convert import poll_policy_json
 from assetgen_orchestrator.jobs import PULL_PAUSE, Done, Job, Later
 from assetgen_orchestrator.lifecycle import Lifecycle, LifecycleConfig
-from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
+from assetgen_orchestrator.models import AssetRow, BoxRow, Status, Step, utcnow
 from assetgen_runtime.batching import Batcher
 
 POLICY = provider_adapter_pb2.PollPolicy(initial_delay_ms=10_000, backoff=1.0, max_delay_ms=10_000)
@@ -49,6 +49,9 @@ class _Store:
     async def find_assets(self, asset_ids: list[str]) -> list[AssetRow | None]:
         self.queries.append(asset_ids)
         return [copy.copy(self.rows[i]) if i in self.rows else None for i in asset_ids]
+
+    async def get_box(self, box_id: str) -> BoxRow:
+        return BoxRow(id=box_id, name="box")
 
     async def update_asset(self, asset: AssetRow, *, message: str = "", **changes: Any) -> bool:
         if self.rows[asset.id].version != asset.version:

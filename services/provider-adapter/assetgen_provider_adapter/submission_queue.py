@@ -1,0 +1,142 @@
+"""The queue of submissions waiting for a free key at their provider: fair, and shared by every replica.
+
+A submission that finds its provider's pool keys full waits in ``submission_queue`` (the catalog
+database every replica shares). The order is round-robin across projects and first in, first out
+within one: a waiter's turn is its rank among its project's submissions of the last ``window``
+seconds, started or waiting, by when their assets were accepted (asset ids sort by that, whichever
+replica's call arrived first), and waiters go by turn, then age. So the first waiter of every
+project comes before any project's second, a project that was just served waits behind one that
+was not, and a batch of a thousand cannot starve another project's single job. A waiter may start
+when its place is below the number of free slots; the others are held back with their position and
+ask again.
+
+A waiter that stops asking (its asset was canceled or deleted, its job moved on) drops out after
+``stale_after`` seconds without a question, so nobody waits behind it for ever.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from assetgen_provider_adapter.db import utcnow
+
+__all__ = ["SubmissionQueue"]
+
+_QUEUE = Table(
+    "submission_queue",
+    MetaData(),
+    Column("asset_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("provider_id", String(64), nullable=False),
+    Column("project", String(64), nullable=False),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False),
+    Column("asked_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+)
+
+
+class SubmissionQueue:
+    """Waiters for a provider's free slots (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, *, stale_after: float = 60.0, window: float = 600.0) -> None:
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._stale_after = stale_after
+        self._window = window
+
+    async def place(self, provider_id: str, asset_id: str, attempt: int, project: str) -> int:
+        """Joins the queue (or says it is still waiting) and returns the 0-based place in it."""
+        now = utcnow()
+        async with self._autocommit.connect() as connection:
+            asked = await connection.execute(
+                update(_QUEUE)
+                .where(_QUEUE.c.asset_id == asset_id, _QUEUE.c.attempt == attempt)
+                .values(asked_at=now, started_at=None)
+            )
+            if asked.rowcount == 0:
+                try:
+                    await connection.execute(
+                        insert(_QUEUE).values(
+                            asset_id=asset_id,
+                            attempt=attempt,
+                            provider_id=provider_id,
+                            project=project,
+                            enqueued_at=now,
+                            asked_at=now,
+                        )
+                    )
+                except IntegrityError:
+                    pass  # joined by a concurrent call for the same attempt
+            waiting = and_(
+                _QUEUE.c.started_at.is_(None),
+                _QUEUE.c.asked_at > now - timedelta(seconds=self._stale_after),
+            )
+            recent = _QUEUE.c.started_at > now - timedelta(seconds=self._window)
+            turn = (
+                func.row_number()
+                .over(partition_by=_QUEUE.c.project, order_by=_QUEUE.c.asset_id)
+                .label("turn")
+            )
+            counted = (
+                select(_QUEUE.c.asset_id, _QUEUE.c.attempt, _QUEUE.c.started_at, turn)
+                .where(_QUEUE.c.provider_id == provider_id, or_(waiting, recent))
+                .subquery()
+            )
+            rows = (
+                await connection.execute(
+                    select(counted.c.asset_id, counted.c.attempt)
+                    .where(counted.c.started_at.is_(None))
+                    .order_by(counted.c.turn, counted.c.asset_id)
+                )
+            ).all()
+        for place, (waiting_asset, waiting_attempt) in enumerate(rows):
+            if (waiting_asset, waiting_attempt) == (asset_id, attempt):
+                return place
+        return len(rows)
+
+    async def leave(self, provider_id: str, asset_id: str, attempt: int) -> None:
+        """The submission started: it waits no more, and counts for its project's next turns a while."""
+        now = utcnow()
+        async with self._autocommit.connect() as connection:
+            await connection.execute(
+                update(_QUEUE)
+                .where(_QUEUE.c.asset_id == asset_id, _QUEUE.c.attempt == attempt)
+                .values(started_at=now)
+            )
+            await connection.execute(
+                delete(_QUEUE).where(
+                    _QUEUE.c.provider_id == provider_id,
+                    _QUEUE.c.started_at < now - timedelta(seconds=self._window),
+                )
+            )
+
+    async def length(self, provider_id: str) -> int:
+        """How many submissions wait for the provider now."""
+        now = utcnow()
+        async with self._autocommit.connect() as connection:
+            count = await connection.execute(
+                select(func.count()).where(
+                    _QUEUE.c.provider_id == provider_id,
+                    _QUEUE.c.started_at.is_(None),
+                    _QUEUE.c.asked_at > now - timedelta(seconds=self._stale_after),
+                )
+            )
+            return int(cast(int, count.scalar_one()))

@@ -1,0 +1,95 @@
+"""Generations waiting for a provider's keys queue fairly: first in, first out within a project, projects
+in turn, with their place shown on the asset.
+
+One pool key of concurrency 1 at a fake Kie that holds tasks until released: project alpha's batch of
+six waits behind its first task, then project beta's two join; alpha already has a task running, so
+beta's first goes next and its second between alpha's (beta 1, alpha 2, beta 2, alpha 3, …), never
+behind the whole batch, and no task is refused for the key's limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, from_input
+from assetgen_dev.fake_providers.media import MediaResults
+from assetgen_dev.stack import WholeStackFactory
+from assetgen_dev.testing import eventually
+from assetgen_provider_adapter.profiles import load_presets
+
+KEY = "fair-key"
+
+
+async def _assets(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]]:
+    return [(await http.get(f"/api/assets/{asset}/")).json() for asset in ids]
+
+
+async def test_queued_generations_start_in_turns_across_projects(
+    tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory
+) -> None:
+    fake = FakeKieJobs(KEY, timing=from_input, results=MediaResults(), polls_before_done=0)
+    fake.per_key_limit = 1
+    profile: dict[str, Any] = copy.deepcopy(dict(load_presets()["kie-ai"].data))
+    profile["name"] = "kie-quick"
+    profile["poll"]["interval"] = {"initial": "500ms", "backoff": 1.0, "max": "1s", "min": "500ms"}
+    async with whole_stack(tmp_path_factory.mktemp("fair"), fakes=[fake]) as system:
+        http = system.http
+        body = {"name": "kie", "profile": profile, "base_url": fake.base_url, "api_key": KEY}
+        assert (await http.post("/api/providers/", json=body)).status_code == 201
+        pool_key = {"name": "only", "api_key": KEY, "max_concurrency": 1}
+        assert (await http.post("/api/providers/kie/keys/", json=pool_key)).status_code == 201
+        schema = {"model": "demo/image", "input": {"prompt": "{{prompt}}", "hold": "{{hold?}}"}}
+        model = {"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": schema}
+        assert (await http.post("/api/models/", json=model)).status_code == 201
+        boxes = {}
+        for project in ("alpha", "beta"):
+            assert (await http.post("/api/projects/", json={"name": project})).status_code == 201
+            boxes[project] = (
+                await http.post("/api/boxes/", json={"name": project, "project": project})
+            ).json()["id"]
+
+        async def generate(project: str, number: int) -> str:
+            body = {"model": "img", "prompt": f"{project} {number}", "config": {"hold": True}}
+            return str((await http.post(f"/api/boxes/{boxes[project]}/generate/", json=body)).json()["id"])
+
+        alpha = [await generate("alpha", number) for number in range(1, 7)]
+        await eventually(
+            lambda: _assets(http, alpha[1:]),
+            lambda assets: sorted(asset["queue_position"] for asset in assets) == [1, 2, 3, 4, 5],
+            what="alpha's batch queued behind its first task",
+        )
+        beta = [await generate("beta", number) for number in range(1, 3)]
+        queued = await eventually(
+            lambda: _assets(http, beta),
+            lambda assets: [asset["queue_position"] for asset in assets] == [1, 3],
+            what="beta's jobs placed before and between alpha's (alpha has one running)",
+        )
+        assert [asset["status"] for asset in queued] == ["PENDING", "PENDING"]
+        assert (await http.get("/api/providers/kie/keys/")).json()["queued"] == 7
+
+        fake.release(time.time())  # the held task ends; every later one finishes at once
+        done = await eventually(
+            lambda: _assets(http, alpha + beta),
+            lambda assets: all(asset["status"] in ("COMPLETED", "FAILED") for asset in assets),
+            timeout=90,
+            what="every generation to finish",
+        )
+        assert {asset["status"] for asset in done} == {"COMPLETED"}
+        assert {asset["queue_position"] for asset in done} == {0}
+        order = [task.prompt for task in sorted(fake.tasks.values(), key=lambda task: task.created_at)]
+        assert order == [
+            "alpha 1",
+            "beta 1",
+            "alpha 2",
+            "beta 2",
+            "alpha 3",
+            "alpha 4",
+            "alpha 5",
+            "alpha 6",
+        ]
+        assert fake.refused_over_limit == 0 and fake.peak_by_key == {KEY: 1}
