@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 from typing import cast
 
+from prometheus_client import Gauge
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -29,12 +30,32 @@ from assetgen_provider_adapter.db import ProviderKeyRow, ProviderRow, Submission
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from assetgen_runtime.ids import new_id
 
-__all__ = ["HANDLE_KEY", "ChosenKey", "KeyPool", "KeyView", "NoUsableKey", "PoolFull"]
+__all__ = [
+    "HANDLE_KEY",
+    "KEY_IN_FLIGHT",
+    "QUEUED",
+    "ChosenKey",
+    "KeyPool",
+    "KeyView",
+    "NoUsableKey",
+    "PoolFull",
+]
 
 logger = logging.getLogger(__name__)
 
 HANDLE_KEY = "assetgen_key"
 """The task handle's entry naming the pool key that submitted the task."""
+
+KEY_IN_FLIGHT = Gauge(
+    "assetgen_provider_key_in_flight",
+    "Tasks each pool key runs, as last counted for a submission, by provider and key name.",
+    ["provider", "key"],
+)
+QUEUED = Gauge(
+    "assetgen_provider_queued",
+    "Submissions waiting for a free key of the provider's pool, as last counted.",
+    ["provider"],
+)
 
 _SUBMISSIONS = cast(Table, SubmissionRow.__table__)
 _KEYS = cast(Table, ProviderKeyRow.__table__)
@@ -245,6 +266,8 @@ class KeyPool:
         if not rows or any(not row.max_concurrency for row in usable):
             return None
         counts = await self._in_flight([row.id for row in usable], running_for=running_for)
+        for row in usable:
+            KEY_IN_FLIGHT.labels(provider.name, row.name).set(counts.get(row.id, 0))
         return sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable)
 
     def cool(self, key_id: str, seconds: float) -> None:

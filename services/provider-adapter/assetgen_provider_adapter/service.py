@@ -39,7 +39,7 @@ from assetgen_provider_adapter.engine import (
     TaskResult,
 )
 from assetgen_provider_adapter.errors import ProviderBusy
-from assetgen_provider_adapter.key_pool import HANDLE_KEY, ChosenKey, KeyPool, NoUsableKey, PoolFull
+from assetgen_provider_adapter.key_pool import HANDLE_KEY, QUEUED, ChosenKey, KeyPool, NoUsableKey, PoolFull
 from assetgen_provider_adapter.key_rpcs import KeyRpcs
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
@@ -394,9 +394,10 @@ class ProviderAdapterServicer(
                 free = await self._keys.free_slots(resolved.provider, running_for=running_for)
                 if free is not None and self._queue is not None:
                     # The pool's keys are limited: its free slots go to the waiters in turn.
-                    queued = await self._queue.place(
+                    queued, waiting = await self._queue.place(
                         resolved.provider.id, request.asset_id, request.attempt, request.project
                     )
+                    QUEUED.labels(resolved.provider.name).set(max(waiting - free, 0))
                     place = queued - free + 1
                     if place > 0:
                         raise PoolFull(f"queued at provider {resolved.provider.name}")

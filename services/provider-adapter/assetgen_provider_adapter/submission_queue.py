@@ -62,8 +62,8 @@ class SubmissionQueue:
         self._stale_after = stale_after
         self._window = window
 
-    async def place(self, provider_id: str, asset_id: str, attempt: int, project: str) -> int:
-        """Joins the queue (or says it is still waiting) and returns the 0-based place in it."""
+    async def place(self, provider_id: str, asset_id: str, attempt: int, project: str) -> tuple[int, int]:
+        """Joins the queue (or says it is still waiting): its 0-based place, and how many wait."""
         now = utcnow()
         async with self._autocommit.connect() as connection:
             asked = await connection.execute(
@@ -109,8 +109,8 @@ class SubmissionQueue:
             ).all()
         for place, (waiting_asset, waiting_attempt) in enumerate(rows):
             if (waiting_asset, waiting_attempt) == (asset_id, attempt):
-                return place
-        return len(rows)
+                return place, len(rows)
+        return len(rows), len(rows) + 1
 
     async def leave(self, provider_id: str, asset_id: str, attempt: int) -> None:
         """The submission started: it waits no more, and counts for its project's next turns a while."""

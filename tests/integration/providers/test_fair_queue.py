@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, from_input
 from assetgen_dev.fake_providers.media import MediaResults
@@ -71,6 +72,15 @@ async def test_queued_generations_start_in_turns_across_projects(
         )
         assert [asset["status"] for asset in queued] == ["PENDING", "PENDING"]
         assert (await http.get("/api/providers/kie/keys/")).json()["queued"] == 7
+
+        async def gauges() -> tuple[float | None, float | None]:
+            queued = REGISTRY.get_sample_value("assetgen_provider_queued", {"provider": "kie"})
+            running = REGISTRY.get_sample_value(
+                "assetgen_provider_key_in_flight", {"provider": "kie", "key": "only"}
+            )
+            return queued, running
+
+        await eventually(gauges, lambda values: values == (7.0, 1.0), what="the queue's and the key's gauges")
 
         fake.release(time.time())  # the held task ends; every later one finishes at once
         done = await eventually(
