@@ -354,8 +354,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             else:
                 await self._ledger.release(asset.id, asset.attempt)
         await self._events.publish(asset)
-        if asset.external_task_id:
+        if asset.external_task_id or asset.queue_position:
             try:
+                # Without a task id (still queued at the provider's keys) it leaves the queue.
                 await self._adapter.CancelTask(
                     provider_adapter_pb2.CancelTaskRequest(
                         asset_id=asset.id,

@@ -584,6 +584,12 @@ class ProviderAdapterServicer(
     async def CancelTask(
         self, request: provider_adapter_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
     ) -> provider_adapter_pb2.CancelTaskResponse:
+        if not request.task_id and request.asset_id and self._queue is not None:
+            # Not submitted: the asset waits in its provider's queue, which it leaves at once.
+            await self._queue.withdraw(request.asset_id)
+            return provider_adapter_pb2.CancelTaskResponse(
+                supported=True, canceled=True, message="withdrawn from the provider's queue"
+            )
         if not request.task_id:
             raise InvalidArgument("task_id is required")
         resolved = await self._catalog.resolve(request.model)

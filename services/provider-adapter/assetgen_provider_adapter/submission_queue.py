@@ -128,6 +128,13 @@ class SubmissionQueue:
                 )
             )
 
+    async def withdraw(self, asset_id: str) -> None:
+        """The asset was canceled or deleted while it waited: it leaves the queue now."""
+        async with self._autocommit.connect() as connection:
+            await connection.execute(
+                delete(_QUEUE).where(_QUEUE.c.asset_id == asset_id, _QUEUE.c.started_at.is_(None))
+            )
+
     async def length(self, provider_id: str) -> int:
         """How many submissions wait for the provider now."""
         now = utcnow()

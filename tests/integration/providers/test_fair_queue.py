@@ -82,6 +82,18 @@ async def test_queued_generations_start_in_turns_across_projects(
 
         await eventually(gauges, lambda values: values == (7.0, 1.0), what="the queue's and the key's gauges")
 
+        # A queued generation canceled leaves the queue at once, not after it stops asking.
+        extra = await generate("beta", 3)
+        await eventually(
+            lambda: http.get(f"/api/assets/{extra}/"),
+            lambda answer: answer.json()["queue_position"] > 0,
+            what="a third beta job queued",
+        )
+        assert (await http.get("/api/providers/kie/keys/")).json()["queued"] == 8
+        canceled = await http.post(f"/api/assets/{extra}/cancel/", json={})
+        assert canceled.json()["status"] == "CANCELED"
+        assert (await http.get("/api/providers/kie/keys/")).json()["queued"] == 7
+
         fake.release(time.time())  # the held task ends; every later one finishes at once
         done = await eventually(
             lambda: _assets(http, alpha + beta),
