@@ -1,7 +1,7 @@
 """A provider's key pool through the whole stack: keys with their own concurrency share the work.
 
 The fake Kie accepts two accounts' keys, runs at most two tasks per key (a third submission is a 429)
-and shows a task only to the key that submitted it. Ten generations through two keys of concurrency
+and shows a task only to the key that submitted it. Twenty generations through two keys of concurrency
 2 all complete, never more than two running per key, with no 429 and every poll made with the
 submitting key; a key disabled while its task runs drains: the task is still polled with it.
 """
@@ -74,11 +74,11 @@ async def test_two_keys_share_the_work_within_their_limits_and_poll_their_own_ta
         box = (await http.post("/api/boxes/", json={"name": "pool"})).json()["id"]
 
         assets = []
-        for number in range(10):
+        for number in range(20):
             body = {"model": "img", "prompt": f"image {number}", "config": {"finish_after": 1}}
             assets.append((await http.post(f"/api/boxes/{box}/generate/", json=body)).json()["id"])
         outcomes = [await _finished(http, asset) for asset in assets]
-        assert [outcome["status"] for outcome in outcomes] == ["COMPLETED"] * 10, outcomes
+        assert [outcome["status"] for outcome in outcomes] == ["COMPLETED"] * 20, outcomes
         assert fake.refused_over_limit == 0  # our own limits kept every key under the provider's
         assert fake.foreign_polls == 0  # every poll went out with the key that submitted the task
         assert set(fake.peak_by_key) == set(KEYS.values())
