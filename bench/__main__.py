@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 logger = logging.getLogger("bench")
 
-BENCHMARKS = ("api", "throughput", "ingest", "inflight")
+BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks")
 
 
 def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
@@ -36,7 +36,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     parser.add_argument(
         "benchmarks", nargs="*", metavar="BENCHMARK", help=f"any of {', '.join(BENCHMARKS)} (default: all)"
     )
-    parser.add_argument("--n", type=int, help="generations: throughput's N and in-flight's N")
+    parser.add_argument(
+        "--n", type=int, help="generations: throughput's N and in-flight's N (callbacks: as in-flight)"
+    )
     parser.add_argument("--throughput-n", type=int, help="throughput generations (default 2000)")
     parser.add_argument("--inflight-n", type=int, help="generations held in flight (default 10000)")
     parser.add_argument(
@@ -108,7 +110,7 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
 
 
 async def _run(names: list[str], options: Options) -> dict[str, Any]:
-    from bench import api, inflight, ingest, throughput
+    from bench import api, callbacks, inflight, ingest, throughput
 
     started = time.time()
     results: dict[str, Any] = {}
@@ -123,6 +125,8 @@ async def _run(names: list[str], options: Options) -> dict[str, Any]:
                 results["api"] = await api.run(options)
             elif name == "ingest":
                 results["ingest"] = await ingest.run(options)
+            elif name == "callbacks":
+                results["callbacks"] = await callbacks.run(options)
             elif name == "inflight":
                 for interval in options.intervals:
                     results[f"inflight-{interval:g}s"] = await inflight.run(options, interval)

@@ -31,7 +31,7 @@ from bench.references import run_reference
 from bench.stats import summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
 
-__all__ = ["run"]
+__all__ = ["ramp", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,11 @@ async def _reference_task(system: System) -> str:
         return str(response.json()["data"]["taskId"])
 
 
-async def _ramp(system: System, box: str, model: str, options: Options) -> tuple[dict[str, float], int]:
-    """Submits up to ``inflight_n`` held generations and waits until each is polled at the provider.
+async def ramp(
+    system: System, box: str, model: str, options: Options, *, until_polled: bool = True
+) -> tuple[dict[str, float], int]:
+    """Submits up to ``inflight_n`` held generations and waits until each is at the provider and,
+    ``until_polled``, polled there once.
 
     Submission is closed-loop: at most ``backlog`` generations accepted but not yet at the provider,
     so when ``ramp_timeout`` cuts the ramp short, little is left queued to disturb the window. Returns
@@ -56,14 +59,18 @@ async def _ramp(system: System, box: str, model: str, options: Options) -> tuple
     backlog = max(8 * options.concurrency, 256)
     accepted: dict[str, float] = {}
     seen = {"tasks": 0, "polled": 0}
+    # Tasks already at the provider (the in-flight run's reference task) are not generations.
+    before = await system.provider_get("/_demo/stats")
     refreshed = asyncio.Condition()
 
     async def follow() -> None:
         while True:
             stats = await system.provider_get("/_demo/stats")
-            # The reference task is not a generation.
             async with refreshed:
-                seen.update(tasks=stats["tasks"] - 1, polled=stats["polled_tasks"] - 1)
+                seen.update(
+                    tasks=stats["tasks"] - before["tasks"],
+                    polled=stats["polled_tasks"] - before["polled_tasks"],
+                )
                 refreshed.notify_all()
             await asyncio.sleep(1.0)  # the refresh period of the counters
 
@@ -81,17 +88,18 @@ async def _ramp(system: System, box: str, model: str, options: Options) -> tuple
     try:
         tickets = iter(range(options.inflight_n))
         await asyncio.gather(*(worker(tickets) for _ in range(options.concurrency)))
-        # Every task polled once: each is on its steady schedule.
+        # Every task at the provider and, for a polling run, polled once: each is on its steady schedule.
+        wanted = "polled" if until_polled else "tasks"
         async with refreshed:
             await refreshed.wait_for(
-                lambda: seen["polled"] >= len(accepted) or time.monotonic() > deadline + 120
+                lambda: seen[wanted] >= len(accepted) or time.monotonic() > deadline + 120
             )
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
     stats = await system.provider_get("/_demo/stats")
-    return accepted, stats["tasks"] - 1
+    return accepted, stats["tasks"] - before["tasks"]
 
 
 def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval: float) -> dict[str, Any]:
@@ -146,7 +154,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         logger.info("bare httpx GET: %s", reference)
 
         ramp_started = time.time()
-        accepted, in_flight = await _ramp(system, box, model, options)
+        accepted, in_flight = await ramp(system, box, model, options)
         ramp_seconds = time.time() - ramp_started
         logger.info(
             "%d generations submitted, %d in flight after %.0f s", len(accepted), in_flight, ramp_seconds

@@ -36,6 +36,9 @@ class Options:
     drain_timeout: float = 600.0
     # py-spy on the two hottest services after the window (when ``profile``).
     inflight_profile_seconds: float = 30.0
+    # 3b. completion lag with callbacks (``inflight_n`` held, finishing over ``task_seconds``): the
+    # poll interval, which callbacks make sparser still (the profile's safety poll).
+    callback_interval: float = 60.0
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

@@ -9,7 +9,10 @@ statistics and the ``/_demo/*`` control routes), configured so each task decides
 * ``size``: result bytes (default ``--result-bytes``), PNG-headed so storage takes it as an image;
   large results are streamed, never held whole.
 
-Run: ``python -m bench.provider --port N --api-key K [--result-bytes 102400]``.
+With ``--callback-secret``, a finished task whose submission named a ``callBackUrl`` is called back
+at its finish time, signed as Kie signs (the callbacks benchmark).
+
+Run: ``python -m bench.provider --port N --api-key K [--result-bytes 102400] [--callback-secret S]``.
 """
 
 from __future__ import annotations
@@ -27,21 +30,29 @@ __all__ = ["bench_provider", "main"]
 _BACKLOG = 4096
 
 
-def bench_provider(api_key: str, result_bytes: int) -> FakeKieJobs:
-    """The bench configuration: timing from each task's input, ``result_bytes`` results by default."""
-    return FakeKieJobs(api_key, timing=from_input, results=SizedResults(result_bytes), polls_before_done=0)
+def bench_provider(api_key: str, result_bytes: int, callback_secret: str = "") -> FakeKieJobs:
+    """The bench configuration: timing from each task's input, ``result_bytes`` results by default,
+    and callbacks signed with ``callback_secret`` when given."""
+    return FakeKieJobs(
+        api_key,
+        timing=from_input,
+        results=SizedResults(result_bytes),
+        polls_before_done=0,
+        callback_secret=callback_secret,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.provider --port N --api-key K [--result-bytes B]``."""
+    """``python -m bench.provider --port N --api-key K [--result-bytes B] [--callback-secret S]``."""
     parser = argparse.ArgumentParser(description="AssetGen benchmarks' fake Kie-shaped provider")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--result-bytes", type=int, default=100 * 1024)
+    parser.add_argument("--callback-secret", default="", help="call finished tasks back, signed with this")
     args = parser.parse_args(argv)
     web.run_app(
-        bench_provider(args.api_key, args.result_bytes).make_app(),
+        bench_provider(args.api_key, args.result_bytes, args.callback_secret).make_app(),
         host=args.host,
         port=args.port,
         access_log=None,

@@ -277,6 +277,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                     f["within_interval"] >= f["completions_expected"],
                 )
             )
+    out.extend(_callback_rows(results))
     g = results.get("ingest")
     if g and "error" not in g:
         ref = g.get("reference_upload", {})
@@ -333,6 +334,47 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 )
             )
     return out
+
+
+def _callback_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Completion lag with callbacks, next to polling's at the same interval when that ran too."""
+    c = results.get("callbacks")
+    if not c or "error" in c or not c["completion_lag_s"].get("count"):
+        return []
+    lag, interval = c["completion_lag_s"], c["interval_s"]
+    polled = results.get(f"inflight-{interval:g}s", {}).get("completion_lag_s", {})
+    polling = f"polling every {interval:g} s: {_fmt(polled['p50'])} / {_fmt(polled['p99'])}" if polled else ""
+    sent, answered = c["callback_to_completed_s"], c["finish_to_callback_sent_s"]
+    label = f"callbacks ({interval:g}s polls)"
+    return [
+        _row(
+            label,
+            f"completion lag p50 / p99 s ({c['completed']}/{c['completions_expected']} done)",
+            f"{_fmt(lag['p50'], 2)} / {_fmt(lag['p99'], 2)}",
+            polling,
+            "",
+            "p99 ≤ 1",
+            lag["p99"] <= 1.0,
+        ),
+        _row(
+            label,
+            "  lag p99: finish→callback sent / callback→COMPLETED",
+            f"{_fmt(answered.get('p99'), 2)} / {_fmt(sent.get('p99'), 2)}",
+            "",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            label,
+            "callbacks answered 200 / sent; provider polls meanwhile (each callback causes one)",
+            f"{c['callbacks_answered_200']} / {c['callbacks_sent']}; {c['polls_during_release']}",
+            "",
+            "",
+            "all",
+            c["callbacks_answered_200"] >= c["completions_expected"],
+        ),
+    ]
 
 
 def table(table_rows: list[dict[str, str]]) -> str:

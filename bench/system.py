@@ -71,6 +71,8 @@ class System:
     http_url: str
     grpc_address: str
     token: str
+    # The provider's webhook HMAC key when it calls back (the callbacks benchmark); '' : it does not.
+    callback_secret: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Further replicas of a service beyond the one in ``processes`` (measured with it, as one group).
     replicas: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
@@ -117,7 +119,11 @@ class System:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     async def configure(self, *, interval: float, name: str = "bench") -> str:
-        """Adds a Kie-shaped provider polled every ``interval`` seconds and its image model (returned)."""
+        """Adds a Kie-shaped provider polled every ``interval`` seconds and its image model (returned).
+
+        The kie-ai preset's webhook section stays: it matters only when the orchestrator has a public
+        URL (the callbacks benchmark), and then the provider's webhook secret is the fake's key.
+        """
         assert self.http is not None
         profile = json.loads(
             resources.files("assetgen_provider_adapter").joinpath("presets/kie-ai.json").read_text()
@@ -132,10 +138,10 @@ class System:
         profile["poll"]["deadline"] = "6h"
         # The preset's 20 submissions per 10 s is Kie's account limit, not what a benchmark measures.
         profile.pop("limits", None)
-        response = await self.http.post(
-            "/api/providers/",
-            json={"name": name, "profile": profile, "base_url": self.provider_url, "api_key": PROVIDER_KEY},
-        )
+        provider = {"name": name, "profile": profile, "base_url": self.provider_url, "api_key": PROVIDER_KEY}
+        if self.callback_secret:
+            provider["webhook_secret"] = self.callback_secret
+        response = await self.http.post("/api/providers/", json=provider)
         response.raise_for_status()
         model = f"{name}-image"
         response = await self.http.post(
@@ -254,12 +260,16 @@ async def _serving(address: str, process: subprocess.Popen[bytes], name: str, ro
         )
 
 
-async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> System:
+async def start_system(
+    options: Options, *, result_bytes: int = 100 * 1024, callbacks: bool = False
+) -> System:
     """Starts everything and returns once the gateway serves and events are followed.
 
     The database, log level and adapter replicas come from ``options``. With more than one adapter
     replica, the provider-adapter runs as that many processes and its callers spread their calls
-    over all of them, as they do over a headless Service's pods.
+    over all of them, as they do over a headless Service's pods. With ``callbacks`` the orchestrator
+    has a public URL (the gateway's), so submits carry a callback URL, and the fake provider calls
+    finished tasks back there.
     """
     database, log_level, adapter_replicas = options.database, options.log_level, options.adapter_replicas
     root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
@@ -299,6 +309,12 @@ async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> S
         ASSETGEN_PROVIDER_ADAPTER_ADDR="ipv4:" + ",".join(f"127.0.0.1:{port}" for port in adapter_ports),
         ASSETGEN_ORCHESTRATOR_ADDR=f"127.0.0.1:{ports['orchestrator']}",
     )
+    callback_secret = secrets.token_urlsafe(18) if callbacks else ""
+    if callbacks:
+        env.update(
+            ASSETGEN_PUBLIC_URL=f"http://127.0.0.1:{ports['http']}",
+            ASSETGEN_CALLBACK_SECRET=secrets.token_urlsafe(32),
+        )
     system = System(
         root=root,
         nats=nats_server,
@@ -309,6 +325,7 @@ async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> S
         http_url=f"http://127.0.0.1:{ports['http']}",
         grpc_address=f"127.0.0.1:{ports['gateway']}",
         token=token,
+        callback_secret=callback_secret,
     )
     try:
         provider_argv = [
@@ -321,6 +338,7 @@ async def start_system(options: Options, *, result_bytes: int = 100 * 1024) -> S
             PROVIDER_KEY,
             "--result-bytes",
             str(result_bytes),
+            *(["--callback-secret", callback_secret] if callback_secret else []),
         ]
         system.processes["provider"] = _spawn(
             provider_argv, {**env, "PYTHONPATH": str(REPO)}, logs / "provider.log"

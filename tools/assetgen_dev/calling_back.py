@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from assetgen_dev.fake_providers.base import serve
-from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs
+from assetgen_dev.fake_providers.kie_jobs import FakeKieJobs, kie_headers
 
 __all__ = [
     "Callback",
@@ -36,13 +36,6 @@ __all__ = [
     "kie_headers",
     "standard_webhooks_headers",
 ]
-
-
-def kie_headers(secret: str, task_id: str, timestamp: int | None = None) -> dict[str, str]:
-    """Kie's signature headers: base64 HMAC-SHA256 of ``taskId.timestamp``."""
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"{task_id}.{stamp}".encode(), hashlib.sha256).digest()
-    return {"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": base64.b64encode(digest).decode()}
 
 
 def standard_webhooks_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:

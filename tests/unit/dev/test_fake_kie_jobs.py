@@ -11,8 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from assetgen_dev.fake_providers.kie_jobs import FAIL_MESSAGE, FakeKieJobs, fixed, from_input, instant
+from assetgen_dev.fake_providers.kie_jobs import (
+    FAIL_MESSAGE,
+    FakeKieJobs,
+    fixed,
+    from_input,
+    instant,
+    kie_headers,
+)
 from assetgen_dev.fake_providers.media import SizedResults, result_block, write_result
+from assetgen_dev.testing import eventually
+from assetgen_dev.webhook_receiver import WebhookReceiver
 
 KEY = "k"
 MIB = 1024 * 1024
@@ -143,3 +152,51 @@ async def test_wrong_key_and_unknown_tasks(serve: Callable[[FakeKieJobs], Any]) 
     assert (await client.get("/api/v1/jobs/recordInfo", params={"taskId": "x"})).json()["code"] == 404
     assert (await client.post("/api/v1/jobs/createTask", json={"input": {}})).json()["code"] == 422
     assert fake.submits == 0 and fake.tasks == {}
+
+
+async def test_finished_tasks_are_called_back_signed_as_kie_signs(
+    serve: Callable[[FakeKieJobs], Any],
+) -> None:
+    hook = WebhookReceiver()
+    await hook.start()
+    try:
+        fake = FakeKieJobs(KEY, timing=from_input, polls_before_done=0, callback_secret="hmac-key")
+        client = await serve(fake)
+        body = {"model": "bench/image", "callBackUrl": hook.url, "input": {"prompt": "p", "hold": True}}
+        held = (await client.post("/api/v1/jobs/createTask", json=body)).json()["data"]["taskId"]
+        quiet = await _create(client, "no callback url", finish_after=0)
+        soon = (
+            await client.post(
+                "/api/v1/jobs/createTask", json={**body, "input": {"prompt": "q", "finish_after": 0.1}}
+            )
+        ).json()["data"]["taskId"]
+
+        def called() -> list[str]:
+            return [json.loads(item.body)["data"]["taskId"] for item in hook.received]
+
+        await eventually(
+            lambda: _value(called()), lambda ids: ids == [soon], what="the timed task's callback"
+        )
+        fake.release(time.time())
+        await eventually(lambda: _value(called()), lambda ids: len(ids) == 2, what="the released task's")
+        assert called() == [soon, held]
+        for item, task_id in zip(hook.received, (soon, held), strict=True):
+            assert (
+                item.headers["x-webhook-signature"]
+                == kie_headers("hmac-key", task_id, int(item.headers["x-webhook-timestamp"]))[
+                    "X-Webhook-Signature"
+                ]
+            )
+            assert json.loads(item.body)["data"]["state"] == "success"
+            task = fake.tasks[task_id]
+            assert task.callback_status == 200 and task.called_back_at is not None
+            assert task.finish_at is not None and task.called_back_at >= task.finish_at
+        assert fake.tasks[quiet].called_back_at is None  # its submission named no callBackUrl
+        tasks = (await client.get("/_demo/tasks")).json()
+        assert {t["task_id"]: t["callback_status"] for t in tasks} == {soon: 200, held: 200, quiet: 0}
+    finally:
+        await hook.stop()
+
+
+async def _value(value: Any) -> Any:
+    return value

@@ -16,6 +16,10 @@ It speaks the wire shapes of https://docs.kie.ai (market/jobs family) exactly:
   (another key's poll gets "task not found", counted in ``foreign_polls``), and ``per_key_limit``
   caps the tasks one key runs at once (over it: HTTP 429, counted in ``refused_over_limit``), as
   providers limit each account; ``peak_by_key`` is the most each key ran at once.
+* Callbacks: with ``callback_secret`` set, a task whose submission named a ``callBackUrl`` is called
+  back there when it finishes (at its finish time, a held one once released), signed as Kie signs
+  (``X-Webhook-Signature``: base64 HMAC-SHA256 of ``taskId.timestamp`` under that key); when each
+  was sent and how it was answered is in ``/_demo/tasks``.
 
 What differs between its users is plugged in:
 
@@ -36,6 +40,12 @@ submission order, evenly from ``t`` to ``t + s``; tasks held later finish at onc
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
+import heapq
+import hmac
 import json
 import secrets
 import time
@@ -43,12 +53,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from assetgen_dev.fake_providers.base import FAIL_TEXT, serve
 from assetgen_dev.fake_providers.media import MediaResults, ResultFile, Results, make_png
 
-__all__ = ["FAIL_MESSAGE", "FakeKieJobs", "KieTask", "TaskTiming", "fixed", "from_input", "instant"]
+__all__ = [
+    "FAIL_MESSAGE",
+    "FakeKieJobs",
+    "KieTask",
+    "TaskTiming",
+    "fixed",
+    "from_input",
+    "instant",
+    "kie_headers",
+]
 
 TaskTiming = Callable[[Mapping[str, Any]], float | None]
 """Seconds from submission until a task (given its submitted body) finishes; None: held until released."""
@@ -58,6 +78,15 @@ _UNAUTHORIZED = {"code": 401, "msg": "You do not have access permissions"}
 _NOT_FOUND = {"code": 404, "msg": "task not found"}
 # A timed task reports "waiting" (queued) for this share of its time, then "generating".
 _WAITING_SHARE = 0.3
+# Callbacks on the wire at once: a release of thousands at one moment must not open thousands of sockets.
+_CALLBACKS_AT_ONCE = 64
+
+
+def kie_headers(secret: str, task_id: str, timestamp: int | None = None) -> dict[str, str]:
+    """Kie's callback signature headers: base64 HMAC-SHA256 of ``taskId.timestamp``."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"{task_id}.{stamp}".encode(), hashlib.sha256).digest()
+    return {"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": base64.b64encode(digest).decode()}
 
 
 def instant(body: Mapping[str, Any]) -> float | None:
@@ -93,6 +122,8 @@ class KieTask:
     first_finished_poll: float | None = None
     finished: bool = False  # a poll has reported it finished
     owner: str = ""  # the API key that submitted it
+    called_back_at: float | None = None  # time.time() its callback was sent
+    callback_status: int = 0  # the HTTP status its callback was answered with (-1: no answer)
 
     @property
     def polls(self) -> int:
@@ -129,8 +160,11 @@ class FakeKieJobs:
         timing: TaskTiming = instant,
         results: Results | None = None,
         polls_before_done: int = 1,
+        callback_secret: str = "",
     ) -> None:
         self.api_key = api_key
+        self.callback_secret = callback_secret
+        """Set: finished tasks are called back at their ``callBackUrl``, signed with this key."""
         self.timing = timing
         self.results: Results = results or MediaResults()
         self.polls_before_done = polls_before_done
@@ -153,6 +187,9 @@ class FakeKieJobs:
         self._running = 0
         self._released = False
         self._runner: web.AppRunner | None = None
+        self._callbacks_due: list[tuple[float, str]] = []  # (finish time, task id), a heap
+        self._callback_added = asyncio.Event()
+        self._calling_back: asyncio.Task[None] | None = None
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -167,6 +204,8 @@ class FakeKieJobs:
         app.router.add_get("/_demo/tasks", self.serve_tasks)
         app.router.add_get("/_demo/downloads", self.serve_downloads)
         app.router.add_post("/_demo/release", self.serve_release)
+        app.on_startup.append(self._start_calling_back)
+        app.on_cleanup.append(self._stop_calling_back)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -236,6 +275,7 @@ class FakeKieJobs:
             finish_at=None if seconds is None else now + seconds,
         )
         self.tasks[task.id] = task
+        self._call_back_at_finish(task)
         self.submits += 1
         self.last_submit = body
         self._running += 1
@@ -328,8 +368,67 @@ class FakeKieJobs:
         held = sorted((t for t in self.tasks.values() if t.finish_at is None), key=lambda t: t.created_at)
         for rank, task in enumerate(held):
             task.finish_at = at + over * rank / len(held)
+            self._call_back_at_finish(task)
         self._released = True
         return len(held)
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def _call_back_at_finish(self, task: KieTask) -> None:
+        if self.callback_secret and task.finish_at is not None and task.request.get("callBackUrl"):
+            heapq.heappush(self._callbacks_due, (task.finish_at, task.id))
+            self._callback_added.set()
+
+    async def _start_calling_back(self, app: web.Application) -> None:
+        self._callback_added = asyncio.Event()  # of this loop; what is due is in the heap already
+        self._calling_back = asyncio.create_task(self._call_back_when_due(), name="kie-callbacks")
+
+    async def _stop_calling_back(self, app: web.Application) -> None:
+        if self._calling_back is not None:
+            self._calling_back.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._calling_back
+            self._calling_back = None
+
+    async def _call_back_when_due(self) -> None:
+        """Sends each callback at its task's finish time (one timer for all: thousands are due)."""
+        limit = asyncio.Semaphore(_CALLBACKS_AT_ONCE)
+        sending: set[asyncio.Task[None]] = set()
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+
+            async def send(task: KieTask) -> None:
+                async with limit:
+                    await self._call_back(session, task)
+
+            try:
+                while True:
+                    self._callback_added.clear()
+                    now = time.time()
+                    while self._callbacks_due and self._callbacks_due[0][0] <= now:
+                        _, task_id = heapq.heappop(self._callbacks_due)
+                        sender = asyncio.create_task(send(self.tasks[task_id]))
+                        sending.add(sender)
+                        sender.add_done_callback(sending.discard)
+                    wait = self._callbacks_due[0][0] - now if self._callbacks_due else None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._callback_added.wait(), wait)
+            finally:
+                for sender in sending:
+                    sender.cancel()
+                await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _call_back(self, session: aiohttp.ClientSession, task: KieTask) -> None:
+        body = {"code": 200, "msg": "success", "data": {"taskId": task.id, "state": task.outcome}}
+        headers = {"Content-Type": "application/json", **kie_headers(self.callback_secret, task.id)}
+        task.called_back_at = time.time()
+        try:
+            async with session.post(task.request["callBackUrl"], json=body, headers=headers) as response:
+                task.callback_status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            task.callback_status = -1  # a lost callback: the safety poll is what finds the task then
+
+    # -- statistics ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """Counters: tasks, submissions, polls, tasks whose finish time came, tasks polled, downloads."""
@@ -365,6 +464,8 @@ class FakeKieJobs:
                     "finish_at": t.finish_at,
                     "first_finished_poll": t.first_finished_poll,
                     "polls": t.poll_times,
+                    "called_back_at": t.called_back_at,
+                    "callback_status": t.callback_status,
                 }
                 for t in self.tasks.values()
             ]
