@@ -85,6 +85,8 @@ _MAX_CAS_RETRIES = 5
 _OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 # The same for a submission that carried our callback URL: its callback may still adopt the task.
 _CALLBACK_AWAITED = "OUTCOME_UNKNOWN_CALLBACK_AWAITED"
+# In a task's handle while its callbacks are expected (the adapter's CALLBACK_MARK; an adopted task's too).
+_CALLBACK_MARK = '"assetgen_callback"'
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class Lifecycle:
                 task_handle_json=asset.task_handle_json,
                 box_id=asset.box_id,
             ),
-            linger=schedule.poll_linger(policy),
+            linger=schedule.poll_linger(policy, callbacks=_CALLBACK_MARK in asset.task_handle_json),
         )
         return await self._apply(asset, status, submitted=False, asked_at=asked_at)
 

@@ -111,8 +111,12 @@ def next_poll_delay(
     return jittered
 
 
-def poll_linger(policy: provider_adapter_pb2.PollPolicy) -> float:
-    """How long a poll may wait to share a PollTasks call: 1 % of its steady poll interval."""
+def poll_linger(policy: provider_adapter_pb2.PollPolicy, *, callbacks: bool = False) -> float:
+    """How long a poll may wait to share a PollTasks call: 1 % of its steady poll interval; nothing
+    while the task's callbacks are expected, since its poll is then a callback's (to be answered at
+    once: the lag with callbacks is measured in bench/README.md) or a rare safety poll."""
+    if callbacks:
+        return 0.0
     low, high = POLL_LINGER_RANGE
     return min(max(steady_interval(policy) * POLL_LINGER_SHARE, low), high)
 

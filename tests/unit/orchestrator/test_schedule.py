@@ -54,6 +54,7 @@ def test_the_linger_is_a_hundredth_of_the_interval_within_its_range() -> None:
     assert schedule.poll_linger(_policy(max_delay_ms=10_000)) == pytest.approx(0.1)
     assert schedule.poll_linger(_policy(max_delay_ms=1_000)) == 0.05
     assert schedule.poll_linger(_policy(max_delay_ms=600_000)) == 0.5
+    assert schedule.poll_linger(_policy(max_delay_ms=600_000), callbacks=True) == 0.0
 
 
 def test_the_copy_reserve_is_three_hundredths_of_the_delay_at_most_a_second() -> None:
