@@ -105,6 +105,10 @@ def _dict_for(descriptor: Any, data: Mapping[str, Any]) -> dict[str, Any]:
             continue
         parts_field = descriptor.fields_by_name.get(key + _PARTS_SUFFIX)
         if parts_field is not None and isinstance(value, Mapping):
+            if parts_field.name in data and data[parts_field.name] is not None:
+                raise InvalidArgument(f"give {key} as an object or {parts_field.name}, not both")
+            if not all(isinstance(part, str) for part in value.values()):
+                raise InvalidArgument(f"every part of {key} must be a string")
             converted[parts_field.name] = dict(value)
             continue
         if field is None:

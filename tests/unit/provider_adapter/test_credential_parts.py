@@ -66,3 +66,18 @@ def test_http_json_gives_parts_as_an_object_and_a_key_as_a_string() -> None:
     plain = gateway_pb2.CreateProviderRequest()
     message_from_json(plain, {"name": "k", "preset": "kie-ai", "api_key": "sk"})
     assert plain.api_key == "sk" and not plain.api_key_parts
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"api_key": {"access_key": 1}}, "every part of api_key must be a string"),
+        (
+            {"api_key": {"access_key": "a"}, "api_key_parts": {"secret_key": "s"}},
+            "give api_key as an object or api_key_parts, not both",
+        ),
+    ],
+)
+def test_http_json_refuses_parts_it_cannot_keep_whole(body: dict[str, object], problem: str) -> None:
+    with pytest.raises(InvalidArgument, match=problem):
+        message_from_json(gateway_pb2.CreateProviderRequest(), {"name": "k", "preset": "kling", **body})
