@@ -1,7 +1,8 @@
 """`make bench`: ``python -m bench [throughput|inflight|ingest|api ...] [--n N] [...]``.
 
-With no names every benchmark runs, at the issue's sizes. Each benchmark starts its own system, so any
-one runs alone; results so far are written after each one, so a stopped run leaves what it measured.
+With no names every benchmark runs, at the issue's sizes, ``--repeats`` times (default 3) each, so
+every figure comes as min / median / max. Each run starts its own system, so any one runs alone;
+results so far are written after each run, so a stopped run leaves what it measured.
 """
 
 from __future__ import annotations
@@ -9,22 +10,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bench import report
+from bench import repeats, report, runinfo
 from bench.options import Options
-from bench.system import postgres_available
+from bench.system import postgres_available, postgres_version
 
 __all__ = ["main"]
 
 logger = logging.getLogger("bench")
+
+T = TypeVar("T")
 
 BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks")
 
@@ -68,6 +72,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         action="store_true",
         help="skip the py-spy profiles (throughput; in-flight, after its window)",
     )
+    parser.add_argument(
+        "--repeats", type=int, help="runs of each benchmark; figures are min / median / max (default 3)"
+    )
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results/latest.json)")
     args = parser.parse_args(argv)
     unknown = set(args.benchmarks) - {*BENCHMARKS, "all"}
@@ -103,49 +110,64 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     if args.adapter_replicas:
         options.adapter_replicas = args.adapter_replicas
     options.profile = not args.no_profile
+    if args.repeats:
+        options.repeats = args.repeats
     if args.output:
         options.output = args.output
     names = [name for name in args.benchmarks if name != "all"] or list(BENCHMARKS)
     return names, options
 
 
-async def _run(names: list[str], options: Options) -> dict[str, Any]:
+def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]]:
+    """What one run of benchmark ``name`` measures: (results key, how to measure it) for each part."""
     from bench import api, callbacks, inflight, ingest, throughput
 
+    if name == "inflight":
+        return [
+            (f"inflight-{interval:g}s", functools.partial(inflight.run, options, interval))
+            for interval in options.intervals
+        ]
+    runs = {"throughput": throughput.run, "api": api.run, "ingest": ingest.run, "callbacks": callbacks.run}
+    return [(name, functools.partial(runs[name], options))]
+
+
+async def _measured(measure: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """The figures ``measure`` returns, or what went wrong (one failed run does not end the others)."""
+    load_before, started = os.getloadavg(), time.time()
+    try:
+        figures = await measure()
+    except Exception as error:
+        logger.error("run failed: %s", error)
+        figures = {"error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-3000:]}
+    # Others' work on a shared machine shows here; the same-run references absorb some of it.
+    figures.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
+    figures.setdefault("loadavg_before", list(load_before))
+    figures.setdefault("loadavg_after", list(os.getloadavg()))
+    return figures
+
+
+async def _run(names: list[str], options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs each benchmark ``options.repeats`` times; returns the results and commit, host, versions."""
     started = time.time()
+    info = runinfo.run_info()
+    info["versions"]["postgresql"] = await postgres_version() if options.database == "postgresql" else ""
+    logger.info("commit %s%s", info["git"]["commit"][:12], " (dirty tree)" if info["git"]["dirty"] else "")
     results: dict[str, Any] = {}
     option_dump = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()}
     for name in names:
-        logger.info("running %s", name)
-        load_before = os.getloadavg()
-        try:
-            if name == "throughput":
-                results["throughput"] = await throughput.run(options)
-            elif name == "api":
-                results["api"] = await api.run(options)
-            elif name == "ingest":
-                results["ingest"] = await ingest.run(options)
-            elif name == "callbacks":
-                results["callbacks"] = await callbacks.run(options)
-            elif name == "inflight":
-                for interval in options.intervals:
-                    results[f"inflight-{interval:g}s"] = await inflight.run(options, interval)
-                    report.write(options.output, results, option_dump, started)
-            # Others' work on a shared machine shows here; the same-run references absorb some of it.
-            for key in [k for k in results if k == name or k.startswith(f"{name}-")]:
-                results[key].setdefault("loadavg_before", load_before)
-                results[key].setdefault("loadavg_after", os.getloadavg())
-        except Exception as error:
-            logger.error("%s failed: %s", name, error)
-            results[name] = {
-                "error": f"{type(error).__name__}: {error}",
-                "trace": traceback.format_exc()[-3000:],
-            }
-        report.write(options.output, results, option_dump, started)
-    return results
+        for repeat in range(1, options.repeats + 1):
+            logger.info("running %s, %d of %d", name, repeat, options.repeats)
+            for key, measure in _units(name, options):
+                figures = await _measured(measure)
+                figures["repeat"] = repeat
+                entry = results.setdefault(key, {"runs": []})
+                entry["runs"].append(figures)
+                entry.update(repeats.combine(entry["runs"]))
+                report.write(options.output, results, option_dump, started, info)
+    return results, info
 
 
-async def _guarded(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+async def _guarded(work: Coroutine[Any, Any, T]) -> T:
     """Runs ``work`` so that SIGTERM or SIGINT cancels it: every system it started is stopped."""
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
@@ -159,14 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     names, options = _parse(argv)
-    logger.info("benchmarks %s on %s; machine %s", names, options.database, report.machine())
+    logger.info("benchmarks %s on %s; host %s", names, options.database, runinfo.host())
     try:
-        results = asyncio.run(_guarded(_run(names, options)))
+        results, info = asyncio.run(_guarded(_run(names, options)))
     except asyncio.CancelledError:
         logger.warning("stopped; what was measured so far is in %s", options.output)
         raise SystemExit(1) from None
     print()
-    print(report.table(report.rows(results)))
+    print(report.header(info, results))
+    print(report.table(results))
     print(f"\nresults: {options.output}")
 
 

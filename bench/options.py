@@ -16,6 +16,8 @@ class Options:
     database: str = "postgresql"
     log_level: str = "INFO"
     concurrency: int = 32
+    # Runs of each benchmark (each on a fresh system); every figure is reported as min / median / max.
+    repeats: int = 3
     # Processes of the provider-adapter (more than one: its callers spread calls over them all).
     adapter_replicas: int = 1
     # 1. throughput

@@ -1,42 +1,21 @@
 """One table for every benchmark: figure, reference measured in the same run, the seed's, the target.
 
-The seed figures are the Celery design's, quoted from issue #8. Nothing here fails on a number: a
-figure below target is marked ``below`` in the table and left for the next step.
+Every benchmark runs several times; the table shows each figure's median over the runs and its min
+and max (each cell of those columns computed figure by figure, :mod:`bench.repeats`), the verdict
+on the median. The seed figures are the Celery design's, quoted from issue #8. Nothing here fails
+on a number: a figure below target is marked ``below`` in the table and left for the next step.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine", "rows", "table", "write"]
+__all__ = ["header", "rows", "table", "view", "write"]
 
 _SERVICES = ("gateway", "orchestrator", "provider-adapter", "storage")
-
-
-def machine() -> dict[str, Any]:
-    """nproc, CPU model, memory, kernel, Python, and the load average when the run started."""
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    memory_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            memory_kb = int(line.split()[1])
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(memory_kb / 1024**2, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg": os.getloadavg(),
-    }
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -377,26 +356,81 @@ def _callback_rows(results: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def table(table_rows: list[dict[str, str]]) -> str:
-    """The rows as a Markdown table (what bench/README.md shows)."""
-    headers = ["bench", "figure", "value", "reference (same run)", "seed", "target", ""]
-    keys = ["bench", "figure", "value", "reference", "seed", "target", "verdict"]
+def view(results: dict[str, Any], statistic: str) -> dict[str, Any]:
+    """Each benchmark's ``statistic`` (``min``, ``median``, ``max``) figures, keyed as :func:`rows` reads."""
+    return {key: entry.get(statistic, {}) for key, entry in results.items()}
+
+
+def table(results: dict[str, Any]) -> str:
+    """The median, min and max of every figure as one Markdown table (what bench/README.md shows).
+
+    The min and max columns are filled where a figure's rows have the same shape in all three
+    views (a row that exists in only some runs shows its median alone).
+    """
+    medians, lows, highs = (rows(view(results, stat)) for stat in ("median", "min", "max"))
+    same_shape = [r["figure"] for r in medians] == [r["figure"] for r in lows] == [r["figure"] for r in highs]
+    headers = [
+        "bench",
+        "figure",
+        "median",
+        "min",
+        "max",
+        "reference (same run, median)",
+        "seed",
+        "target",
+        "",
+    ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in table_rows:
-        lines.append("| " + " | ".join(row[k] for k in keys) + " |")
+    for index, row in enumerate(medians):
+        low = lows[index]["value"] if same_shape else ""
+        high = highs[index]["value"] if same_shape else ""
+        cells = [row["bench"], row["figure"], row["value"], low, high, row["reference"], row["seed"]]
+        lines.append("| " + " | ".join([*cells, row["target"], row["verdict"]]) + " |")
     return "\n".join(lines)
 
 
-def write(path: Path, results: dict[str, Any], options: dict[str, Any], started: float) -> None:
-    """Writes the run (machine, options, every figure, the table) as JSON."""
+def header(info: dict[str, Any], results: dict[str, Any]) -> str:
+    """Lines above the table: the commit, the host, versions, and how many runs each figure has."""
+    git, host, versions = info["git"], info["host"], info["versions"]
+    runs = ", ".join(f"{key} {len(entry['runs'])}" for key, entry in results.items())
+    shown = (
+        "python",
+        "grpcio",
+        "sqlalchemy",
+        "asyncpg",
+        "nats-py",
+        "httpx",
+        "uvloop",
+        "nats-server",
+        "seaweedfs",
+    )
+    return "\n".join(
+        [
+            f"commit {git['commit'][:12]}{' + uncommitted changes' if git['dirty'] else ''}: "
+            + git["subject"],
+            f"host {host['cores']} cores, {host['cpu_model'] or 'unknown CPU'}, "
+            f"{host['memory_bytes'] / 1024**3:.1f} GiB, load average at start "
+            + " / ".join(f"{x:.2f}" for x in host["loadavg"]),
+            "versions "
+            + ", ".join(f"{name} {versions.get(name) or '–'}" for name in shown)
+            + (f", postgresql {versions['postgresql']}" if versions.get("postgresql") else ""),
+            f"runs {runs}",
+        ]
+    )
+
+
+def write(
+    path: Path, results: dict[str, Any], options: dict[str, Any], started: float, info: dict[str, Any]
+) -> None:
+    """Writes the run (commit, host, versions, options, every run's figures, their spread, the table)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "machine": machine(),
+        **info,
         "options": options,
         "results": results,
-        "table": rows(results),
+        "table": rows(view(results, "median")),
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(document, indent=2, default=str))

@@ -46,7 +46,7 @@ from bench.events import EventLog
 from bench.options import Options
 from bench.procstat import Sampler
 
-__all__ = ["SERVICES", "EventLog", "System", "start_system"]
+__all__ = ["SERVICES", "EventLog", "System", "postgres_available", "postgres_version", "start_system"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,20 @@ async def _pg_execute(statement: str) -> None:
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
     try:
         await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def postgres_version() -> str:
+    """The local PostgreSQL's ``server_version`` ('' when it does not answer)."""
+    import asyncpg
+
+    try:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    except Exception:
+        return ""
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
     finally:
         await connection.close()
 

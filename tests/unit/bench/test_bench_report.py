@@ -1,0 +1,47 @@
+"""The bench table shows every figure's median with its min and max over the runs (bench/report.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.repeats import combine
+from bench.report import header, table
+
+
+def _ingest(mb_per_s: float, peak: float) -> dict[str, Any]:
+    return {
+        "bytes": 1024**3,
+        "mb_per_s": mb_per_s,
+        "storage_peak_mb": peak,
+        "reference_upload": {"mb_per_s": 200.0, "peak_rss_bytes": 95e6},
+    }
+
+
+def test_the_table_has_median_min_and_max_of_each_figure() -> None:
+    runs = [_ingest(150.0, 140.0), _ingest(180.0, 120.0), _ingest(170.0, 190.0)]
+    results = {"ingest": {"runs": runs, **combine(runs)}}
+    lines = table(results).splitlines()
+    assert lines[0].startswith("| bench | figure | median | min | max |")
+    speed = next(line for line in lines if "MB/s" in line)
+    assert "| 170.0 | 150.0 | 180.0 |" in speed
+    assert speed.endswith("| ok |")  # the verdict is the median's: 170 ≥ 80 % of 200
+    peak = next(line for line in lines if "peak RSS" in line)
+    assert "| 140 | 120 | 190 |" in peak
+
+
+def test_the_header_names_commit_host_versions_and_runs() -> None:
+    info = {
+        "git": {"commit": "0123456789abcdef" * 2 + "01234567", "subject": "bench: x", "dirty": True},
+        "host": {
+            "cores": 2,
+            "cpu_model": "AMD EPYC",
+            "memory_bytes": 2 * 1024**3,
+            "loadavg": [0.5, 0.25, 0.1],
+        },
+        "versions": {"python": "3.11.7", "grpcio": "1.85.1", "postgresql": "15.4"},
+    }
+    text = header(info, {"ingest": {"runs": [{}, {}, {}]}})
+    assert "commit 0123456789ab + uncommitted changes: bench: x" in text
+    assert "2 cores, AMD EPYC, 2.0 GiB, load average at start 0.50 / 0.25 / 0.10" in text
+    assert "grpcio 1.85.1" in text and "postgresql 15.4" in text and "uvloop –" in text
+    assert "runs ingest 3" in text
