@@ -1,9 +1,13 @@
 """Fake providers that call back: a task finishes after a while and its callback URL hears of it,
-signed the way its family signs (Kie HMAC, Standard Webhooks for Replicate, ED25519 for fal, none
-for Luma). Also what tests need to forge, replay or lose a callback, and fal's JWKS.
+signed the way its family signs (Kie HMAC, Standard Webhooks for Replicate, ED25519 for fal,
+HMAC ``t=,v1=`` for OpenRouter, none for Luma, Kling, MiniMax and Seedance). Also what tests need to
+forge, replay or lose a callback, and fal's JWKS.
 
 ``CallingBack`` wraps one served fake. Tasks of a ``FakeKieJobs`` finish by its own timing; tasks of
 the other fakes are made to finish (their next poll says done) just before their callback is sent.
+Families that call back on every status change (Kling, MiniMax, Seedance) also send a progress
+callback as soon as they see a task; MiniMax only for a task whose callback URL passed its challenge
+(``FakeMiniMax`` sends that during the submit).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "FalKeys",
     "fal_headers",
     "kie_headers",
+    "openrouter_headers",
     "standard_webhooks_headers",
 ]
 
@@ -49,6 +54,13 @@ def standard_webhooks_headers(secret: str, body: bytes, timestamp: int | None = 
         "webhook-timestamp": stamp,
         "webhook-signature": "v1," + base64.b64encode(digest).decode(),
     }
+
+
+def openrouter_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """OpenRouter's signature header: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>,<body>">``."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"{stamp},".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-OpenRouter-Signature": f"t={stamp},v1={digest}"}
 
 
 class FalKeys:
@@ -96,6 +108,11 @@ def fal_headers(keys: FalKeys, request_id: str, body: bytes, timestamp: int | No
     }
 
 
+_PROGRESS = {"kling": "processing", "minimax": "processing", "seedance": "running"}
+"""The non-terminal state a family that calls back on every status change reports first."""
+_URL_FIELDS = {"kie": "callBackUrl", "replicate": "webhook"}
+
+
 @dataclass
 class Callback:
     """A callback sent (or lost): where, what, and how it was answered."""
@@ -106,14 +123,18 @@ class Callback:
     body: bytes
     status: int = 0
     finished_at: float = 0.0
+    answer: bytes = b""
+    progress: bool = False
+    """A non-terminal status change (Kling, MiniMax, Seedance), not the task's ending."""
 
 
 @dataclass
 class CallingBack:
     """Finishes ``fake``'s tasks ``after`` seconds from submission and POSTs their callbacks.
 
-    ``family`` is ``kie``, ``replicate``, ``fal`` or ``luma``; ``secret`` signs Kie's and Replicate's,
-    ``fal_keys`` fal's. Task ids in ``lose`` finish without a callback (a lost one).
+    ``family`` is ``kie``, ``replicate``, ``fal``, ``luma``, ``kling``, ``minimax``, ``seedance`` or
+    ``openrouter``; ``secret`` signs Kie's, Replicate's and OpenRouter's, ``fal_keys`` fal's. Task
+    ids in ``lose`` finish without a callback (a lost one).
     """
 
     fake: Any
@@ -125,6 +146,7 @@ class CallingBack:
     lose_all: bool = False
     sent: list[Callback] = field(default_factory=list)
     _done: set[str] = field(default_factory=set)
+    _seen: set[str] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
     _client: httpx.AsyncClient | None = None
 
@@ -146,6 +168,10 @@ class CallingBack:
         while True:
             now = time.time()
             for task_id, task in list(self.fake.tasks.items()):
+                if task_id not in self._seen:
+                    self._seen.add(task_id)
+                    if self.family in _PROGRESS:
+                        await self._progress(task_id, task)
                 if task_id in self._done or self._created(task) + self.after > now:
                     continue
                 self._done.add(task_id)
@@ -158,21 +184,34 @@ class CallingBack:
         created: float = task.extra.setdefault("created_wall", time.time())
         return created
 
+    def _calls_back(self, task_id: str, task: Any) -> bool:
+        if self.lose_all or task_id in self.lose or not self._callback_url(task_id, task):
+            return False
+        return self.family != "minimax" or bool(task.extra.get("callback_validated"))
+
+    async def _send(self, callback: Callback) -> None:
+        assert self._client is not None
+        response = await self._client.post(callback.url, content=callback.body, headers=callback.headers)
+        callback.status, callback.answer = response.status_code, response.content
+        self.sent.append(callback)
+
+    async def _progress(self, task_id: str, task: Any) -> None:
+        if not self._calls_back(task_id, task):
+            return
+        body, headers = self.signed(task_id, task, state=_PROGRESS[self.family])
+        await self._send(Callback(task_id, self._callback_url(task_id, task), headers, body, progress=True))
+
     async def _finish(self, task_id: str, task: Any) -> None:
         if isinstance(self.fake, FakeKieJobs):
             task.finish_at = min(task.finish_at or time.time(), time.time())
         else:
             task.finished = True
             task.polls = max(task.polls, 1)  # past fal's first "IN_QUEUE" answer too
-        url = self._callback_url(task_id, task)
-        body, headers = self.signed(task_id, task)
-        callback = Callback(task_id, url, headers, body, finished_at=time.time())
-        if self.lose_all or task_id in self.lose or not url:
+        if not self._calls_back(task_id, task):
             return
-        assert self._client is not None
-        response = await self._client.post(url, content=body, headers=headers)
-        callback.status = response.status_code
-        self.sent.append(callback)
+        body, headers = self.signed(task_id, task)
+        url = self._callback_url(task_id, task)
+        await self._send(Callback(task_id, url, headers, body, finished_at=time.time()))
 
     def _callback_url(self, task_id: str, task: Any) -> str:
         if self.family == "fal":
@@ -183,13 +222,15 @@ class CallingBack:
             if index >= len(posts):
                 return ""
             return parse_qs(urlsplit(posts[index]).query)["fal_webhook"][0]
-        field_name = {"kie": "callBackUrl", "replicate": "webhook", "luma": "callback_url"}[self.family]
-        return str(task.request.get(field_name) or "")
+        return str(task.request.get(_URL_FIELDS.get(self.family, "callback_url")) or "")
 
     def signed(
-        self, task_id: str, task: Any, *, timestamp: int | None = None
+        self, task_id: str, task: Any, *, timestamp: int | None = None, state: str = ""
     ) -> tuple[bytes, dict[str, str]]:
-        """The callback body of a finished task and its signature headers, as the family sends them."""
+        """The callback body of a finished task (or one in ``state``, for the families that report
+        every change) and its signature headers, as the family sends them."""
+        if self.family in ("kling", "minimax", "seedance", "openrouter"):
+            return self._video_family(task, state, timestamp)
         if self.family == "kie":
             body = json.dumps(
                 {"code": 200, "msg": "success", "data": {"taskId": task_id, "state": "success"}}
@@ -217,3 +258,27 @@ class CallingBack:
             }
         body = json.dumps({"id": task_id, "state": "completed", "assets": {"video": None}})
         return body.encode(), {"Content-Type": "application/json"}
+
+    def _video_family(self, task: Any, state: str, timestamp: int | None) -> tuple[bytes, dict[str, str]]:
+        failed = task.outcome == "fail"
+        headers = {"Content-Type": "application/json"}
+        document: dict[str, Any]
+        if self.family == "kling":
+            # The bare task object: the poll answer's ``data``, without the code/data envelope.
+            document = self.fake._task(task, state or ("failed" if failed else "succeed"))["data"]
+        elif self.family == "minimax":
+            document = self.fake.callback_body(task, state or ("failed" if failed else "success"))
+        elif self.family == "seedance":
+            document = {**self.fake._task(task), **({"status": state} if state else {})}
+        else:
+            status = state or ("failed" if failed else "completed")
+            document = {
+                "type": f"video.generation.{status}",
+                "created_at": int(time.time()),
+                "data": self.fake._job(task, status),
+            }
+            headers["X-OpenRouter-Idempotency-Key"] = f"{task.id}-{status}"
+        body = json.dumps(document).encode()
+        if self.family == "openrouter":
+            headers.update(openrouter_headers(self.secret, body, timestamp))
+        return body, headers

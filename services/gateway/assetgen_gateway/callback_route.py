@@ -3,6 +3,7 @@ in the path (minted by the orchestrator per asset attempt) and the provider's ow
 by the provider-adapter, vouch for the call. The raw body and headers go to the orchestrator's
 CallbackService as they arrived (signatures cover the exact bytes); it answers 200, 401 (bad
 signature, stale timestamp) or 404 (unknown token or task), and changes nothing but when to poll.
+A handshake (MiniMax's challenge) is answered with the echo the orchestrator returns, as it is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def callback_handler(
             ),
             timeout=timeout,
         )
+        if answer.reply:
+            return web.Response(body=answer.reply, content_type="application/json")
         return json_response({"outcome": answer.outcome})
 
     return handle

@@ -7,7 +7,10 @@ the next (sparse) poll. The body alone never completes or fails an asset. A call
 submission whose answer was lost ("outcome unknown"; the asset waits for it in ``waiting_callback``,
 still PROCESSING) adopts the task it names, and the asset goes on to completion: it ends once, and
 the task is never submitted again. Repeats are harmless: a finished asset
-ignores them, and one callback per asset attempt a second is acted on.
+ignores them, and one callback per asset attempt a second is acted on. A callback whose state the
+profile does not act on (Kling and Ark call back on every status change) is answered and changes
+nothing — unless it names the task of a lost submission, which it adopts all the same. A handshake
+(MiniMax's challenge) is answered with the adapter's echo and changes nothing.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ logger = logging.getLogger(__name__)
 
 CALLBACKS = Counter(
     "assetgen_callbacks_total",
-    "Provider callbacks received, by outcome: polled, adopted, ignored (finished asset, repeat, still "
-    "submitting), unknown (token or task), refused (did not verify; by provider in "
-    "assetgen_provider_callbacks_total).",
+    "Provider callbacks received, by outcome: polled, adopted, answered (a handshake), ignored "
+    "(finished asset, repeat, still submitting, a state not acted on), unknown (token or task), refused "
+    "(did not verify; by provider in assetgen_provider_callbacks_total).",
     ["outcome"],
 )
 _REPEAT_WINDOW = 1.0
@@ -87,20 +90,29 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                 CALLBACKS.labels("refused").inc()
             raise
+        if verified.reply:
+            CALLBACKS.labels("answered").inc()
+            logger.info("provider callback: a handshake answered", extra={"asset_id": asset.id})
+            return orchestrator_pb2.ProviderCallbackResponse(outcome="answered", reply=verified.reply)
         task_id = verified.task_id
         if task_id and asset.external_task_id and task_id != asset.external_task_id:
             CALLBACKS.labels("unknown").inc()
             raise NotFound("the callback is about another task than this asset's")
-        outcome = await self._act(asset, task_id)
+        outcome = await self._act(asset, task_id, passed_over=bool(verified.passed_over))
         CALLBACKS.labels(outcome).inc()
         logger.info(
             "provider callback: %s",
             outcome,
-            extra={"asset_id": asset.id, "task_id": task_id, "verified": verified.verified},
+            extra={
+                "asset_id": asset.id,
+                "task_id": task_id,
+                "verified": verified.verified,
+                "passed_over": verified.passed_over,
+            },
         )
         return orchestrator_pb2.ProviderCallbackResponse(outcome=outcome)
 
-    async def _act(self, asset: AssetRow, task_id: str) -> str:
+    async def _act(self, asset: AssetRow, task_id: str, *, passed_over: bool) -> str:
         key = (asset.id, asset.attempt)
         now = time.monotonic()
         if self._recent.get(key, 0.0) > now:
@@ -110,11 +122,14 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
             if Status(asset.status).terminal:
                 return "ignored"
             if asset.step == Step.WAITING_CALLBACK:
+                # Any callback naming the task tells it reached the provider, whatever its state.
                 if not task_id or asset.external_task_id:
                     return "ignored"
                 if await self._adopt(asset, task_id):
                     outcome = "adopted"
                     break
+            elif passed_over:
+                return "ignored"
             elif asset.step != Step.POLLING or not asset.external_task_id:
                 # Still submitting: the submit's own answer brings the task id and its first poll.
                 return "ignored"

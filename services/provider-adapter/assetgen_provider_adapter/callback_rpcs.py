@@ -30,7 +30,7 @@ _TOLD_SECRET_TTL = 3600.0
 CALLBACKS = Counter(
     "assetgen_provider_callbacks_total",
     "Provider callbacks checked, by provider and outcome: verified (signature checked), unsigned "
-    "(the profile's callbacks carry none) or refused.",
+    "(the profile's callbacks carry none), handshake (a challenge echoed) or refused.",
     ["provider", "outcome"],
 )
 
@@ -75,14 +75,21 @@ class CallbackRpcs:
         if not secret and spec.secret_request is not None:
             secret = await self._provider_secret(resolved)
         try:
-            task_id, verified = await verify_callback(
+            checked = await verify_callback(
                 spec, secret, dict(request.headers), request.body, keys=self._jwks
             )
         except CallbackRefused as exc:
             CALLBACKS.labels(provider, "refused").inc()
             logger.warning("provider callback refused: %s", exc, extra={"provider": provider})
             raise
-        CALLBACKS.labels(provider, "verified" if verified else "unsigned").inc()
+        if checked.reply:
+            CALLBACKS.labels(provider, "handshake").inc()
+        else:
+            CALLBACKS.labels(provider, "verified" if checked.verified else "unsigned").inc()
         return provider_adapter_pb2.VerifyCallbackResponse(
-            task_id=task_id, verified=verified, provider=provider
+            task_id=checked.task_id,
+            verified=checked.verified,
+            provider=provider,
+            reply=checked.reply,
+            passed_over=checked.passed_over,
         )

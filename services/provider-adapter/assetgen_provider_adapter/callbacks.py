@@ -11,10 +11,16 @@ A profile's ``webhook`` section (:class:`WebhookSpec`) says it all as data. Veri
 - ``fal-ed25519`` (fal.ai): ``X-Fal-Webhook-Signature`` (hex) is an ED25519 signature of
   ``request_id\\nuser_id\\ntimestamp\\nsha256hex(body)`` by a key of the JWKS at ``jwks_url``
   (fetched through the egress guard, cached an hour);
-- ``none`` (Luma): nothing to check; the unguessable callback URL is all that vouches for it.
+- ``openrouter-hmac`` (OpenRouter): ``X-OpenRouter-Signature: t=<unix>,v1=<hex>``, the hex
+  HMAC-SHA256 of ``<t>,<body>`` keyed with the workspace's signing secret;
+- ``none`` (Luma, Kling, Seedance, MiniMax): nothing to check; the unguessable callback URL is all
+  that vouches for it.
 
 A timestamp further than the profile's tolerance (5 minutes) from now is refused, so a captured
-callback cannot be replayed later. Whatever a callback says, it only makes the task be polled.
+callback cannot be replayed later. Whatever a callback says, it only makes the task be polled — and
+not even that when its state is not one the profile acts on (``state.act_on``: providers that call
+back on every status change). A handshake (``challenge``: MiniMax's ``{"challenge": "…"}``) is
+answered with its echo and names no task.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -43,6 +50,7 @@ from assetgen_runtime.errors import Unauthenticated
 __all__ = [
     "CALLBACK_MARK",
     "CallbackRefused",
+    "CheckedCallback",
     "JwksCache",
     "awaiting_callback",
     "callback_policy",
@@ -163,6 +171,20 @@ def _kie_hmac(headers: Mapping[str, str], task_id: str, secret: str, spec: Webho
         raise CallbackRefused("the callback's X-Webhook-Signature does not match")
 
 
+def _openrouter_hmac(
+    headers: Mapping[str, str], body: bytes, secret: str, spec: WebhookSpec, now: float
+) -> None:
+    fields: dict[str, list[str]] = {}
+    for item in _header(headers, "x-openrouter-signature").split(","):
+        name, _, value = item.strip().partition("=")
+        fields.setdefault(name, []).append(value)
+    timestamp = (fields.get("t") or [""])[0]
+    _fresh(timestamp, spec, now)
+    expected = hmac.new(secret.encode(), f"{timestamp},".encode() + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(given.encode(), expected.encode()) for given in fields.get("v1", [])):
+        raise CallbackRefused("the callback's X-OpenRouter-Signature does not match")
+
+
 async def _fal_ed25519(
     headers: Mapping[str, str], body: bytes, spec: WebhookSpec, now: float, keys: JwksCache
 ) -> None:
@@ -210,6 +232,54 @@ class JwksCache:
         return keys
 
 
+@dataclass(frozen=True)
+class CheckedCallback:
+    """What a callback that verified says."""
+
+    task_id: str
+    """The task it names ('' for none)."""
+    verified: bool
+    """Whether a signature vouched for it (False for schemes without one)."""
+    reply: bytes = b""
+    """What to answer the provider with: a handshake's echo (the callback is about no task then)."""
+    passed_over: str = ""
+    """Why it is not acted on (its state is not in ``state.act_on``); '' when it is."""
+
+
+def _document(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return None
+
+
+async def _check_signature(
+    spec: WebhookSpec,
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    task_id: str,
+    keys: JwksCache,
+    now: float,
+) -> bool:
+    if spec.verify == "none":
+        return False
+    if spec.verify == "fal-ed25519":
+        await _fal_ed25519(headers, body, spec, now, keys)
+        return True
+    if not secret:
+        raise CallbackRefused("the provider has no webhook secret to verify its callbacks with")
+    if spec.verify == "standard-webhooks":
+        _standard_webhooks(headers, body, secret, spec, now)
+    elif spec.verify == "openrouter-hmac":
+        _openrouter_hmac(headers, body, secret, spec, now)
+    elif spec.verify == "kie-hmac":
+        if not task_id:
+            raise CallbackRefused("the callback names no task to check its signature against")
+        _kie_hmac(headers, task_id, secret, spec, now)
+    return True
+
+
 async def verify_callback(
     spec: WebhookSpec,
     secret: str,
@@ -218,31 +288,27 @@ async def verify_callback(
     *,
     keys: JwksCache,
     now: float | None = None,
-) -> tuple[str, bool]:
-    """The task id a callback names and whether a signature vouched for it; CallbackRefused if it
-    does not verify (``secret``: the provider's webhook secret, '' when it has none)."""
+) -> CheckedCallback:
+    """What a callback says once it verifies; CallbackRefused if it does not (``secret``: the
+    provider's webhook secret, '' when it has none)."""
     now = time.time() if now is None else now
     headers = {key.lower(): value for key, value in headers.items()}
-    try:
-        document = json.loads(body or b"null")
-    except ValueError:
-        document = None
+    document = _document(body)
     found = evaluate(spec.task_id, document) if document is not None else None
     task_id = str(found) if isinstance(found, str | int) and found != "" else ""
-    if spec.verify == "none":
-        return task_id, False
-    if spec.verify == "fal-ed25519":
-        await _fal_ed25519(headers, body, spec, now, keys)
-        return task_id, True
-    if not secret:
-        raise CallbackRefused("the provider has no webhook secret to verify its callbacks with")
-    if spec.verify == "standard-webhooks":
-        _standard_webhooks(headers, body, secret, spec, now)
-    elif spec.verify == "kie-hmac":
-        if not task_id:
-            raise CallbackRefused("the callback names no task to check its signature against")
-        _kie_hmac(headers, task_id, secret, spec, now)
-    return task_id, True
+    challenge = evaluate(spec.challenge, document) if spec.challenge and document is not None else None
+    if isinstance(challenge, str) and challenge and not task_id:
+        # A handshake comes before any task exists and (MiniMax) carries no signature to check.
+        reply = json.dumps({spec.challenge_echo: challenge}).encode()
+        return CheckedCallback("", verified=False, reply=reply)
+    verified = await _check_signature(spec, secret, headers, body, task_id, keys, now)
+    if spec.state is not None and spec.act_on:
+        state = evaluate(spec.state, document) if document is not None else None
+        if not isinstance(state, str | int) or str(state) not in spec.act_on:
+            return CheckedCallback(
+                task_id, verified, passed_over=f"the callback says {state!r}, not a state acted on"
+            )
+    return CheckedCallback(task_id, verified)
 
 
 def callback_policy(profile: Profile, handle: Mapping[str, Any]) -> provider_adapter_pb2.PollPolicy:

@@ -464,7 +464,7 @@ class WebhookSpec(_ByFieldName):
     task_id: ParsedResult
     """Where a callback's body names the task."""
     verify: str
-    """``none``, ``standard-webhooks``, ``kie-hmac`` or ``fal-ed25519``."""
+    """``none``, ``standard-webhooks``, ``kie-hmac``, ``fal-ed25519`` or ``openrouter-hmac``."""
     jwks_url: str
     tolerance_ms: int
     """How old a signed callback's timestamp may be (either way)."""
@@ -474,6 +474,15 @@ class WebhookSpec(_ByFieldName):
     """Where the provider tells its webhook secret (Replicate's ``GET /v1/webhooks/default/secret``),
     asked with the provider's key when no secret is stored."""
     secret_path: ParsedResult | None = None
+    state: ParsedResult | None = None
+    """Where a callback's body says the task's (raw) state, for ``act_on``."""
+    act_on: frozenset[str] = frozenset()
+    """The raw states worth a poll (Kling calls back on every change: only ``succeed``/``failed``
+    are); a callback in another state is answered and changes nothing. Empty: every callback is."""
+    challenge: ParsedResult | None = None
+    """Where a handshake callback carries its challenge (MiniMax's ``{"challenge": "…"}``); such a
+    callback is answered at once with ``{challenge_echo: <the value>}`` and names no task."""
+    challenge_echo: str = "challenge"
 
 
 def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
@@ -482,6 +491,7 @@ def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
     if not webhook or "inject" not in webhook:
         return None
     inject, verify = webhook["inject"], webhook.get("verify", {})
+    state, challenge = webhook.get("state", {}), webhook.get("challenge", {})
     return WebhookSpec(
         inject_in=inject.get("in", "body"),
         field=inject["field"],
@@ -495,6 +505,10 @@ def webhook_of(data: Mapping[str, Any]) -> WebhookSpec | None:
         if "secret_url" in verify
         else None,
         secret_path=_path(verify.get("secret_path", "key")),
+        state=_path(state.get("path")),
+        act_on=frozenset(str(value) for value in state.get("act_on", ())),
+        challenge=_path(challenge.get("path")),
+        challenge_echo=challenge.get("echo_as", "challenge"),
     )
 
 

@@ -13,9 +13,10 @@ import pytest
 from standardwebhooks import Webhook
 
 from assetgen.v1 import provider_adapter_pb2
-from assetgen_dev.calling_back import FalKeys, fal_headers, kie_headers
+from assetgen_dev.calling_back import FalKeys, fal_headers, kie_headers, openrouter_headers
 from assetgen_provider_adapter.callbacks import (
     CallbackRefused,
+    CheckedCallback,
     JwksCache,
     awaiting_callback,
     callback_policy,
@@ -86,10 +87,9 @@ def test_polls_are_sparse_only_while_callbacks_are_expected() -> None:
 
 async def test_kie_hmac() -> None:
     spec, body = _spec("kie-ai"), json.dumps({"code": 200, "data": {"taskId": "task_1"}}).encode()
-    assert await verify_callback(spec, "key", kie_headers("key", "task_1"), body, keys=_keys()) == (
-        "task_1",
-        True,
-    )
+    assert await verify_callback(
+        spec, "key", kie_headers("key", "task_1"), body, keys=_keys()
+    ) == CheckedCallback("task_1", True)
     for headers in (kie_headers("wrong", "task_1"), kie_headers("key", "task_2"), {}):
         with pytest.raises(CallbackRefused):
             await verify_callback(spec, "key", headers, body, keys=_keys())
@@ -110,7 +110,7 @@ async def test_standard_webhooks_signed_by_the_reference_library() -> None:
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signature,
     }
-    assert await verify_callback(spec, SECRET, headers, body, keys=_keys()) == ("pred_1", True)
+    assert await verify_callback(spec, SECRET, headers, body, keys=_keys()) == CheckedCallback("pred_1", True)
     with pytest.raises(CallbackRefused):
         await verify_callback(spec, SECRET, headers, body + b" ", keys=_keys())
     with pytest.raises(CallbackRefused):
@@ -129,10 +129,9 @@ async def test_fal_ed25519_against_the_jwks() -> None:
     spec, keys = _spec("fal"), FalKeys()
     body = json.dumps({"request_id": "req_1", "status": "OK"}).encode()
     cache = _keys(keys.jwks())
-    assert await verify_callback(spec, "", fal_headers(keys, "req_1", body), body, keys=cache) == (
-        "req_1",
-        True,
-    )
+    assert await verify_callback(
+        spec, "", fal_headers(keys, "req_1", body), body, keys=cache
+    ) == CheckedCallback("req_1", True)
     with pytest.raises(CallbackRefused, match="matches no key"):
         await verify_callback(spec, "", fal_headers(FalKeys(), "req_1", body), body, keys=cache)
     with pytest.raises(CallbackRefused, match="matches no key"):
@@ -141,4 +140,59 @@ async def test_fal_ed25519_against_the_jwks() -> None:
 
 async def test_luma_callbacks_carry_no_signature_and_only_name_their_task() -> None:
     body = json.dumps({"id": "gen_1", "state": "completed"}).encode()
-    assert await verify_callback(_spec("luma"), "", {}, body, keys=_keys()) == ("gen_1", False)
+    assert await verify_callback(_spec("luma"), "", {}, body, keys=_keys()) == CheckedCallback("gen_1", False)
+
+
+async def test_kling_and_ark_callbacks_are_acted_on_only_in_terminal_states() -> None:
+    kling, ark = _spec("kling"), _spec("seedance-ark")
+    for state, passed in (("submitted", True), ("processing", True), ("succeed", False), ("failed", False)):
+        # Kling's callback is the bare task object: no code/data envelope as in its poll answer.
+        body = json.dumps({"task_id": "867283741759111202", "task_status": state}).encode()
+        checked = await verify_callback(kling, "", {}, body, keys=_keys())
+        assert checked.task_id == "867283741759111202" and not checked.verified
+        assert bool(checked.passed_over) is passed, state
+    running = await verify_callback(ark, "", {}, b'{"id": "cgt-1", "status": "running"}', keys=_keys())
+    assert running.passed_over == "the callback says 'running', not a state acted on"
+    for state in ("succeeded", "failed", "expired", "cancelled"):
+        body = json.dumps({"id": "cgt-1", "status": state}).encode()
+        assert await verify_callback(ark, "", {}, body, keys=_keys()) == CheckedCallback("cgt-1", False)
+    stateless = await verify_callback(kling, "", {}, b'{"task_id": "1"}', keys=_keys())
+    assert stateless.passed_over
+
+
+async def test_minimax_challenge_is_echoed_and_lowercase_pushes_are_acted_on() -> None:
+    spec = _spec("minimax")
+    challenge = await verify_callback(spec, "", {}, b'{"challenge": "c-123"}', keys=_keys())
+    assert challenge.task_id == "" and json.loads(challenge.reply) == {"challenge": "c-123"}
+    done = json.dumps({"task_id": "106916112212032", "status": "success", "file_id": "1"}).encode()
+    assert await verify_callback(spec, "", {}, done, keys=_keys()) == CheckedCallback(
+        "106916112212032", False
+    )
+    for state in ("processing", "Success"):  # the poll's capitalised states are not the callback's
+        body = json.dumps({"task_id": "1", "status": state}).encode()
+        assert (await verify_callback(spec, "", {}, body, keys=_keys())).passed_over
+    assert not (await verify_callback(_spec("kling"), "", {}, b'{"challenge": "c"}', keys=_keys())).reply
+
+
+async def test_openrouter_hmac_over_timestamp_comma_body() -> None:
+    spec = _spec("openrouter-video")
+    body = json.dumps({"type": "video.generation.completed", "data": {"id": "job-1", "status": "completed"}})
+    raw = body.encode()
+    headers = openrouter_headers("or-secret", raw)
+    assert await verify_callback(spec, "or-secret", headers, raw, keys=_keys()) == CheckedCallback(
+        "job-1", True
+    )
+    for bad in (
+        openrouter_headers("not-the-secret", raw),
+        {**headers, "X-OpenRouter-Signature": headers["X-OpenRouter-Signature"].replace("t=", "t=1")},
+        {},
+    ):
+        with pytest.raises(CallbackRefused):
+            await verify_callback(spec, "or-secret", bad, raw, keys=_keys())
+    with pytest.raises(CallbackRefused):
+        await verify_callback(spec, "or-secret", headers, raw + b" ", keys=_keys())
+    with pytest.raises(CallbackRefused, match="too old"):
+        stale = openrouter_headers("or-secret", raw, int(time.time()) - 400)
+        await verify_callback(spec, "or-secret", stale, raw, keys=_keys())
+    with pytest.raises(CallbackRefused, match="no webhook secret"):
+        await verify_callback(spec, "", headers, raw, keys=_keys())
