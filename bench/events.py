@@ -31,6 +31,8 @@ class EventLog:
 
     async def on_message(self, message: Msg) -> None:
         body = json.loads(message.data)
+        if "status" not in body:
+            return  # an admin event (assetgen.events.admin.*), about no asset's state
         asset_id = body["asset_id"]
         if body.get("external_task_id"):
             self.task_of[asset_id] = body["external_task_id"]

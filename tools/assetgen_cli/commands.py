@@ -40,6 +40,7 @@ __all__ = [
     "presets_list",
     "providers_add",
     "providers_list",
+    "providers_set",
     "upload",
     "watch",
 ]
@@ -84,6 +85,7 @@ async def providers_add(cli: Cli, args: argparse.Namespace) -> int:
             base_url=args.base_url or "",
             api_key=api_key,
             api_key_parts=parts,
+            max_concurrency=args.max_concurrency,
         ),
         metadata=cli.metadata,
         timeout=cli.timeout,
@@ -91,6 +93,18 @@ async def providers_add(cli: Cli, args: argparse.Namespace) -> int:
     cli.show(provider, lambda: cli.line(provider.id, provider.name, provider.preset, provider.base_url))
     if provider.warning:
         cli.note(f"warning: {provider.warning}")
+    return EXIT_OK
+
+
+async def providers_set(cli: Cli, args: argparse.Namespace) -> int:
+    """Changes a provider's overall concurrency limit."""
+    provider = await cli.api.UpdateProvider(
+        gateway_pb2.UpdateProviderRequest(id=args.provider, max_concurrency=args.max_concurrency),
+        metadata=cli.metadata,
+        timeout=cli.timeout,
+    )
+    limit = provider.max_concurrency or "no limit"
+    cli.show(provider, lambda: cli.line(provider.name, f"max_concurrency {limit}"))
     return EXIT_OK
 
 
@@ -118,7 +132,8 @@ async def providers_list(cli: Cli, args: argparse.Namespace) -> int:
     def human() -> None:
         for provider in response.items:
             key = "key set" if provider.has_api_key else "no key"
-            cli.line(provider.name, provider.preset or "(inline)", provider.base_url, key)
+            limit = [f"max_concurrency {provider.max_concurrency}"] if provider.max_concurrency else []
+            cli.line(provider.name, provider.preset or "(inline)", provider.base_url, key, *limit)
 
     cli.show(response, human)
     return EXIT_OK

@@ -106,7 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="one named part of a key of parts (repeat: kling needs access_key and secret_key), read from "
         "environment variable VAR here; instead of --api-key-env",
     )
+    add.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=0,
+        help="most tasks at once over all its keys (0: no overall limit); more wait in its queue",
+    )
     leaf(providers, "list", "list providers (the API key is never shown)", commands.providers_list)
+    change = leaf(providers, "set", "change a provider's overall limit", commands.providers_set)
+    change.add_argument("provider", help="provider id or name")
+    change.add_argument(
+        "--max-concurrency",
+        type=int,
+        required=True,
+        help="most tasks at once over all its keys (0: no limit)",
+    )
 
     pool = group("provider-keys", "a provider's key pool: several API keys sharing its work (admin)")
     listing = leaf(

@@ -318,6 +318,8 @@ class Lifecycle:
     async def _on_held_back(self, asset: AssetRow, status: provider_adapter_pb2.TaskStatus) -> Outcome | None:
         """The adapter held the submission back at a provider limit; nothing was sent: ask again.
         Its place in the provider's queue is written when it moved (watchers see it on read)."""
+        if status.HasField("key_disabled"):
+            await self._events.key_disabled(status.key_disabled, asset_id=asset.id)
         if status.queue_position != asset.queue_position:
             if not await self._store.update_asset(asset, queue_position=status.queue_position):
                 return None

@@ -39,10 +39,11 @@ from assetgen_provider_adapter.credentials import (
     open_credential,
     seal_parts,
 )
-from assetgen_provider_adapter.db import ModelRow, ProviderRow, utcnow
+from assetgen_provider_adapter.db import ModelRow, ProviderKeyRow, ProviderRow, utcnow
 from assetgen_provider_adapter.egress import ProviderEgress
 from assetgen_provider_adapter.engine import ProviderTarget
 from assetgen_provider_adapter.key_binding import KeyRefAllowList, check_destination_change
+from assetgen_provider_adapter.key_pool import sync_own_key
 from assetgen_provider_adapter.placeholders import check_key_shape, check_model, submit_variables
 from assetgen_provider_adapter.pricing import Price, PriceError, check_price_json
 from assetgen_provider_adapter.profiles import Profile, ProfileError, load_presets
@@ -111,6 +112,11 @@ def _check_price(price_json: str) -> str:
         raise InvalidArgument(str(exc)) from None
 
 
+def _check_max_concurrency(value: int) -> None:
+    if value < 0:
+        raise InvalidArgument("max_concurrency must be 0 (no limit) or more")
+
+
 def _check_endpoint(api_endpoint: str) -> str:
     api_endpoint = api_endpoint.strip()
     if api_endpoint and not api_endpoint.startswith(("/", "http://", "https://")):
@@ -168,14 +174,16 @@ class Catalog:
         profile_json: str = "",
         api_key_ref: str = "",
         api_key_parts: Mapping[str, str] | None = None,
+        max_concurrency: int = 0,
     ) -> ProviderRow:
         """Adds a provider from a preset or a full inline profile; the key (one part, or named
-        ``api_key_parts``) is stored encrypted.
+        ``api_key_parts``) is stored encrypted, and is the first key of its pool.
 
         An invalid profile, or a key without what its auth uses, is refused with the validation
         message, before anything is written.
         """
         name = _check_name("provider", name)
+        _check_max_concurrency(max_concurrency)
         if bool(preset) == bool(profile_json.strip()):
             raise InvalidArgument("give exactly one of preset and profile")
         if sum(map(bool, (api_key, api_key_ref, api_key_parts))) > 1:
@@ -211,6 +219,7 @@ class Catalog:
             api_key_ref=api_key_ref,
             created_at=now,
             updated_at=now,
+            max_concurrency=max_concurrency,
         )
         async with self._sessions() as session:
             if await self._find_provider(session, name) is not None:
@@ -218,6 +227,8 @@ class Catalog:
             if api_key_ref:
                 await self._check_key_ref(session, api_key_ref, name, own_id=row.id)
             session.add(row)
+            await session.flush()  # the provider row first: its own pool key refers to it
+            await sync_own_key(session, row, rotated=False)
             try:
                 await session.commit()
             except IntegrityError:
@@ -236,8 +247,12 @@ class Catalog:
         profile_json: str | None = None,
         preset: str | None = None,
         api_key_parts: Mapping[str, str] | None = None,
+        max_concurrency: int | None = None,
     ) -> ProviderRow:
-        """Changes the given fields of a provider; an invalid profile changes nothing."""
+        """Changes the given fields of a provider; an invalid profile changes nothing. A new key
+        rotates the provider's own pool key (:func:`key_pool.sync_own_key`)."""
+        if max_concurrency is not None:
+            _check_max_concurrency(max_concurrency)
         if sum(value is not None for value in (api_key, api_key_ref, api_key_parts)) > 1:
             raise InvalidArgument("give at most one of api_key, api_key_ref and api_key parts")
         parts = check_parts(api_key_parts) if api_key_parts is not None else None
@@ -292,6 +307,11 @@ class Catalog:
             if api_key_ref is not None:
                 row.api_key_ref = KeyReferences.check(api_key_ref) if api_key_ref else ""
                 row.api_key_encrypted = None
+            if max_concurrency is not None:
+                row.max_concurrency = max_concurrency
+            key_given = api_key is not None or api_key_ref is not None or parts is not None
+            if key_given:
+                await sync_own_key(session, row, rotated=True)
             row.updated_at = utcnow()
             await session.commit()
             await session.refresh(row)
@@ -341,6 +361,11 @@ class Catalog:
                 raise FailedPrecondition(
                     f"provider {row.name!r} still has models (e.g. {used!r}); delete them first"
                 )
+            for key in await session.scalars(
+                select(ProviderKeyRow).where(ProviderKeyRow.provider_id == row.id)
+            ):
+                await session.delete(key)
+            await session.flush()  # its keys go before it (they refer to it)
             await session.delete(row)
             await session.commit()
         self.invalidate()

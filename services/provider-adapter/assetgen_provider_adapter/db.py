@@ -47,6 +47,8 @@ class ProviderRow(Base):
     api_key_ref: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Most tasks the provider runs at once over all its keys (0: no overall limit).
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ModelRow(Base):
@@ -91,6 +93,8 @@ class ProviderKeyRow(Base):
     how many tasks it may run at once (0: no limit of its own) and its share of new work (weight).
 
     A disabled or deleted key takes no new work but still serves the tasks it submitted (draining).
+    The provider's own key (the one it was created with) is the pool's first key: its row
+    (``provider_own``) stores no secret; the provider's does, so updating the provider rotates it.
     """
 
     __tablename__ = "provider_keys"
@@ -107,3 +111,6 @@ class ProviderKeyRow(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    provider_own: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Until when a 429 cools the key (no new work), for every replica; None: not cooling.
+    cooled_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, default=None)

@@ -9,16 +9,23 @@ submission is held back (PENDING, asked again later), never sent to a provider t
 
 The key that submitted a task is kept in its handle (``assetgen_key``), so every later call about
 the task — poll, cancel, result download — uses that key (providers only show a task to its owner).
-A disabled or deleted key takes no new work but keeps serving its tasks in flight (``draining``). A
-provider whose pool is empty uses its own key, as before pools.
+A disabled or deleted key takes no new work but keeps serving its tasks in flight (``draining``).
+
+The key a provider was created with is its pool's first key (:func:`own_key_id`, named ``default``):
+limited, disabled, deleted and cooled like any other, but its secret stays on the provider row, so
+updating the provider's key rotates it (:func:`sync_own_key`). A provider with no key at all (an
+unauthenticated API) has an empty pool and submits without one.
+
+A provider may also limit its tasks in flight over all its keys (``providers.max_concurrency``); that
+limit is counted over every replica's submissions like a key's, and its waiters queue the same way.
+A 429 cools a key until ``cooled_until``, stored on its row so every replica leaves it alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from prometheus_client import Gauge
@@ -33,12 +40,15 @@ from assetgen_runtime.ids import new_id
 __all__ = [
     "HANDLE_KEY",
     "KEY_IN_FLIGHT",
+    "OWN_KEY_NAME",
     "QUEUED",
     "ChosenKey",
     "KeyPool",
     "KeyView",
     "NoUsableKey",
     "PoolFull",
+    "own_key_id",
+    "sync_own_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +67,9 @@ QUEUED = Gauge(
     ["provider"],
 )
 
+OWN_KEY_NAME = "default"
+"""The name the provider's own key (the one it was created with) has in its pool."""
+
 _SUBMISSIONS = cast(Table, SubmissionRow.__table__)
 _KEYS = cast(Table, ProviderKeyRow.__table__)
 _MAX_NAME = 200
@@ -70,12 +83,60 @@ class NoUsableKey(FailedPrecondition):
     """Every key of the provider's pool is disabled (refused by the provider, or by an admin)."""
 
 
+def own_key_id(provider_id: str) -> str:
+    """The stable id of the pool key that is the provider's own key."""
+    return f"pkey_{provider_id}"
+
+
+async def sync_own_key(session: AsyncSession, provider: ProviderRow, *, rotated: bool) -> None:
+    """Keeps the provider's own pool key in step with its stored key, in the caller's transaction.
+
+    A provider that has a key has its own key in the pool; one whose key was removed has it deleted
+    (it drains). ``rotated`` (a new key was given): a key deleted or refused by the provider is
+    usable again (the refusal was of the old key); one an admin disabled stays disabled.
+    """
+    has_key = bool(provider.api_key_encrypted or provider.api_key_ref)
+    row = await session.get(ProviderKeyRow, own_key_id(provider.id))
+    now = utcnow()
+    if row is None:
+        if has_key:
+            session.add(
+                ProviderKeyRow(
+                    id=own_key_id(provider.id),
+                    provider_id=provider.id,
+                    name=OWN_KEY_NAME,
+                    api_key_encrypted=None,
+                    api_key_ref="",
+                    max_concurrency=0,
+                    weight=1,
+                    enabled=True,
+                    deleted=False,
+                    last_error="",
+                    created_at=provider.created_at,
+                    updated_at=now,
+                    provider_own=True,
+                    cooled_until=None,
+                )
+            )
+        return
+    if not has_key:
+        row.deleted, row.enabled, row.updated_at = True, False, now
+    elif rotated:
+        if row.deleted or row.last_error:
+            row.deleted, row.enabled, row.last_error = False, True, ""
+        row.cooled_until, row.updated_at = None, now
+
+
 @dataclasses.dataclass(frozen=True)
 class ChosenKey:
-    """The pool key a submission goes out with (its id is recorded; its secret never leaves)."""
+    """The pool key a submission goes out with (its id is recorded; its secret never leaves).
+
+    ``secret`` is None for the provider's own key: the provider's credential (of any shape) is used.
+    """
 
     id: str
-    secret: str = dataclasses.field(repr=False)
+    name: str
+    secret: str | None = dataclasses.field(repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +168,7 @@ class KeyPool:
         self._sessions = sessions
         self._box = box
         self._references = references
-        self._secrets: dict[str, str] = {}
-        self._cooling: dict[str, float] = {}  # key id -> monotonic time its 429 cooling ends
+        self._secrets: dict[str, str | None] = {}
 
     # -- administration ---------------------------------------------------------------------
 
@@ -211,8 +271,8 @@ class KeyPool:
         self, provider: ProviderRow, asset_id: str, attempt: int, *, running_for: float
     ) -> ChosenKey | None:
         """The key this submission (claimed in the ledger) goes out with; None when the provider has
-        no pool (its own key is used); :class:`PoolFull` when every key is at its limit or cooling
-        after a 429; :class:`NoUsableKey` when every key is disabled.
+        no key at all; :class:`PoolFull` when every key is at its limit or cooling after a 429, or the
+        provider at its overall limit; :class:`NoUsableKey` when every key is disabled or deleted.
 
         ``running_for``: a task not seen ending within it (its poll deadline) stops counting.
         """
@@ -220,19 +280,25 @@ class KeyPool:
             pool = list(
                 await session.scalars(
                     select(ProviderKeyRow)
-                    .where(ProviderKeyRow.provider_id == provider.id, ProviderKeyRow.deleted.is_(False))
+                    .where(ProviderKeyRow.provider_id == provider.id)
                     .order_by(ProviderKeyRow.updated_at.desc())
                 )
             )
         if not pool:
+            limit = provider.max_concurrency
+            if limit and await self._provider_in_flight(provider.id, running_for=running_for) > limit:
+                raise PoolFull(f"provider {provider.name} is at its overall limit")
             return None
-        enabled = [row for row in pool if row.enabled]
+        enabled = [row for row in pool if row.enabled and not row.deleted]
         if not enabled:
-            last_error = next((row.last_error for row in pool if row.last_error), "every key is disabled")
+            last_error = next(
+                (row.last_error for row in pool if row.last_error), "every key is disabled or deleted"
+            )
             raise NoUsableKey(f"no usable API key for provider {provider.name}: {last_error}")
-        now = time.monotonic()
-        rows = [row for row in enabled if self._cooling.get(row.id, 0.0) <= now]
-        counts = await self._in_flight([row.id for row in rows], running_for=running_for)
+        rows = _not_cooling(enabled)
+        # One unlimited key (a provider's own key, as before pools) needs no count to be chosen.
+        counted = len(rows) > 1 or any(row.max_concurrency for row in rows)
+        counts = await self._in_flight([row.id for row in rows], running_for=running_for) if counted else {}
         candidates = sorted(
             (row for row in rows if not row.max_concurrency or counts.get(row.id, 0) < row.max_concurrency),
             key=lambda row: ((counts.get(row.id, 0) + 1) / max(row.weight, 1), row.id),
@@ -244,13 +310,19 @@ class KeyPool:
                 taken = (await self._in_flight([row.id], running_for=running_for)).get(row.id, 0)
                 if taken > row.max_concurrency:
                     continue
-            return ChosenKey(row.id, await self._secret_of(row))
+            if provider.max_concurrency:
+                # The same for the provider's overall limit (this claim counts: it is active).
+                running = await self._provider_in_flight(provider.id, running_for=running_for)
+                if running > provider.max_concurrency:
+                    break
+            return ChosenKey(row.id, row.name, await self._secret_of(row))
         await self._name_key(asset_id, attempt, "")
         raise PoolFull(f"every API key of provider {provider.name} is at its limit or cooling")
 
     async def free_slots(self, provider: ProviderRow, *, running_for: float) -> int | None:
-        """How many more tasks the provider's usable keys may run now; None when nothing limits them
-        (no pool, or a usable key without a limit of its own)."""
+        """How many more tasks the provider may run now, over its usable keys' limits and its own
+        overall limit; None when nothing limits it. The caller's submission is claimed (active) and
+        is not counted against the overall limit."""
         async with self._sessions() as session:
             rows = list(
                 await session.scalars(
@@ -261,50 +333,68 @@ class KeyPool:
                     )
                 )
             )
-        now = time.monotonic()
-        usable = [row for row in rows if self._cooling.get(row.id, 0.0) <= now]
-        if not rows or any(not row.max_concurrency for row in usable):
-            return None
-        counts = await self._in_flight([row.id for row in usable], running_for=running_for)
-        for row in usable:
-            KEY_IN_FLIGHT.labels(provider.name, row.name).set(counts.get(row.id, 0))
-        return sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable)
+        usable = _not_cooling(rows)
+        free: int | None = None
+        if rows and all(row.max_concurrency for row in usable):
+            counts = await self._in_flight([row.id for row in usable], running_for=running_for)
+            for row in usable:
+                KEY_IN_FLIGHT.labels(provider.name, row.name).set(counts.get(row.id, 0))
+            free = sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable)
+        if provider.max_concurrency:
+            others = await self._provider_in_flight(provider.id, running_for=running_for) - 1
+            overall = max(provider.max_concurrency - others, 0)
+            free = overall if free is None else min(free, overall)
+        return free
 
-    def cool(self, key_id: str, seconds: float) -> None:
-        """The provider rate-limited this key (429): it takes no new work here for ``seconds``."""
-        self._cooling[key_id] = time.monotonic() + seconds
-
-    async def disable(self, key_id: str, error: str) -> None:
-        """The provider refused this key (authentication, billing): it takes no new work until an
-        admin enables it again; ``error`` is what the provider said (shown as ``last_error``)."""
+    async def cool(self, key_id: str, seconds: float) -> None:
+        """The provider rate-limited this key (429): no replica gives it new work for ``seconds``."""
         async with self._autocommit.connect() as connection:
             await connection.execute(
                 update(_KEYS)
                 .where(_KEYS.c.id == key_id)
+                .values(cooled_until=utcnow() + timedelta(seconds=seconds))
+            )
+
+    async def disable(self, key_id: str, error: str) -> bool:
+        """The provider refused this key (authentication, billing): it takes no new work until an
+        admin enables it again; ``error`` is what the provider said (shown as ``last_error``).
+
+        True when this call disabled it (False: it was already disabled, by a racing refusal or an
+        admin), so the refusal is announced once.
+        """
+        async with self._autocommit.connect() as connection:
+            changed = await connection.execute(
+                update(_KEYS)
+                .where(_KEYS.c.id == key_id, _KEYS.c.enabled.is_(True))
                 .values(enabled=False, last_error=error[:500], updated_at=utcnow())
             )
+        if not changed.rowcount:
+            return False
         logger.warning(
             "API key disabled: the provider refused it", extra={"key_id": key_id, "error": error[:500]}
         )
+        return True
 
-    async def secret(self, key_id: str) -> str:
-        """The secret of a key (for the calls about a task it submitted), deleted or not."""
-        cached = self._secrets.get(key_id)
-        if cached is not None:
-            return cached
+    async def secret(self, key_id: str) -> str | None:
+        """The secret of a key (for the calls about a task it submitted), deleted or not; None for the
+        provider's own key (its current credential is used)."""
+        if key_id in self._secrets:
+            return self._secrets[key_id]
         async with self._sessions() as session:
             row = await session.get(ProviderKeyRow, key_id)
         if row is None:
             raise NotFound(f"the API key {key_id!r} that submitted this task no longer exists")
         return await self._secret_of(row)
 
-    async def _secret_of(self, row: ProviderKeyRow) -> str:
+    async def _secret_of(self, row: ProviderKeyRow) -> str | None:
+        if row.provider_own:
+            self._secrets[row.id] = None
+            return None
         if row.api_key_ref and self._references is not None:
             return self._references.read(row.api_key_ref)  # read each time: the file may rotate
-        cached = self._secrets.get(row.id)
-        if cached is None:
-            cached = self._secrets[row.id] = self._box.decrypt(row.api_key_encrypted or "")
-        return cached
+        if row.id not in self._secrets:
+            self._secrets[row.id] = self._box.decrypt(row.api_key_encrypted or "")
+        return self._secrets[row.id]
 
     async def _name_key(self, asset_id: str, attempt: int, key_id: str) -> None:
         async with self._autocommit.connect() as connection:
@@ -327,6 +417,21 @@ class KeyPool:
         async with self._autocommit.connect() as connection:
             rows = (await connection.execute(query)).all()
         return {str(key_id): int(count) for key_id, count in rows}
+
+    async def _provider_in_flight(self, provider_id: str, *, running_for: float) -> int:
+        """The provider's submissions claimed or running, over every key and replica."""
+        query = select(func.count()).where(
+            _SUBMISSIONS.c.provider_id == provider_id, _SUBMISSIONS.c.active.is_(True)
+        )
+        if running_for > 0:
+            query = query.where(_SUBMISSIONS.c.updated_at > utcnow() - timedelta(seconds=running_for))
+        async with self._autocommit.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+
+def _not_cooling(rows: list[ProviderKeyRow]) -> list[ProviderKeyRow]:
+    now: datetime = utcnow()
+    return [row for row in rows if row.cooled_until is None or row.cooled_until <= now]
 
 
 async def _provider(session: AsyncSession, ref: str) -> ProviderRow:

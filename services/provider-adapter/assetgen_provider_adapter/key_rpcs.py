@@ -40,7 +40,10 @@ class KeyRpcs:
         key_id = handle.get(HANDLE_KEY)
         if not key_id or self._keys is None:
             return resolved.target
-        return dataclasses.replace(resolved.target, api_key=await self._keys.secret(str(key_id)))
+        secret = await self._keys.secret(str(key_id))
+        if secret is None:  # the provider's own key: its credential as stored now (rotations apply)
+            return resolved.target
+        return dataclasses.replace(resolved.target, api_key=secret)
 
     async def CreateProviderKey(
         self, request: gateway_pb2.CreateProviderKeyRequest, context: grpc.aio.ServicerContext

@@ -97,6 +97,7 @@ def provider_message(row: ProviderRow) -> common_pb2.Provider:
         profile_json=row.profile_json,
         created_at=_timestamp(row.created_at),
         updated_at=_timestamp(row.updated_at),
+        max_concurrency=row.max_concurrency,
     )
 
 

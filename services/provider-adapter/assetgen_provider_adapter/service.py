@@ -210,6 +210,7 @@ class ProviderAdapterServicer(
             request.profile_json,
             request.api_key_ref,
             api_key_parts=dict(request.api_key_parts),
+            max_concurrency=request.max_concurrency,
         )
         if request.webhook_secret:
             await self._set_webhook_secret(row.id, request.webhook_secret)
@@ -271,6 +272,7 @@ class ProviderAdapterServicer(
             profile_json=given("profile_json"),
             preset=given("preset"),
             api_key_parts=dict(request.api_key_parts) or None,
+            max_concurrency=request.max_concurrency if request.HasField("max_concurrency") else None,
         )
         if request.HasField("webhook_secret"):
             await self._set_webhook_secret(row.id, request.webhook_secret)
@@ -426,7 +428,7 @@ class ProviderAdapterServicer(
             # instead of spending the generation's tries on a provider that is only busy.
             wait = max(busy.retry_after or 0.0, limits.retry_seconds)
             if key is not None and self._keys is not None:
-                self._keys.cool(key.id, wait)  # the pool's other keys keep working meanwhile
+                await self._keys.cool(key.id, wait)  # the pool's other keys keep working meanwhile
             logger.info(
                 "provider busy; submission held back",
                 extra={"asset_id": request.asset_id, "provider": resolved.provider.name, "wait_s": wait},
@@ -440,13 +442,21 @@ class ProviderAdapterServicer(
         if key is not None and self._keys is not None and _refused_key(profile, status):
             # The provider refused the key itself, not the task: nothing was accepted. The key
             # leaves the pool's work (last_error for admins) and the submission goes to another.
-            await self._keys.disable(key.id, f"{status.error_code}: {status.error_message}")
+            error = f"{status.error_code}: {status.error_message}"
+            disabled = await self._keys.disable(key.id, error)
             await self._ledger.abandon(request.asset_id, request.attempt)
-            return provider_adapter_pb2.TaskStatus(
+            held = provider_adapter_pb2.TaskStatus(
                 state=provider_adapter_pb2.TASK_STATE_PENDING,
                 raw_state="held back: the provider refused an API key; another is tried",
                 poll_policy=poll_policy_of(profile),
             )
+            if disabled:  # the orchestrator announces it (provider.key_disabled), once
+                held.key_disabled.CopyFrom(
+                    provider_adapter_pb2.KeyDisabled(
+                        provider=resolved.provider.name, key_id=key.id, key_name=key.name, error=error[:500]
+                    )
+                )
+            return held
         try:
             await self._ledger.record(
                 request.asset_id,
@@ -472,7 +482,9 @@ class ProviderAdapterServicer(
         key: ChosenKey | None = None,
     ) -> provider_adapter_pb2.TaskStatus:
         log_fields = {"asset_id": request.asset_id, "attempt": request.attempt, "model": resolved.model.name}
-        target = resolved.target if key is None else dataclasses.replace(resolved.target, api_key=key.secret)
+        target = resolved.target
+        if key is not None and key.secret is not None:  # a pool key other than the provider's own
+            target = dataclasses.replace(resolved.target, api_key=key.secret)
         try:
             result = await self._engine.submit(
                 target,

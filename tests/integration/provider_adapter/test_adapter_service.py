@@ -220,21 +220,33 @@ async def test_failed_task_reports_the_providers_message(adapter: Any, demo: Dem
     assert not done.outputs
 
 
-async def test_wrong_api_key_fails_with_kies_message(adapter: Any, demo: Demo) -> None:
+async def test_wrong_api_key_disables_it_and_then_fails_with_kies_message(adapter: Any, demo: Demo) -> None:
+    # The provider's own key is its pool's first key: refused, it is disabled (announced once) and
+    # the work held back for another key; with none left, submissions fail naming the refusal.
     provider = await _provider(adapter, demo, api_key="not-the-key")
     model = await _model(adapter, provider)
-    status = await adapter.SubmitTask(
-        TASK.SubmitTaskRequest(
-            asset_id=f"ast_{uuid.uuid4().hex}",
-            attempt=1,
-            model=model.name,
-            variables_json=json.dumps({"prompt": "x"}),
-        ),
-        timeout=10,
+
+    def submit() -> Any:
+        return adapter.SubmitTask(
+            TASK.SubmitTaskRequest(
+                asset_id=f"ast_{uuid.uuid4().hex}",
+                attempt=1,
+                model=model.name,
+                variables_json=json.dumps({"prompt": "x"}),
+            ),
+            timeout=10,
+        )
+
+    held = await submit()
+    assert held.state == TASK.TASK_STATE_PENDING
+    assert (held.key_disabled.provider, held.key_disabled.key_name) == (provider.name, "default")
+    assert held.key_disabled.error == "401: You do not have access permissions"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await submit()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == (
+        f"no usable API key for provider {provider.name}: 401: You do not have access permissions"
     )
-    assert status.state == TASK.TASK_STATE_FAILED
-    assert status.error_message == "You do not have access permissions"
-    assert status.error_code == "401"
     assert (await demo.stats())["submits"] == 0
 
 

@@ -1,10 +1,10 @@
 """Generations waiting for a provider's keys queue fairly: first in, first out within a project, projects
 in turn, with their place shown on the asset.
 
-One pool key of concurrency 1 at a fake Kie that holds tasks until released: project alpha's batch of
-six waits behind its first task, then project beta's two join; alpha already has a task running, so
-beta's first goes next and its second between alpha's (beta 1, alpha 2, beta 2, alpha 3, …), never
-behind the whole batch, and no task is refused for the key's limit.
+One key of concurrency 1 (the provider's own, its pool's first) at a fake Kie that holds tasks until
+released: project alpha's batch of six waits behind its first task, then project beta's two join;
+alpha already has a task running, so beta's first goes next and its second between alpha's (beta 1,
+alpha 2, beta 2, alpha 3, …), never behind the whole batch, and no task is refused for the key's limit.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ async def test_queued_generations_start_in_turns_across_projects(
         http = system.http
         body = {"name": "kie", "profile": profile, "base_url": fake.base_url, "api_key": KEY}
         assert (await http.post("/api/providers/", json=body)).status_code == 201
-        pool_key = {"name": "only", "api_key": KEY, "max_concurrency": 1}
-        assert (await http.post("/api/providers/kie/keys/", json=pool_key)).status_code == 201
+        (own,) = (await http.get("/api/providers/kie/keys/")).json()["items"]
+        limited = await http.patch(f"/api/providers/kie/keys/{own['id']}/", json={"max_concurrency": 1})
+        assert limited.status_code == 200
         schema = {"model": "demo/image", "input": {"prompt": "{{prompt}}", "hold": "{{hold?}}"}}
         model = {"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": schema}
         assert (await http.post("/api/models/", json=model)).status_code == 201
@@ -76,7 +77,7 @@ async def test_queued_generations_start_in_turns_across_projects(
         async def gauges() -> tuple[float | None, float | None]:
             queued = REGISTRY.get_sample_value("assetgen_provider_queued", {"provider": "kie"})
             running = REGISTRY.get_sample_value(
-                "assetgen_provider_key_in_flight", {"provider": "kie", "key": "only"}
+                "assetgen_provider_key_in_flight", {"provider": "kie", "key": "default"}
             )
             return queued, running
 
