@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assetgen.v1 import gateway_pb2, gateway_pb2_grpc
+from bench.accounting import per_unit, process_list
 from bench.options import Options
 from bench.stats import percentile
 from bench.system import System, start_system
@@ -59,9 +60,9 @@ async def _load(
             name: 1000 * measurement.cpu[name] / count
             for name in ("gateway", "orchestrator", "storage", "driver")
         },
-        "cpu_ms_per_request_services": 1000
-        * sum(measurement.cpu[name] for name in ("gateway", "orchestrator", "provider-adapter", "storage"))
-        / count,
+        "cpu_ms_per_request_services": per_unit(measurement, count)["services"],
+        "cpu_ms_per_request_all_in": per_unit(measurement, count)["all_in"],
+        "accounting": process_list(measurement),
     }
 
 

@@ -10,8 +10,12 @@
    Completion lag is each asset's COMPLETED event time minus the moment its task finished at the
    provider.
 
-Reference, same run: CPU per bare ``httpx`` GET of a task's status URL on the same provider, in a
-process of its own, one request at a time (the floor for one poll).
+Reference, same run, interleaved: CPU per bare GET of a task's status URL on the same provider, in a
+process of its own, one request at a time, on the services' event loop and HTTP client (the floor
+for one poll), measured just before the window and just after it; the reference is their mean.
+CPU per poll is given for the four services and all-in (with NATS, the database and S3), per poll
+the provider saw and per poll intended (in flight × window ÷ interval: extra polls are cost, not
+achievement).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import Any
 
 import httpx
 
+from bench.accounting import ALL_IN, per_unit, process_list, ratio
 from bench.options import Options
+from bench.procstat import Measurement
 from bench.profiling import HottestProfilers
 from bench.references import run_reference
 from bench.stats import summary
@@ -133,6 +139,37 @@ async def _profile_hottest(system: System, cpu: dict[str, float], options: Optio
     return await profilers.stop()
 
 
+async def _reference_get(system: System, task: str) -> dict[str, Any]:
+    return await run_reference(
+        "httpx-get",
+        "--url",
+        f"{system.provider_url}/api/v1/jobs/recordInfo?taskId={task}",
+        "--key",
+        PROVIDER_KEY,
+        "--n",
+        "3000",
+        "--concurrency",
+        "1",
+    )
+
+
+def _cpu_figures(measurement: Measurement, polls: int, intended: float, get_ms: float) -> dict[str, Any]:
+    """CPU per poll achieved and per poll intended, services and all-in, and each ÷ the bare GET."""
+    achieved, per_intended = per_unit(measurement, polls), per_unit(measurement, intended)
+    return {
+        "cpu_ms_per_poll_services": achieved["services"],
+        "cpu_ms_per_poll_all_in": achieved["all_in"],
+        "cpu_ms_per_intended_poll_services": per_intended["services"],
+        "cpu_ms_per_intended_poll_all_in": per_intended["all_in"],
+        "ratio_to_bare_get": {
+            "services": ratio(achieved["services"], get_ms),
+            "all_in": ratio(achieved["all_in"], get_ms),
+            "services_per_intended_poll": ratio(per_intended["services"], get_ms),
+            "all_in_per_intended_poll": ratio(per_intended["all_in"], get_ms),
+        },
+    }
+
+
 async def run(options: Options, interval: float) -> dict[str, Any]:
     """Holds ``options.inflight_n`` generations polled every ``interval`` seconds; returns the figures."""
     system = await start_system(options)
@@ -140,18 +177,6 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         model = await system.configure(interval=interval)
         box = await system.create_box(f"in-flight {interval:g}s")
         reference_task = await _reference_task(system)
-        reference = await run_reference(
-            "httpx-get",
-            "--url",
-            f"{system.provider_url}/api/v1/jobs/recordInfo?taskId={reference_task}",
-            "--key",
-            PROVIDER_KEY,
-            "--n",
-            "3000",
-            "--concurrency",
-            "1",
-        )
-        logger.info("bare httpx GET: %s", reference)
 
         ramp_started = time.time()
         accepted, in_flight = await ramp(system, box, model, options)
@@ -161,12 +186,22 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         )
 
         window = options.window_for(interval)
+        get_before = await _reference_get(system, reference_task)
         sampler = system.sampler(interval=1.0)
         sampler.start()
         window_start = time.time()
         await asyncio.sleep(window)  # the measurement lasts this long; nothing is waited for
         window_end = time.time()
         measurement = await sampler.stop()
+        get_after = await _reference_get(system, reference_task)
+        reference = {
+            "cpu_ms_per_get": (get_before["cpu_ms_per_get"] + get_after["cpu_ms_per_get"]) / 2,
+            "event_loop": get_before.get("event_loop"),
+            "stack": get_before.get("stack"),
+            "before": get_before,
+            "after": get_after,
+        }
+        logger.info("bare GET before / after the window: %s", reference)
         profiles = await _profile_hottest(system, measurement.cpu, options) if options.profile else {}
 
         release_start = time.time() + 1.0
@@ -193,15 +228,22 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         }
         figures["polls_per_s"] = figures["polls"] / figures["window_s"]
         figures["intended_polls_per_s"] = in_flight / interval
+        figures["intended_polls"] = in_flight * figures["window_s"] / interval
+        figures["polls_over_intended"] = ratio(figures["polls"], figures["intended_polls"])
         polls = max(figures["polls"], 1)
         figures["cpu_ms_per_poll"] = {name: 1000 * cpu / polls for name, cpu in measurement.cpu.items()}
-        figures["cpu_ms_per_poll_services"] = sum(figures["cpu_ms_per_poll"][name] for name in SERVICES)
+        figures.update(
+            _cpu_figures(measurement, polls, figures["intended_polls"], reference["cpu_ms_per_get"])
+        )
+        figures["accounting"] = process_list(measurement)
         figures["cpu_percent"] = {name: measurement.cpu_percent(name) for name in measurement.cpu}
         figures["cpu_percent"]["others"] = measurement.others_cpu_percent
         figures["cpu_percent_services"] = sum(figures["cpu_percent"][name] for name in SERVICES)
         figures["adapter_replicas"] = options.adapter_replicas
         figures["rss_max_mb"] = {name: value / 1e6 for name, value in measurement.rss_max.items()}
-        figures["rss_mb_services"] = sum(measurement.rss_max[name] for name in SERVICES) / 1e6
+        figures["rss_mb_services"] = measurement.rss_max_of(SERVICES) / 1e6
+        figures["rss_mb_all_in"] = measurement.rss_max_of(ALL_IN) / 1e6
+        figures["cpu_percent_all_in"] = 100 * measurement.cpu_of(ALL_IN) / measurement.seconds
         if profiles:
             figures["profiles"] = profiles
 
@@ -229,12 +271,13 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         figures["success_seen_to_completed_s"] = summary(seen_lags)
         figures["within_interval"] = sum(1 for lag in lags if lag <= interval)
         logger.info(
-            "in-flight %gs: %d in flight, %.0f of %.0f polls/s, %.3f ms CPU/poll, lag p99 %.1f s",
+            "in-flight %gs: %d held, %.0f of %.0f polls/s, %.3f ms CPU/poll (%.3f all-in), lag p99 %.1f s",
             interval,
             in_flight,
             figures["polls_per_s"],
             figures["intended_polls_per_s"],
             figures["cpu_ms_per_poll_services"],
+            figures["cpu_ms_per_poll_all_in"],
             figures["completion_lag_s"].get("p99", float("nan")),
         )
         return figures

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Measurement", "Sampler", "cpu_seconds", "memory", "reset_peak"]
+__all__ = ["Measurement", "Sampler", "command_name", "cpu_seconds", "memory", "reset_peak", "resident"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -29,6 +29,14 @@ def cpu_seconds(pid: int) -> float:
     fields = text.rsplit(")", 1)[1].split()
     # Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def command_name(pid: int) -> str:
+    """The process's command name (``/proc/<pid>/comm``; '' if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -58,7 +66,7 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def _resident(pids: Iterable[int]) -> int:
+def resident(pids: Iterable[int]) -> int:
     """Resident bytes of a group, counting shared memory (PostgreSQL's buffers) once."""
     private, shared = 0, 0
     for pid in pids:
@@ -82,6 +90,19 @@ class Measurement:
     machine_cpu: float
     rss_max: dict[str, int]
     rss_mean: dict[str, float]
+    # Every process each group had during the measurement: pid → command name.
+    processes: dict[str, dict[int, str]] = field(default_factory=dict)
+    # Each group's resident bytes at every sample (the samples of all groups taken together).
+    rss_samples: dict[str, list[int]] = field(default_factory=dict)
+
+    def cpu_of(self, groups: Iterable[str]) -> float:
+        """CPU seconds of ``groups`` together."""
+        return sum(self.cpu.get(group, 0.0) for group in groups)
+
+    def rss_max_of(self, groups: Iterable[str]) -> int:
+        """The most ``groups`` held resident together at one sample."""
+        series = [self.rss_samples.get(group, []) for group in groups]
+        return max((sum(at_once) for at_once in zip(*series, strict=False)), default=0)
 
     @property
     def others_cpu_percent(self) -> float:
@@ -101,6 +122,7 @@ class _Window:
     first_cpu: dict[str, dict[int, float]]
     last_cpu: dict[str, dict[int, float]]
     rss: dict[str, list[int]] = field(default_factory=dict)
+    names: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 class Sampler:
@@ -124,7 +146,10 @@ class Sampler:
                 # A pid born during the window counts all its CPU (it had none before).
                 first.setdefault(pid, value if window.rss.get(name) is None else 0.0)
                 last[pid] = value
-            window.rss.setdefault(name, []).append(_resident(pids))
+                names = window.names.setdefault(name, {})
+                if pid not in names:
+                    names[pid] = command_name(pid)
+            window.rss.setdefault(name, []).append(resident(pids))
 
     async def _loop(self, window: _Window) -> None:
         while True:
@@ -161,4 +186,6 @@ class Sampler:
             machine_cpu=machine_busy_seconds() - window.machine_start,
             rss_max={name: max(values) for name, values in window.rss.items()},
             rss_mean={name: sum(values) / len(values) for name, values in window.rss.items()},
+            processes=window.names,
+            rss_samples=window.rss,
         )

@@ -1,10 +1,13 @@
 """Reference measurements, each in a fresh process of its own so its CPU time is only its own work.
 
-* ``httpx-get``: CPU per bare ``httpx`` GET of a provider status URL (the floor for one poll);
+* ``httpx-get``: CPU per bare GET of a provider status URL (the floor for one poll);
 * ``pipeline``: the I/O one generation needs, done bare — createTask, recordInfo, download the result,
   ``put_object`` into S3 — at the same concurrency, for generations/s and CPU per generation;
 * ``upload``: a direct MinIO-client upload of a file from local disk (MB/s and peak memory).
 
+The HTTP references run on the stack the services run on, so the floor is this stack's own: uvloop
+(``--loop``; ``asyncio`` for comparison) and the provider-adapter's client — ``DirectClient`` over
+the sharded transport on asyncio streams, requests handed straight to the transport, no cookies.
 Each prints one JSON object. The bench runs them as ``python -m bench.references <kind> ...``.
 """
 
@@ -23,18 +26,48 @@ from typing import Any
 import httpx
 from minio import Minio
 
+from assetgen_runtime.eventloop import EVENT_LOOPS
+from assetgen_runtime.eventloop import run as run_on_loop
+from assetgen_runtime.http import DirectClient, ShardedTransport, cookieless_jar
+
 __all__ = ["main", "run_reference"]
+
+
+# The provider-adapter's pools (its main.py): eight shards of up to 64 connections.
+_POOLS = 8
+_POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
+
+
+def _services_client(headers: dict[str, str], timeout: float, base_url: str = "") -> DirectClient:
+    """A client built as the provider-adapter builds its own (without the network guard)."""
+    return DirectClient(
+        base_url=base_url,
+        headers=headers,
+        cookies=cookieless_jar(),
+        timeout=timeout,
+        follow_redirects=False,
+        transport=ShardedTransport(_POOLS, _POOL_LIMITS),
+    )
+
+
+async def _get(client: DirectClient, url: str, params: dict[str, str] | None = None) -> httpx.Response:
+    """A GET as the adapter sends one: built by the client, handed to the transport, body read."""
+    response = await client.send_direct(client.build_request("GET", url, params=params))
+    await response.aread()
+    response.raise_for_status()
+    return response
 
 
 async def _httpx_get(url: str, key: str, n: int, concurrency: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
-        await client.get(url)  # connection set-up is not what a poll costs
+    async with _services_client(headers, 30) as client:
+        for _ in range(_POOLS):
+            await _get(client, url)  # connection set-up (one per pool) is not what a poll costs
         queue = iter(range(n))
 
         async def worker() -> None:
             for _ in queue:
-                (await client.get(url)).raise_for_status()
+                (await _get(client, url)).json()
 
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -44,6 +77,7 @@ async def _httpx_get(url: str, key: str, n: int, concurrency: int) -> dict[str, 
         "cpu_ms_per_get": 1000 * cpu / n,
         "gets_per_s": n / wall,
         "concurrency": concurrency,
+        "stack": "DirectClient.send_direct over ShardedTransport (the provider-adapter's client)",
     }
 
 
@@ -58,13 +92,17 @@ async def _pipeline(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(s3.make_bucket, bucket)
     headers = {"Authorization": f"Bearer {args.key}"}
     body = {"model": "bench/image", "input": {"prompt": "reference"}}
-    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=60) as client:
+    async with _services_client(headers, 60, args.url) as client:
 
         async def one(index: int) -> None:
-            task = (await client.post("/api/v1/jobs/createTask", json=body)).json()["data"]["taskId"]
-            info = (await client.get("/api/v1/jobs/recordInfo", params={"taskId": task})).json()["data"]
+            created = await client.send_direct(
+                client.build_request("POST", "/api/v1/jobs/createTask", json=body)
+            )
+            await created.aread()
+            task = created.json()["data"]["taskId"]
+            info = (await _get(client, "/api/v1/jobs/recordInfo", {"taskId": task})).json()["data"]
             url = json.loads(info["resultJson"])["resultUrls"][0]
-            data = (await client.get(url)).content
+            data = (await _get(client, url)).content
             await asyncio.to_thread(
                 s3.put_object,
                 bucket,
@@ -121,13 +159,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", default="")
     parser.add_argument("--bucket", default="")
     parser.add_argument("--file", default="")
+    parser.add_argument(
+        "--loop", choices=EVENT_LOOPS, default="uvloop", help="event loop (the services': uvloop)"
+    )
     args = parser.parse_args(argv)
     if args.kind == "httpx-get":
-        result = asyncio.run(_httpx_get(args.url, args.key, args.n, args.concurrency))
+        result = run_on_loop(_httpx_get(args.url, args.key, args.n, args.concurrency), args.loop)
     elif args.kind == "pipeline":
-        result = asyncio.run(_pipeline(args))
+        result = run_on_loop(_pipeline(args), args.loop)
     else:
         result = _upload(args)
+    if args.kind != "upload":
+        result["event_loop"] = args.loop
     json.dump(result, sys.stdout)
 
 
