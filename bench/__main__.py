@@ -30,7 +30,7 @@ logger = logging.getLogger("bench")
 
 T = TypeVar("T")
 
-BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks")
+BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks", "queueing")
 
 
 def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
@@ -41,10 +41,13 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         "benchmarks", nargs="*", metavar="BENCHMARK", help=f"any of {', '.join(BENCHMARKS)} (default: all)"
     )
     parser.add_argument(
-        "--n", type=int, help="generations: throughput's N and in-flight's N (callbacks: as in-flight)"
+        "--n",
+        type=int,
+        help="generations: throughput's, in-flight's (callbacks: as in-flight) and queueing's N",
     )
     parser.add_argument("--throughput-n", type=int, help="throughput generations (default 2000)")
     parser.add_argument("--inflight-n", type=int, help="generations held in flight (default 10000)")
+    parser.add_argument("--queueing-n", type=int, help="generations through the limited keys (default 1000)")
     parser.add_argument(
         "--intervals", help="in-flight poll intervals in seconds, comma-separated (default 10,60)"
     )
@@ -82,11 +85,13 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")
     options = Options()
     if args.n:
-        options.n = options.inflight_n = args.n
+        options.n = options.inflight_n = options.queueing_n = args.n
     if args.throughput_n:
         options.n = args.throughput_n
     if args.inflight_n:
         options.inflight_n = args.inflight_n
+    if args.queueing_n:
+        options.queueing_n = args.queueing_n
     if args.intervals:
         options.intervals = [float(x) for x in args.intervals.split(",") if x]
     if args.window:
@@ -120,14 +125,20 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
 
 def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]]:
     """What one run of benchmark ``name`` measures: (results key, how to measure it) for each part."""
-    from bench import api, callbacks, inflight, ingest, throughput
+    from bench import api, callbacks, inflight, ingest, queueing, throughput
 
     if name == "inflight":
         return [
             (f"inflight-{interval:g}s", functools.partial(inflight.run, options, interval))
             for interval in options.intervals
         ]
-    runs = {"throughput": throughput.run, "api": api.run, "ingest": ingest.run, "callbacks": callbacks.run}
+    runs = {
+        "throughput": throughput.run,
+        "api": api.run,
+        "ingest": ingest.run,
+        "callbacks": callbacks.run,
+        "queueing": queueing.run,
+    }
     return [(name, functools.partial(runs[name], options))]
 
 

@@ -41,6 +41,14 @@ class Options:
     # 3b. completion lag with callbacks (``inflight_n`` held, finishing over ``task_seconds``): the
     # poll interval, which callbacks make sparser still (the profile's safety poll).
     callback_interval: float = 60.0
+    # 3c. queueing: N generations of ``queueing_task_seconds`` each through ``queueing_keys`` keys
+    # of concurrency ``queueing_key_limit`` (the provider refuses more per key with a 429).
+    queueing_n: int = 1000
+    queueing_task_seconds: float = 2.0
+    queueing_keys: int = 2
+    queueing_key_limit: int = 5
+    queueing_poll_seconds: float = 1.0
+    queueing_timeout: float = 1800.0
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

@@ -10,9 +10,12 @@ statistics and the ``/_demo/*`` control routes), configured so each task decides
   large results are streamed, never held whole.
 
 With ``--callback-secret``, a finished task whose submission named a ``callBackUrl`` is called back
-at its finish time, signed as Kie signs (the callbacks benchmark).
+at its finish time, signed as Kie signs (the callbacks benchmark). ``--extra-key`` accepts another
+account's key and ``--per-key-limit`` caps the tasks each key runs at once (over it: HTTP 429), as
+providers limit accounts (the queueing benchmark).
 
-Run: ``python -m bench.provider --port N --api-key K [--result-bytes 102400] [--callback-secret S]``.
+Run: ``python -m bench.provider --port N --api-key K [--result-bytes 102400] [--callback-secret S]
+[--extra-key K2 ...] [--per-key-limit 5]``.
 """
 
 from __future__ import annotations
@@ -50,9 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--result-bytes", type=int, default=100 * 1024)
     parser.add_argument("--callback-secret", default="", help="call finished tasks back, signed with this")
+    parser.add_argument("--extra-key", action="append", default=[], help="another account's key it accepts")
+    parser.add_argument("--per-key-limit", type=int, default=0, help="most tasks one key runs (0: no limit)")
     args = parser.parse_args(argv)
+    provider = bench_provider(args.api_key, args.result_bytes, args.callback_secret)
+    for key in args.extra_key:
+        provider.add_key(key)
+    provider.per_key_limit = args.per_key_limit
     web.run_app(
-        bench_provider(args.api_key, args.result_bytes, args.callback_secret).make_app(),
+        provider.make_app(),
         host=args.host,
         port=args.port,
         access_log=None,

@@ -325,6 +325,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 )
             )
     out.extend(_callback_rows(results))
+    out.extend(_queueing_rows(results))
     g = results.get("ingest")
     if g and "error" not in g:
         ref = g.get("reference_upload", {})
@@ -422,6 +423,45 @@ def _callback_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             "",
             "all",
             c["callbacks_answered_200"] >= c["completions_expected"],
+        ),
+    ]
+
+
+def _queueing_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Generations through limited keys: completion time against the ideal, and the scheduler's CPU."""
+    q = results.get("queueing")
+    if not q or "error" in q or "ideal_seconds" not in q:
+        return []
+    label = f"queueing ({q['keys']} keys × {q['key_limit']}, {q['task_seconds']:g} s tasks)"
+    peaks = q["provider_peak_by_key"]
+    return [
+        _row(
+            label,
+            f"completion s ({q['completed']}/{q['generations']} done)",
+            _fmt(q["seconds"], 1),
+            f"ideal {_fmt(q['ideal_seconds'], 0)} s (×{_fmt(q['ratio_to_ideal'], 2)})",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            label,
+            "CPU s: services / all-in (ms per generation, services)",
+            f"{_fmt(q['cpu_s_services'], 1)} / {_fmt(q['cpu_s_all_in'], 1)} "
+            f"({_fmt(q['cpu_ms_per_generation_services'], 1)})",
+            "",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            label,
+            "provider peak per key / its 429s; longest queue",
+            f"{max(peaks.values(), default=0)} / {q['provider_refused_429']}; {q['longest_queue']}",
+            "",
+            "",
+            f"≤ {q['key_limit']} / 0",
+            max(peaks.values(), default=0) <= q["key_limit"] and q["provider_refused_429"] == 0,
         ),
     ]
 

@@ -275,7 +275,12 @@ async def _serving(address: str, process: subprocess.Popen[bytes], name: str, ro
 
 
 async def start_system(
-    options: Options, *, result_bytes: int = 100 * 1024, callbacks: bool = False
+    options: Options,
+    *,
+    result_bytes: int = 100 * 1024,
+    callbacks: bool = False,
+    extra_keys: tuple[str, ...] = (),
+    per_key_limit: int = 0,
 ) -> System:
     """Starts everything and returns once the gateway serves and events are followed.
 
@@ -283,7 +288,8 @@ async def start_system(
     replica, the provider-adapter runs as that many processes and its callers spread their calls
     over all of them, as they do over a headless Service's pods. With ``callbacks`` the orchestrator
     has a public URL (the gateway's), so submits carry a callback URL, and the fake provider calls
-    finished tasks back there.
+    finished tasks back there. ``extra_keys`` and ``per_key_limit`` go to the fake provider: the
+    other accounts' keys it accepts, and the most tasks one key may run there.
     """
     database, log_level, adapter_replicas = options.database, options.log_level, options.adapter_replicas
     root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
@@ -353,6 +359,8 @@ async def start_system(
             "--result-bytes",
             str(result_bytes),
             *(["--callback-secret", callback_secret] if callback_secret else []),
+            *(part for key in extra_keys for part in ("--extra-key", key)),
+            *(["--per-key-limit", str(per_key_limit)] if per_key_limit else []),
         ]
         system.processes["provider"] = _spawn(
             provider_argv, {**env, "PYTHONPATH": str(REPO)}, logs / "provider.log"

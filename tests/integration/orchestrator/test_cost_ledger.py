@@ -170,6 +170,50 @@ async def test_a_completion_redelivered_after_a_crash_is_charged_once(engine: As
     assert _spent() - before == pytest.approx(0.07)
 
 
+class _CrashingAfterSubmit(AssetStore):
+    """Dies on the write that records the submitted task, after the ledger's reserve and the submit."""
+
+    crashed = False
+
+    async def update_asset(self, asset: AssetRow, *, message: str = "", **changes: Any) -> bool:
+        if not self.crashed and changes.get("status") == Status.PROCESSING:
+            self.crashed = True
+            raise Crash()
+        return await super().update_asset(asset, message=message, **changes)
+
+
+class _CountingLedger(CostLedger):
+    """Counts the moves each step made (a move that found its entry already moved is no write)."""
+
+    moves: list[str]
+
+    async def reserve(self, asset_id: str, attempt: int) -> bool:
+        moved = await super().reserve(asset_id, attempt)
+        self.moves += ["reserve"] if moved else []
+        return moved
+
+    async def settle(self, asset_id: str, attempt: int, amount: Decimal) -> bool:
+        moved = await super().settle(asset_id, attempt, amount)
+        self.moves += ["settle"] if moved else []
+        return moved
+
+
+async def test_every_ledger_move_is_written_once_when_the_submit_is_redelivered(engine: AsyncEngine) -> None:
+    ledger, store = _CountingLedger(engine), _CrashingAfterSubmit(engine)
+    ledger.moves = []
+    asset = await _priced_asset(store, ledger)
+    before = _spent()
+    adapter = _Adapter(_completed(usage="0.07"))
+
+    await _run_until_done(engine, store, ledger, adapter, asset)
+
+    assert store.crashed and adapter.submits == 2  # the submit step ran again after the crash
+    assert ledger.moves == ["reserve", "settle"]  # the second reserve found it reserved: no write
+    [entry] = await ledger.entries(asset.id)
+    assert (entry["state"], entry["amount_nanos"]) == ("charged", 70_000_000)
+    assert _spent() - before == pytest.approx(0.07)
+
+
 async def test_a_provider_failure_costs_nothing_and_a_charged_failure_costs_the_estimate(
     engine: AsyncEngine,
 ) -> None:

@@ -45,3 +45,31 @@ def test_the_header_names_commit_host_versions_and_runs() -> None:
     assert "2 cores, AMD EPYC, 2.0 GiB, load average at start 0.50 / 0.25 / 0.10" in text
     assert "grpcio 1.85.1" in text and "postgresql 15.4" in text and "uvloop –" in text
     assert "runs ingest 3" in text
+
+
+def _queueing(seconds: float, refused: int) -> dict[str, Any]:
+    return {
+        "keys": 2,
+        "key_limit": 5,
+        "task_seconds": 2.0,
+        "generations": 100,
+        "completed": 100,
+        "seconds": seconds,
+        "ideal_seconds": 20.0,
+        "ratio_to_ideal": seconds / 20.0,
+        "cpu_s_services": 10.0,
+        "cpu_s_all_in": 14.0,
+        "cpu_ms_per_generation_services": 100.0,
+        "provider_peak_by_key": {"a": 5, "b": 5},
+        "provider_refused_429": refused,
+        "longest_queue": 90,
+    }
+
+
+def test_queueing_rows_give_completion_against_the_ideal_and_whether_limits_held() -> None:
+    runs = [_queueing(30.0, 0), _queueing(36.0, 0), _queueing(40.0, 1)]
+    lines = table({"queueing": {"runs": runs, **combine(runs)}}).splitlines()
+    completion = next(line for line in lines if "completion s" in line)
+    assert "| 36.0 | 30.0 | 40.0 | ideal 20 s (×1.80) |" in completion
+    limits = next(line for line in lines if "peak per key" in line)
+    assert "| 5 / 0; 90 |" in limits and limits.endswith("| ok |")  # the median run: no 429

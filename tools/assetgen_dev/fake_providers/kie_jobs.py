@@ -441,6 +441,9 @@ class FakeKieJobs:
             "polled_tasks": sum(1 for t in self.tasks.values() if t.poll_times),
             "downloads": len(self.downloads),
             "last_submit": self.last_submit,
+            "peak_running": self.peak_running,
+            "peak_by_key": dict(self.peak_by_key),
+            "refused_over_limit": self.refused_over_limit,
         }
 
     def task_by_prompt(self, prompt: str) -> KieTask:
