@@ -15,6 +15,7 @@ nothing — unless it names the task of a lost submission, which it adopts all t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -32,6 +33,7 @@ from assetgen_orchestrator.events import EventPublisher
 from assetgen_orchestrator.jobs import Job, JobPublisher
 from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
+from assetgen_orchestrator.variables import build_variables
 from assetgen_runtime.errors import NotFound
 
 __all__ = ["CALLBACKS", "CallbackServicer"]
@@ -82,7 +84,13 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
             # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
             verified = await self._adapter.VerifyCallback(
                 provider_adapter_pb2.VerifyCallbackRequest(
-                    model=asset.model, headers=dict(request.headers), body=request.body
+                    model=asset.model,
+                    headers=dict(request.headers),
+                    body=request.body,
+                    # Only a lost submission's asset adopts a task: its polls need what the submit kept.
+                    variables_json=json.dumps(build_variables(asset))
+                    if asset.step == Step.WAITING_CALLBACK
+                    else "",
                 ),
                 timeout=self._rpc_timeout,
             )
@@ -98,7 +106,9 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         if task_id and asset.external_task_id and task_id != asset.external_task_id:
             CALLBACKS.labels("unknown").inc()
             raise NotFound("the callback is about another task than this asset's")
-        outcome = await self._act(asset, task_id, passed_over=bool(verified.passed_over))
+        outcome = await self._act(
+            asset, task_id, passed_over=bool(verified.passed_over), handle_json=verified.handle_json
+        )
         CALLBACKS.labels(outcome).inc()
         logger.info(
             "provider callback: %s",
@@ -112,7 +122,7 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         )
         return orchestrator_pb2.ProviderCallbackResponse(outcome=outcome)
 
-    async def _act(self, asset: AssetRow, task_id: str, *, passed_over: bool) -> str:
+    async def _act(self, asset: AssetRow, task_id: str, *, passed_over: bool, handle_json: str) -> str:
         key = (asset.id, asset.attempt)
         now = time.monotonic()
         if self._recent.get(key, 0.0) > now:
@@ -125,7 +135,7 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
                 # Any callback naming the task tells it reached the provider, whatever its state.
                 if not task_id or asset.external_task_id:
                     return "ignored"
-                if await self._adopt(asset, task_id):
+                if await self._adopt(asset, task_id, handle_json):
                     outcome = "adopted"
                     break
             elif passed_over:
@@ -148,12 +158,12 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         self._recent[key] = now + _REPEAT_WINDOW
         return outcome
 
-    async def _adopt(self, asset: AssetRow, task_id: str) -> bool:
+    async def _adopt(self, asset: AssetRow, task_id: str, handle_json: str) -> bool:
         adopted = await self._store.update_asset(
             asset,
             step=Step.POLLING,
             external_task_id=task_id,
-            task_handle_json='{"assetgen_callback":1}',
+            task_handle_json=handle_json or '{"assetgen_callback":1}',
             error_message="",
             error_count=0,
             submitted_at=asset.submitted_at or utcnow(),

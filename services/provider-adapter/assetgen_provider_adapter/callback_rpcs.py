@@ -7,6 +7,7 @@ task, and the caller (the orchestrator) decides what follows: a poll, never a re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -14,12 +15,12 @@ import grpc
 from prometheus_client import Counter
 
 from assetgen.v1 import provider_adapter_pb2
-from assetgen_provider_adapter.callbacks import CallbackRefused, JwksCache, verify_callback
+from assetgen_provider_adapter.callbacks import CALLBACK_MARK, CallbackRefused, JwksCache, verify_callback
 from assetgen_provider_adapter.catalog import Catalog, ResolvedModel
-from assetgen_provider_adapter.engine import ProviderEngine
+from assetgen_provider_adapter.engine import ProviderEngine, handle_variables
 from assetgen_provider_adapter.paths import evaluate
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
-from assetgen_runtime.errors import AssetGenError, FailedPrecondition, Unavailable
+from assetgen_runtime.errors import AssetGenError, FailedPrecondition, InvalidArgument, Unavailable
 
 __all__ = ["CALLBACKS", "CallbackRpcs"]
 
@@ -92,4 +93,19 @@ class CallbackRpcs:
             provider=provider,
             reply=checked.reply,
             passed_over=checked.passed_over,
+            handle_json=_adopted_handle(resolved, request.variables_json),
         )
+
+
+def _adopted_handle(resolved: ResolvedModel, variables_json: str) -> str:
+    """The handle of a task adopted by its callback: what the submit's own answer would have kept."""
+    if not variables_json:
+        return ""
+    try:
+        variables = json.loads(variables_json)
+    except ValueError:
+        raise InvalidArgument("variables_json is not JSON") from None
+    if not isinstance(variables, dict):
+        raise InvalidArgument("variables_json is not a JSON object")
+    kept = handle_variables(resolved.target.profile, variables, resolved.model.api_endpoint)
+    return json.dumps({**kept, CALLBACK_MARK: 1})

@@ -71,6 +71,7 @@ __all__ = [
     "RetryPolicy",
     "SubmitOutcomeUnknown",
     "TaskResult",
+    "handle_variables",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _raise_if_key_refused(target: ProviderTarget, answer: ProviderAnswer, result
         )
 
 
-def _handle_variables(profile: Profile, variables: Mapping[str, Any], api_endpoint: str) -> dict[str, Any]:
+def handle_variables(profile: Profile, variables: Mapping[str, Any], api_endpoint: str) -> dict[str, Any]:
     """The generation variables (and ``submit_path``) later requests use, kept in the task's handle."""
     needed = profile.handle_variables
     if not needed:
@@ -183,7 +184,7 @@ class ProviderEngine:
         if failed is not None:
             return failed
         task_id, handle = submit_answer(profile, body)
-        handle = {**_handle_variables(profile, variables, api_endpoint), **handle}
+        handle = {**handle_variables(profile, variables, api_endpoint), **handle}
         if submit.mode == "sync":
             usage = usage_of(profile.billing, body)
             result = TaskResult(state=COMPLETED, task_id=task_id, handle=handle, usage=usage)

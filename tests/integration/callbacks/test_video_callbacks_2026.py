@@ -6,7 +6,9 @@ status change, the bare task object), MiniMax (a challenge handshake first, lowe
 
 Profiles poll every 60 s, so an asset that ends within the 40 s these tests wait was ended by its
 callback, which only made the task be polled: exactly one poll, and the progress callbacks before it
-made none. Forged callbacks are refused, repeats are harmless, the handshake is echoed.
+made none. Forged callbacks are refused, repeats are harmless, the handshake is echoed, and a Kling
+task whose submit answer was lost is adopted by its first (progress) callback and polled at the path
+it was submitted to.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from assetgen_dev.calling_back import Callback, CallingBack, openrouter_headers
 from assetgen_dev.embedded import free_port
@@ -67,9 +70,19 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
+class LosingKling(FakeKling):
+    """Creates the task, then answers 502 for prompts containing ``[lose]`` (its answer lost)."""
+
+    async def create(self, request: web.Request) -> web.Response:
+        answer = await super().create(request)
+        if answer.status == 200 and "[lose]" in str((await request.json()).get("prompt")):
+            return web.Response(status=502, text="bad gateway")
+        return answer
+
+
 def _fake(family: str) -> FakeProvider:
     if family == "kling":
-        return FakeKling(KLING_KEY["access_key"], KLING_KEY["secret_key"], polls_before_done=10_000)
+        return LosingKling(KLING_KEY["access_key"], KLING_KEY["secret_key"], polls_before_done=10_000)
     fakes = {"minimax": FakeMiniMax, "seedance": FakeSeedance, "openrouter": FakeOpenRouterVideo}
     fake: FakeProvider = fakes[family](KEY, polls_before_done=10_000)
     return fake
@@ -295,6 +308,28 @@ async def test_repeated_callbacks_are_harmless(env: Env, family: str) -> None:
     assert after["status"] == "COMPLETED" and after["updated_at"] == asset["updated_at"]
     assert _polls(caller.fake, task_id) == polls
     assert (await _history(env, asset_id)).count("COMPLETED") == 1
+
+
+async def test_a_kling_task_whose_answer_was_lost_is_adopted_and_polled_where_it_was_submitted(
+    env: Env,
+) -> None:
+    asset_id = await _generate(env, "kling", "kling: [lose] the answer")
+    asset = await _status(env, asset_id, "COMPLETED", "FAILED")
+    assert asset["status"] == "COMPLETED", asset
+    fake = env.callers["kling"].fake
+    # One task: the lost submission was never sent again.
+    [task] = [task for task in fake.tasks.values() if task.prompt == "kling: [lose] the answer"]
+    assert asset["external_task_id"] == task.id and asset["error_message"] == ""
+    async with httpx.AsyncClient(timeout=30) as plain:
+        assert (await plain.get(asset["file_url"])).content == task.result
+    # Adopted by the "processing" callback (any state tells the task exists), ended by the "succeed" one.
+    answers = [json.loads(callback.answer)["outcome"] for callback in _callbacks(env, "kling", task.id)]
+    assert answers == ["adopted", "polled"]
+    polled = {path for method, path, _ in fake.requests if method == "GET" and path.endswith(f"/{task.id}")}
+    assert polled == {f"/v1/videos/text2video/{task.id}", f"/files/{task.id}"}
+    history = (await env.http.get(f"/api/assets/{asset_id}/history/")).json()["items"]
+    assert "waiting_callback" in [item["step"] for item in history]
+    assert "FAILED" not in [item["to_status"] for item in history]
 
 
 async def _value(value: Any) -> Any:
