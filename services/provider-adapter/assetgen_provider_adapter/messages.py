@@ -12,8 +12,9 @@ from assetgen.v1 import common_pb2, gateway_pb2, provider_adapter_pb2
 from assetgen_provider_adapter.db import ModelRow, ProviderRow
 from assetgen_provider_adapter.engine_types import MAX_TEXT, TaskResult
 from assetgen_provider_adapter.key_pool import KeyView
+from assetgen_provider_adapter.placeholders import submit_variables
 from assetgen_provider_adapter.profiles import PollTiming, Profile
-from assetgen_provider_adapter.templates import inspect_template
+from assetgen_provider_adapter.templates import TemplateVariables, inspect_template
 
 __all__ = ["key_message", "model_message", "poll_policy_of", "provider_message", "to_task_status"]
 
@@ -115,9 +116,23 @@ def key_message(view: KeyView) -> gateway_pb2.ProviderKey:
     )
 
 
+@lru_cache(maxsize=1024)
+def _model_variables(profile_json: str, request_schema_json: str, api_endpoint: str) -> TemplateVariables:
+    """What a task of the model needs: its template's variables and those of its ``api_endpoint`` and
+    of the provider's submit request (URL, query, headers), as a generation is checked against."""
+    template = json.loads(request_schema_json)
+    try:
+        data = json.loads(profile_json)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("submit", {}).get("request"), dict):
+        return inspect_template([template, api_endpoint])
+    return submit_variables(data, template, api_endpoint)
+
+
 def model_message(row: ModelRow, provider: ProviderRow) -> common_pb2.Model:
-    """The Model message of a row, with its template's variables."""
-    variables = inspect_template(json.loads(row.request_schema_json))
+    """The Model message of a row, with the variables a task of it uses and requires."""
+    variables = _model_variables(provider.profile_json, row.request_schema_json, row.api_endpoint)
     return common_pb2.Model(
         id=row.id,
         name=row.name,

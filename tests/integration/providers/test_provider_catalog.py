@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import pytest
 from assetgen_dev.fake_providers import FakeKieJobs
 from assetgen_dev.stack import Stack, WholeStackFactory
 from assetgen_dev.testing import eventually
+from assetgen_provider_adapter.profiles import load_presets
 
 KEY = "kie-catalog-key"
 
@@ -126,3 +128,35 @@ async def test_presets_list_every_family_with_caveats(env: Env) -> None:
     assert presets["openai-videos"]["retired"]["date"] == "2026-09-24"
     assert presets["kie-ai"]["retired"] is None
     assert presets["runway"]["profile"]["connection"]["default_headers"]["X-Runway-Version"] == "2024-11-06"
+
+
+async def test_a_models_variables_include_what_its_endpoint_and_the_submit_request_need(env: Env) -> None:
+    profile = copy.deepcopy(dict(load_presets()["kie-ai"].data))
+    profile["submit"]["request"]["headers"] = {"X-Tenant": "{{tenant}}", "X-Trace": "{{trace?}}"}
+    provider, model = f"vars-{uuid.uuid4().hex[:8]}", f"vars-m-{uuid.uuid4().hex[:8]}"
+    created = await env.http.post(
+        "/api/providers/",
+        json={"name": provider, "profile": profile, "base_url": env.fake.base_url, "api_key": KEY},
+    )
+    assert created.status_code == 201, created.text
+    created = await env.http.post(
+        "/api/models/",
+        json={
+            "provider": provider,
+            "name": model,
+            "model_type": "IMAGE",
+            "api_endpoint": "/api/v1/{{family}}/createTask",
+            "request_schema": {"model": "x/img", "input": {"prompt": "{{prompt}}", "seed": "{{seed?}}"}},
+        },
+    )
+    assert created.status_code == 201, created.text
+    for listed in (
+        created.json(),
+        *[m for m in (await env.http.get("/api/models/")).json()["items"] if m["name"] == model],
+    ):
+        assert set(listed["variables"]) == {"prompt", "seed", "tenant", "trace", "family"}
+        assert sorted(listed["required_variables"]) == ["family", "prompt", "tenant"]
+    box = (await env.http.post("/api/boxes/", json={"name": "vars"})).json()["id"]
+    refused = await env.http.post(f"/api/boxes/{box}/generate/", json={"model": model, "prompt": "a fox"})
+    assert refused.status_code == 400, refused.text
+    assert "family" in refused.json()["error"] and "tenant" in refused.json()["error"]
