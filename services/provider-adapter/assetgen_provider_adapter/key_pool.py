@@ -47,6 +47,7 @@ __all__ = [
     "KeyView",
     "NoUsableKey",
     "PoolFull",
+    "Slots",
     "own_key_id",
     "sync_own_key",
 ]
@@ -77,6 +78,14 @@ _MAX_NAME = 200
 
 class PoolFull(Exception):
     """Every enabled key of the provider's pool runs as many tasks as it may (or cools after a 429)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """A limited provider's tasks: how many more may start now, and how many may run at once."""
+
+    free: int
+    capacity: int
 
 
 class NoUsableKey(FailedPrecondition):
@@ -319,10 +328,10 @@ class KeyPool:
         await self._name_key(asset_id, attempt, "")
         raise PoolFull(f"every API key of provider {provider.name} is at its limit or cooling")
 
-    async def free_slots(self, provider: ProviderRow, *, running_for: float) -> int | None:
-        """How many more tasks the provider may run now, over its usable keys' limits and its own
-        overall limit; None when nothing limits it. The caller's submission is claimed (active) and
-        is not counted against the overall limit."""
+    async def free_slots(self, provider: ProviderRow, *, running_for: float) -> Slots | None:
+        """How many more tasks the provider may run now (and at once), over its usable keys' limits
+        and its own overall limit; None when nothing limits it. The caller's submission is claimed
+        (active) and is not counted against the overall limit."""
         async with self._sessions() as session:
             rows = list(
                 await session.scalars(
@@ -334,17 +343,24 @@ class KeyPool:
                 )
             )
         usable = _not_cooling(rows)
-        free: int | None = None
+        slots: Slots | None = None
         if rows and all(row.max_concurrency for row in usable):
             counts = await self._in_flight([row.id for row in usable], running_for=running_for)
             for row in usable:
                 KEY_IN_FLIGHT.labels(provider.name, row.name).set(counts.get(row.id, 0))
-            free = sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable)
+            slots = Slots(
+                free=sum(max(row.max_concurrency - counts.get(row.id, 0), 0) for row in usable),
+                capacity=sum(row.max_concurrency for row in usable),
+            )
         if provider.max_concurrency:
             others = await self._provider_in_flight(provider.id, running_for=running_for) - 1
-            overall = max(provider.max_concurrency - others, 0)
-            free = overall if free is None else min(free, overall)
-        return free
+            overall = Slots(max(provider.max_concurrency - others, 0), provider.max_concurrency)
+            slots = (
+                overall
+                if slots is None
+                else Slots(min(slots.free, overall.free), min(slots.capacity, overall.capacity))
+            )
+        return slots
 
     async def cool(self, key_id: str, seconds: float) -> None:
         """The provider rate-limited this key (429): no replica gives it new work for ``seconds``."""

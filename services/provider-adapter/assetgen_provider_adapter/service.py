@@ -47,6 +47,7 @@ from assetgen_provider_adapter.pricing import PriceError
 from assetgen_provider_adapter.profiles import Profile, load_presets
 from assetgen_provider_adapter.results import ResultStore, StoreFailed
 from assetgen_provider_adapter.submission_queue import SubmissionQueue
+from assetgen_provider_adapter.submission_queue import retry_seconds as queue_retry_seconds
 from assetgen_provider_adapter.templates import MissingVariables, render
 from assetgen_provider_adapter.webhook_secrets import WebhookSecrets
 from assetgen_runtime.errors import FailedPrecondition, InvalidArgument, rpc_status
@@ -389,24 +390,24 @@ class ProviderAdapterServicer(
                     poll_after_ms=int(wait * 1000),
                     poll_policy=poll_policy_of(profile),
                 )
-        key, place = None, 0
+        key, place, capacity = None, 0, 0
         running_for = profile.poll_timing.deadline_ms / 1000
         try:
             if self._keys is not None:
-                free = await self._keys.free_slots(resolved.provider, running_for=running_for)
-                if free is not None and self._queue is not None:
+                slots = await self._keys.free_slots(resolved.provider, running_for=running_for)
+                if slots is not None and self._queue is not None:
                     # The pool's keys are limited: its free slots go to the waiters in turn.
                     queued, waiting = await self._queue.place(
                         resolved.provider.id, request.asset_id, request.attempt, request.project
                     )
-                    QUEUED.labels(resolved.provider.name).set(max(waiting - free, 0))
-                    place = queued - free + 1
+                    QUEUED.labels(resolved.provider.name).set(max(waiting - slots.free, 0))
+                    place, capacity = queued - slots.free + 1, slots.capacity
                     if place > 0:
                         raise PoolFull(f"queued at provider {resolved.provider.name}")
                 key = await self._keys.claim(
                     resolved.provider, request.asset_id, request.attempt, running_for=running_for
                 )
-                if free is not None and self._queue is not None:
+                if slots is not None and self._queue is not None:
                     await self._queue.leave(resolved.provider.id, request.asset_id, request.attempt)
         except NoUsableKey:
             await self._ledger.abandon(request.asset_id, request.attempt)
@@ -417,7 +418,10 @@ class ProviderAdapterServicer(
             return provider_adapter_pb2.TaskStatus(
                 state=provider_adapter_pb2.TASK_STATE_PENDING,
                 raw_state="held back: every API key of the provider is at its limit",
-                poll_after_ms=int(limits.retry_seconds * 1000),
+                # A queued waiter asks again by its place; one that lost a race for a slot, soon.
+                poll_after_ms=int(
+                    (queue_retry_seconds(place, capacity) if capacity else limits.retry_seconds) * 1000
+                ),
                 poll_policy=poll_policy_of(profile),
                 queue_position=max(place, 1),
             )

@@ -11,7 +11,9 @@ when its place is below the number of free slots; the others are held back with 
 ask again.
 
 A waiter that stops asking (its asset was canceled or deleted, its job moved on) drops out after
-``stale_after`` seconds without a question, so nobody waits behind it for ever.
+``stale_after`` seconds without a question, so nobody waits behind it for ever. Waiters ask again
+by their place (:func:`retry_seconds`): the next round often, so a freed slot is soon taken, later
+rounds less, so a thousand waiters do not ask a thousand times every few seconds.
 """
 
 from __future__ import annotations
@@ -39,7 +41,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_provider_adapter.db import utcnow
 
-__all__ = ["SubmissionQueue"]
+__all__ = ["HEAD_RETRY_SECONDS", "LONGEST_RETRY_SECONDS", "SubmissionQueue", "retry_seconds"]
+
+HEAD_RETRY_SECONDS = 0.5
+"""How soon the waiters of the next round (the first ``capacity`` places) ask again."""
+LONGEST_RETRY_SECONDS = 30.0
+"""The longest a waiter goes without asking: well inside ``stale_after``, so it keeps its place."""
+
+
+def retry_seconds(place: int, capacity: int) -> float:
+    """How soon a waiter at ``place`` (1: next to start) asks again when ``capacity`` tasks may run
+    at once: half a second per round of slots ahead of it (places 1 to capacity: one round), capped.
+
+    A waiter's place only shrinks while it waits, so asking later the farther back it is costs it
+    nothing: it moves up a round at most once per task ending, and asks again before it is next.
+    """
+    rounds = -(-max(place, 1) // max(capacity, 1))
+    return min(HEAD_RETRY_SECONDS * rounds, LONGEST_RETRY_SECONDS)
+
 
 _QUEUE = Table(
     "submission_queue",
