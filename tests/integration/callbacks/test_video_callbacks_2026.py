@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from assetgen_dev.calling_back import Callback, CallingBack, openrouter_headers
 from assetgen_dev.embedded import free_port
@@ -240,6 +241,8 @@ async def test_minimax_validates_the_callback_url_by_its_challenge_first(env: En
     assert json.loads(handshake.answer) == {"challenge": handshake.challenge}
     assert task.extra["file_id"] in fake.retrieved  # the pushed file id still needed files/retrieve
     # Any challenge at a live callback URL is echoed; at an unknown one it is not.
+    handshakes = _sample("assetgen_provider_callbacks_total", provider="minimax", outcome="handshake")
+    answered = _sample("assetgen_callbacks_total", outcome="answered")
     async with httpx.AsyncClient(timeout=10) as client:
         echoed = await client.post(task.request["callback_url"], json={"challenge": "again-42"})
         assert echoed.status_code == 200 and echoed.json() == {"challenge": "again-42"}
@@ -249,6 +252,11 @@ async def test_minimax_validates_the_callback_url_by_its_challenge_first(env: En
             + "/cb1.ast_00000000000000000000000000.1.AAAAAAAAAAAAAAAAAAAAAAAAAAA"
         )
         assert (await client.post(unknown, json={"challenge": "x"})).status_code == 404
+    assert (
+        _sample("assetgen_provider_callbacks_total", provider="minimax", outcome="handshake")
+        == handshakes + 1
+    )
+    assert _sample("assetgen_callbacks_total", outcome="answered") == answered + 1
     assert (await _asset(env, asset_id))["updated_at"] == asset["updated_at"]
 
 
@@ -334,3 +342,8 @@ async def test_a_kling_task_whose_answer_was_lost_is_adopted_and_polled_where_it
 
 async def _value(value: Any) -> Any:
     return value
+
+
+def _sample(name: str, **labels: str) -> float:
+    """A counter's value in this process (the services run in it)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
