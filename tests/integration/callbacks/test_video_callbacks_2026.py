@@ -299,6 +299,36 @@ async def test_forged_openrouter_callbacks_are_refused_and_change_nothing(env: E
     assert done["sha256"] == hashlib.sha256(task.result).hexdigest()
 
 
+async def test_an_unsigned_familys_callback_at_a_forged_url_is_refused(env: Env) -> None:
+    """Kling signs nothing: the token's MAC over the asset attempt is what a forger cannot make."""
+    caller = env.callers["kling"]
+    asset_id = await _generate(env, "kling", "kling: forged url")
+    held = await eventually(
+        lambda: _asset(env, asset_id), lambda a: bool(a["external_task_id"]), timeout=WAIT, what="a task id"
+    )
+    task_id = held["external_task_id"]
+    caller.lose.add(task_id)
+    await eventually(lambda: _value(caller._done), lambda done: task_id in done, what="the task to finish")
+    task = caller.fake.tasks[task_id]
+    url = task.request["callback_url"]
+    base, token = url.rsplit("/", 1)
+    prefix, asset, attempt, mac = token.split(".")
+    forged_mac = "A" * len(mac) if mac != "A" * len(mac) else "B" * len(mac)
+    body, headers = caller.signed(task_id, task)
+    async with httpx.AsyncClient(timeout=10) as client:
+        for forged in (
+            f"{prefix}.{asset}.{attempt}.{forged_mac}",
+            f"{prefix}.{asset}.{int(attempt) + 1}.{mac}",
+        ):
+            refused = await client.post(f"{base}/{forged}", content=body, headers=headers)
+            assert refused.status_code == 404, refused.text
+        assert (await _asset(env, asset_id))["status"] == "PROCESSING"
+        assert _polls(caller.fake, task_id) == 0
+        real = await client.post(url, content=body, headers=headers)
+        assert real.status_code == 200 and real.json()["outcome"] == "polled", real.text
+    await _status(env, asset_id, "COMPLETED")
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 async def test_repeated_callbacks_are_harmless(env: Env, family: str) -> None:
     asset_id = await _generate(env, family, f"{family}: said twice")
