@@ -76,6 +76,13 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         help="skip the py-spy profiles (throughput; in-flight, after its window)",
     )
     parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="realistic work: provider time 5–120 s, results 100 KB–20 MB, several models and boxes, "
+        "every stored object checked (throughput; default: instant, 100 KB, one model)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the realistic work's plan (default 27)")
+    parser.add_argument(
         "--repeats", type=int, help="runs of each benchmark; figures are min / median / max (default 3)"
     )
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results/latest.json)")
@@ -117,6 +124,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     options.profile = not args.no_profile
     if args.repeats:
         options.repeats = args.repeats
+    options.realistic = args.realistic
+    if args.seed is not None:
+        options.seed = args.seed
     if args.output:
         options.output = args.output
     names = [name for name in args.benchmarks if name != "all"] or list(BENCHMARKS)

@@ -20,6 +20,12 @@ class Options:
     repeats: int = 3
     # Processes of the provider-adapter (more than one: its callers spread calls over them all).
     adapter_replicas: int = 1
+    # Realistic work (bench/workload.py): several models and boxes, provider time 5–30 s for images
+    # and 20–120 s for videos, results 100 KB – 20 MB of their own bytes, each stored object checked;
+    # the plan is drawn from ``seed``. Polls then come every ``realistic_poll_seconds``.
+    realistic: bool = False
+    seed: int = 27
+    realistic_poll_seconds: float = 5.0
     # 1. throughput
     n: int = 2000
     result_bytes: int = 100 * 1024
@@ -57,6 +63,11 @@ class Options:
     output: Path = Path("bench/results/latest.json")
     # Raw profiles and other large by-products (not committed).
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "assetgen-bench")
+
+    @property
+    def poll_seconds(self) -> float:
+        """The throughput run's poll interval: 1 s for the instant work, 5 s for the realistic."""
+        return self.realistic_poll_seconds if self.realistic else self.throughput_poll_seconds
 
     def window_for(self, interval: float) -> float:
         """Seconds the in-flight measurement lasts: three poll intervals, at least a minute."""

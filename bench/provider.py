@@ -7,7 +7,11 @@ statistics and the ``/_demo/*`` control routes), configured so each task decides
 * ``finish_after`` (seconds after submission; 0 or absent: finished at once), or ``hold: true``: the
   task runs until ``POST /_demo/release`` gives it a finish time;
 * ``size``: result bytes (default ``--result-bytes``), PNG-headed so storage takes it as an image;
-  large results are streamed, never held whole.
+  large results are streamed, never held whole;
+* ``media: video`` (MP4-headed) and ``seed`` (bytes of its own), for the realistic work.
+
+With ``--digest-downloads`` every download's SHA-256 is recorded (``/_demo/downloads``), so the bench
+can check each stored object against the very bytes the provider sent.
 
 With ``--callback-secret``, a finished task whose submission named a ``callBackUrl`` is called back
 at its finish time, signed as Kie signs (the callbacks benchmark). ``--extra-key`` accepts another
@@ -15,7 +19,7 @@ account's key and ``--per-key-limit`` caps the tasks each key runs at once (over
 providers limit accounts (the queueing benchmark).
 
 Run: ``python -m bench.provider --port N --api-key K [--result-bytes 102400] [--callback-secret S]
-[--extra-key K2 ...] [--per-key-limit 5]``.
+[--extra-key K2 ...] [--per-key-limit 5] [--digest-downloads]``.
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ __all__ = ["bench_provider", "main"]
 _BACKLOG = 4096
 
 
-def bench_provider(api_key: str, result_bytes: int, callback_secret: str = "") -> FakeKieJobs:
+def bench_provider(
+    api_key: str, result_bytes: int, callback_secret: str = "", *, digest_downloads: bool = False
+) -> FakeKieJobs:
     """The bench configuration: timing from each task's input, ``result_bytes`` results by default,
-    and callbacks signed with ``callback_secret`` when given."""
+    callbacks signed with ``callback_secret`` when given, downloads' SHA-256 with ``digest_downloads``."""
     return FakeKieJobs(
         api_key,
         timing=from_input,
         results=SizedResults(result_bytes),
         polls_before_done=0,
         callback_secret=callback_secret,
+        digest_downloads=digest_downloads,
     )
 
 
@@ -55,8 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--callback-secret", default="", help="call finished tasks back, signed with this")
     parser.add_argument("--extra-key", action="append", default=[], help="another account's key it accepts")
     parser.add_argument("--per-key-limit", type=int, default=0, help="most tasks one key runs (0: no limit)")
+    parser.add_argument("--digest-downloads", action="store_true", help="record each download's SHA-256")
     args = parser.parse_args(argv)
-    provider = bench_provider(args.api_key, args.result_bytes, args.callback_secret)
+    provider = bench_provider(
+        args.api_key, args.result_bytes, args.callback_secret, digest_downloads=args.digest_downloads
+    )
     for key in args.extra_key:
         provider.add_key(key)
     provider.per_key_limit = args.per_key_limit

@@ -91,10 +91,12 @@ async def _pipeline(args: argparse.Namespace) -> dict[str, Any]:
     bucket = args.bucket
     await asyncio.to_thread(s3.make_bucket, bucket)
     headers = {"Authorization": f"Bearer {args.key}"}
-    body = {"model": "bench/image", "input": {"prompt": "reference"}}
+    # The realistic work's task inputs (sizes, kinds, seeds), taken in turn; else the default result.
+    inputs = json.loads(Path(args.inputs).read_text()) if args.inputs else [{}]
     async with _services_client(headers, 60, args.url) as client:
 
         async def one(index: int) -> None:
+            body = {"model": "bench/image", "input": {"prompt": "reference", **inputs[index % len(inputs)]}}
             created = await client.send_direct(
                 client.build_request("POST", "/api/v1/jobs/createTask", json=body)
             )
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", default="")
     parser.add_argument("--bucket", default="")
     parser.add_argument("--file", default="")
+    parser.add_argument("--inputs", default="", help="pipeline: a JSON list of task inputs, taken in turn")
     parser.add_argument(
         "--loop", choices=EVENT_LOOPS, default="uvloop", help="event loop (the services': uvloop)"
     )

@@ -58,15 +58,18 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
     t = results.get("throughput")
     if t and "error" not in t:
         ref = t.get("reference_pipeline", {})
+        # The targets are for the instant work; with the provider's own time in it, the rate is the
+        # provider's, and the figures to read are the time added to it and the CPU.
+        instant = not t.get("work", {}).get("realistic")
         out.append(
             _row(
                 "throughput",
                 f"generations/s ({t['completed']}/{t['generations']} done)",
                 _fmt(t["generations_per_s"]),
                 f"bare pipeline {_fmt(ref.get('generations_per_s'))}/s",
-                "36",
-                "≥ 180",
-                t["generations_per_s"] >= 180,
+                "36" if instant else "",
+                "≥ 180" if instant else "",
+                t["generations_per_s"] >= 180 if instant else None,
             )
         )
         if "steady_generations_per_s" in t:
@@ -76,9 +79,9 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                     "generations/s, steady (10–90 %)",
                     _fmt(t["steady_generations_per_s"]),
                     "",
-                    "36",
-                    "≥ 180",
-                    t["steady_generations_per_s"] >= 180,
+                    "36" if instant else "",
+                    "≥ 180" if instant else "",
+                    t["steady_generations_per_s"] >= 180 if instant else None,
                 )
             )
         ratios = t.get("ratio_to_bare_pipeline", {})
@@ -146,6 +149,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 None,
             )
         )
+    out.extend(_realistic_rows(t))
     for key in sorted(k for k in results if k.startswith("inflight-")):
         f = results[key]
         if "error" in f:
@@ -383,6 +387,54 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                     None,
                 )
             )
+    return out
+
+
+def _realistic_rows(t: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The realistic work's own rows: what was asked, the time added to the provider's, the check."""
+    if not t or "error" in t or not t.get("work", {}).get("realistic"):
+        return []
+    work, out = t["work"], []
+    sizes, seconds = work["result_bytes"], work["provider_seconds"]
+    out.append(
+        _row(
+            "throughput",
+            "realistic work: models, boxes, videos; provider s p50 / max; result MB p50 / max",
+            f"{len(work['models'])}, {work['boxes']}, {work['videos']}; "
+            f"{_fmt(seconds.get('p50'))} / {_fmt(seconds.get('max'))}; "
+            f"{_fmt(sizes.get('p50', 0) / 1e6, 2)} / {_fmt(sizes.get('max', 0) / 1e6, 1)}",
+            f"seed {work['seed']}",
+            "",
+            "",
+            None,
+        )
+    )
+    overhead = t.get("overhead_s", {})
+    if overhead.get("count"):
+        out.append(
+            _row(
+                "throughput",
+                "time added to the provider's: accepted→COMPLETED − provider time, p50 / p99 s",
+                f"{_fmt(overhead['p50'], 2)} / {_fmt(overhead['p99'], 2)}",
+                f"poll interval {t.get('poll_interval_s', 0):g} s",
+                "",
+                "",
+                None,
+            )
+        )
+    stored = t.get("stored_objects")
+    if stored:
+        out.append(
+            _row(
+                "throughput",
+                "stored objects whose size and SHA-256 match what the provider sent",
+                f"{stored['matched']}/{t['generations']}",
+                f"{_fmt(stored['bytes'] / 1e6, 0)} MB read back",
+                "",
+                "all",
+                stored["matched"] >= t["generations"],
+            )
+        )
     return out
 
 

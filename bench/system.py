@@ -143,20 +143,27 @@ class System:
             provider["webhook_secret"] = self.callback_secret
         response = await self.http.post("/api/providers/", json=provider)
         response.raise_for_status()
-        model = f"{name}-image"
+        return await self.add_model(f"{name}-image", provider=name)
+
+    async def add_model(self, model: str, model_type: str = "IMAGE", *, provider: str = "bench") -> str:
+        """Adds a model of the bench provider whose task input carries the bench's timing and result
+        variables (``finish_after``, ``hold``, ``size``, ``media``, ``seed``); returns its name."""
+        assert self.http is not None
         response = await self.http.post(
             "/api/models/",
             json={
-                "provider": name,
+                "provider": provider,
                 "name": model,
-                "model_type": "IMAGE",
+                "model_type": model_type,
                 "request_schema": {
-                    "model": "bench/image",
+                    "model": f"bench/{model}",
                     "input": {
                         "prompt": "{{prompt}}",
                         "finish_after": "{{finish_after?}}",
                         "hold": "{{hold?}}",
                         "size": "{{size?}}",
+                        "media": "{{media?}}",
+                        "seed": "{{seed?}}",
                     },
                 },
             },
@@ -281,6 +288,7 @@ async def start_system(
     callbacks: bool = False,
     extra_keys: tuple[str, ...] = (),
     per_key_limit: int = 0,
+    digest_downloads: bool = False,
 ) -> System:
     """Starts everything and returns once the gateway serves and events are followed.
 
@@ -289,7 +297,8 @@ async def start_system(
     over all of them, as they do over a headless Service's pods. With ``callbacks`` the orchestrator
     has a public URL (the gateway's), so submits carry a callback URL, and the fake provider calls
     finished tasks back there. ``extra_keys`` and ``per_key_limit`` go to the fake provider: the
-    other accounts' keys it accepts, and the most tasks one key may run there.
+    other accounts' keys it accepts, and the most tasks one key may run there. With
+    ``digest_downloads`` it records the SHA-256 of every result it sends (the realistic work's check).
     """
     database, log_level, adapter_replicas = options.database, options.log_level, options.adapter_replicas
     root = Path(tempfile.mkdtemp(prefix="assetgen-bench-"))
@@ -361,6 +370,7 @@ async def start_system(
             *(["--callback-secret", callback_secret] if callback_secret else []),
             *(part for key in extra_keys for part in ("--extra-key", key)),
             *(["--per-key-limit", str(per_key_limit)] if per_key_limit else []),
+            *(["--digest-downloads"] if digest_downloads else []),
         ]
         system.processes["provider"] = _spawn(
             provider_argv, {**env, "PYTHONPATH": str(REPO)}, logs / "provider.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -200,3 +201,28 @@ async def test_finished_tasks_are_called_back_signed_as_kie_signs(
 
 async def _value(value: Any) -> Any:
     return value
+
+
+def test_sized_results_with_a_seed_are_their_own_bytes_and_videos_are_mp4_headed() -> None:
+    results = SizedResults(1000)
+    one, other = results.file_for("m", {"seed": "a"}, "p"), results.file_for("m", {"seed": "b"}, "p")
+    assert one.size == other.size == 1000 and one.body() != other.body()
+    assert one.body() == results.file_for("m", {"seed": "a"}, "q").body()  # the seed decides, not the prompt
+    assert one.body().startswith(b"\x89PNG\r\n\x1a\n") and one.content_type == "image/png"
+    video = results.file_for("m", {"media": "video", "seed": "a", "size": 5 * MIB + 1}, "p")
+    assert (video.content_type, video.extension, video.whole) == ("video/mp4", "mp4", False)
+    body = video.body()
+    assert len(body) == 5 * MIB + 1 and body[4:12] == b"ftypisom"
+    assert body[MIB:] == b"".join(SizedResults(1).file_for("m", {"size": 5 * MIB + 1}, "p").pieces())[MIB:]
+
+
+async def test_downloads_record_the_sha256_of_the_bytes_sent(serve: Callable[[FakeKieJobs], Any]) -> None:
+    fake = FakeKieJobs(KEY, results=SizedResults(1), polls_before_done=0, digest_downloads=True)
+    client = await serve(fake)
+    for size in (1000, 5 * MIB + 3):
+        task = await _create(client, size=size, seed=f"s{size}")
+        data = await _record(client, task)
+        body = (await client.get(json.loads(data["resultJson"])["resultUrls"][0])).content
+        served = (await client.get("/_demo/downloads")).json()[-1]
+        assert served["task_id"] == task and served["bytes"] == len(body) == size
+        assert served["sha256"] == hashlib.sha256(body).hexdigest()

@@ -34,8 +34,9 @@ Statistics are kept always, cheaply enough for the bench: submissions, polls (ea
 times, ``time.time()``: the clock the services stamp events with), result downloads. Control and
 measurement routes: ``GET /_demo/stats`` (counters), ``GET /_demo/tasks`` (every task with its
 finish time, first poll that saw it finished and poll times), ``GET /_demo/downloads`` (start, end,
-bytes) and ``POST /_demo/release {"at": t, "over": s}`` (held tasks finish one after another, in
-submission order, evenly from ``t`` to ``t + s``; tasks held later finish at once).
+bytes, task id, and with ``digest_downloads`` the SHA-256 of the bytes sent) and
+``POST /_demo/release {"at": t, "over": s}`` (held tasks finish one after another, in submission
+order, evenly from ``t`` to ``t + s``; tasks held later finish at once).
 """
 
 from __future__ import annotations
@@ -161,8 +162,11 @@ class FakeKieJobs:
         results: Results | None = None,
         polls_before_done: int = 1,
         callback_secret: str = "",
+        digest_downloads: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.digest_downloads = digest_downloads
+        """Set: each download's SHA-256 of the bytes sent is recorded with it (costs the hashing)."""
         self.callback_secret = callback_secret
         """Set: finished tasks are called back at their ``callBackUrl``, signed with this key."""
         self.timing = timing
@@ -172,7 +176,7 @@ class FakeKieJobs:
         self.submits = 0
         self.polls = 0
         self.last_submit: Any = None
-        self.downloads: list[dict[str, float]] = []
+        self.downloads: list[dict[str, Any]] = []
         self.peak_running = 0
         self.keys = {api_key}
         self.per_key_limit = 0
@@ -344,18 +348,30 @@ class FakeKieJobs:
         ):
             raise web.HTTPNotFound()
         file = task.file
+        digest = hashlib.sha256() if self.digest_downloads else None
         if file.whole:
-            response = web.Response(body=file.body(), content_type=file.content_type)
-            self.downloads.append({"start": started, "end": time.time(), "bytes": file.size})
+            body = file.body()
+            if digest is not None:
+                digest.update(body)
+            response = web.Response(body=body, content_type=file.content_type)
+            self._downloaded(task, started, file.size, digest)
             return response
         stream = web.StreamResponse(headers={"Content-Type": file.content_type})
         stream.content_length = file.size
         await stream.prepare(request)
         for piece in file.pieces():
+            if digest is not None:
+                digest.update(piece)
             await stream.write(piece)
         await stream.write_eof()
-        self.downloads.append({"start": started, "end": time.time(), "bytes": file.size})
+        self._downloaded(task, started, file.size, digest)
         return stream
+
+    def _downloaded(self, task: KieTask, started: float, size: int, digest: Any) -> None:
+        entry: dict[str, Any] = {"start": started, "end": time.time(), "bytes": size, "task_id": task.id}
+        if digest is not None:
+            entry["sha256"] = digest.hexdigest()
+        self.downloads.append(entry)
 
     async def serve_input(self, request: web.Request) -> web.Response:
         """``GET /inputs/image.png``: a picture to pass as an input URL."""

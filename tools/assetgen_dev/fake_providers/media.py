@@ -80,10 +80,25 @@ def result_block() -> bytes:
     return head + random.Random(8).randbytes(_BLOCK - len(head))
 
 
-def _sized_pieces(size: int) -> Iterator[bytes]:
+# An ISO base media header (a 24-byte ftyp box, brand isom): what a type sniffer calls an MP4.
+_MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+
+
+def _first_block(video: bool, seed: str) -> bytes:
+    """The first MiB of a sized result: the shared block, MP4-headed for a video, and, with a
+    ``seed``, the seed's SHA-256 right after the head, so no two seeds' results are alike."""
+    block = result_block()
+    head = _MP4_HEAD if video else block[: len(_PNG_SIGNATURE) + 25]
+    tag = hashlib.sha256(seed.encode()).digest() if seed else b""
+    return head + tag + block[len(head) + len(tag) :]
+
+
+def _sized_pieces(size: int, video: bool = False, seed: str = "") -> Iterator[bytes]:
     block, remaining = result_block(), size
+    first = _first_block(video, seed) if video or seed else block
     while remaining > 0:
-        piece = block if remaining >= _BLOCK else block[:remaining]
+        source = first if remaining == size else block
+        piece = source if remaining >= _BLOCK else source[:remaining]
         yield piece
         remaining -= len(piece)
 
@@ -148,7 +163,12 @@ def _png_of(prompt: str) -> bytes:
 
 
 class SizedResults:
-    """PNG-headed incompressible bytes: ``input.size`` of them, else ``default_bytes``."""
+    """PNG-headed incompressible bytes: ``input.size`` of them, else ``default_bytes``.
+
+    ``input.media`` ``"video"`` makes the result MP4-headed (``video/mp4``); ``input.seed`` makes its
+    bytes its own (the seed's SHA-256 follows the head), so a result stored under the wrong asset
+    shows in a checksum. Neither given: every result of a size is the same bytes, built once.
+    """
 
     def __init__(self, default_bytes: int) -> None:
         self.default_bytes = default_bytes
@@ -156,6 +176,13 @@ class SizedResults:
 
     def file_for(self, model: str, payload: Mapping[str, Any], prompt: str) -> ResultFile:
         size = int(payload.get("size") or self.default_bytes)
+        video, seed = payload.get("media") == "video", str(payload.get("seed") or "")
+        if video or seed:
+            # Built piece by piece at each download, never held: thousands of tasks may wait for theirs.
+            pieces = functools.partial(_sized_pieces, size, video, seed)
+            if video:
+                return ResultFile("video/mp4", "mp4", size, pieces)
+            return ResultFile("image/png", "png", size, pieces)
         if size > _WHOLE_LIMIT:
             return ResultFile("image/png", "png", size, functools.partial(_sized_pieces, size))
         body = self._whole.get(size)
