@@ -30,9 +30,37 @@ from bench.stats import percentile, summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
 from bench.workload import Job, Shape, plain_jobs, realistic_jobs
 
-__all__ = ["run"]
+__all__ = ["run", "submit_many"]
 
 logger = logging.getLogger(__name__)
+
+
+async def submit_many(
+    system: System,
+    box: str,
+    model: str,
+    n: int,
+    concurrency: int,
+    config: dict[str, Any] | None = None,
+    *,
+    deadline: float | None = None,
+) -> dict[str, float]:
+    """Submits ``n`` generations (``concurrency`` at a time); returns asset id → time it was accepted.
+
+    Stops early (returning what was submitted) when ``deadline`` (``time.monotonic()``) passes.
+    """
+    accepted: dict[str, float] = {}
+    tickets = iter(range(n))
+
+    async def worker() -> None:
+        for index in tickets:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            asset = await system.generate(box, model, f"bench picture {index}", config)
+            accepted[asset] = time.time()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return accepted
 
 
 async def _submit_jobs(
