@@ -30,7 +30,7 @@ logger = logging.getLogger("bench")
 
 T = TypeVar("T")
 
-BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks", "queueing")
+BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks", "queueing", "scale")
 
 
 def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
@@ -75,6 +75,11 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         action="store_true",
         help="skip the py-spy profiles (throughput; in-flight, after its window)",
     )
+    parser.add_argument(
+        "--scale-levels",
+        help="scale: held generations stepped through, comma-separated (default 5000,…,100000)",
+    )
+    parser.add_argument("--scale-interval", type=float, help="scale: poll interval in seconds (default 60)")
     parser.add_argument(
         "--realistic",
         action="store_true",
@@ -125,6 +130,10 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     if args.repeats:
         options.repeats = args.repeats
     options.realistic = args.realistic
+    if args.scale_levels:
+        options.scale_levels = [int(x) for x in args.scale_levels.split(",") if x]
+    if args.scale_interval:
+        options.scale_interval = args.scale_interval
     if args.seed is not None:
         options.seed = args.seed
     if args.output:
@@ -135,7 +144,7 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
 
 def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]]:
     """What one run of benchmark ``name`` measures: (results key, how to measure it) for each part."""
-    from bench import api, callbacks, inflight, ingest, queueing, throughput
+    from bench import api, callbacks, inflight, ingest, queueing, scale, throughput
 
     if name == "inflight":
         return [
@@ -148,6 +157,7 @@ def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitabl
         "ingest": ingest.run,
         "callbacks": callbacks.run,
         "queueing": queueing.run,
+        "scale": scale.run,
     }
     return [(name, functools.partial(runs[name], options))]
 

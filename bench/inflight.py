@@ -37,7 +37,7 @@ from bench.references import run_reference
 from bench.stats import summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
 
-__all__ = ["ramp", "run"]
+__all__ = ["poll_figures", "ramp", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ async def ramp(
     return accepted, stats["tasks"] - before["tasks"]
 
 
-def _poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval: float) -> dict[str, Any]:
+def poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval: float) -> dict[str, Any]:
+    """Polls the provider saw between ``start`` and ``end`` (its ``/_demo/tasks``), the gaps between
+    each task's consecutive polls, and how far each gap overran ``interval`` (lateness)."""
     polls = 0
     gaps: list[float] = []
     for task in tasks:
@@ -224,7 +226,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
             "window_s": window_end - window_start,
             "finishes_spread_s": options.task_seconds,
             "reference_httpx_get": reference,
-            **_poll_figures(tasks, window_start, window_end, interval),
+            **poll_figures(tasks, window_start, window_end, interval),
         }
         figures["polls_per_s"] = figures["polls"] / figures["window_s"]
         figures["intended_polls_per_s"] = in_flight / interval
@@ -261,7 +263,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
         # The lag's two parts, and how late polls were while the tasks finished (the window above
         # measures them before, while every task is still held).
         figures["finish_to_success_poll_s"] = summary(to_seen)
-        release = _poll_figures(tasks, release_start, release_end, interval)
+        release = poll_figures(tasks, release_start, release_end, interval)
         figures["release"] = {"seconds": release_end - release_start, **release}
         figures["drained"] = drained
         figures["completions_expected"] = len(ids)

@@ -55,6 +55,13 @@ class Options:
     queueing_key_limit: int = 5
     queueing_poll_seconds: float = 1.0
     queueing_timeout: float = 1800.0
+    # Scale: held generations stepped up through these levels at ``scale_interval`` until polls fall
+    # behind (lateness p99 over the limit) or the services + NATS + database outgrow the memory limit.
+    scale_levels: list[int] = field(default_factory=lambda: [5_000, 10_000, 20_000, 40_000, 70_000, 100_000])
+    scale_interval: float = 60.0
+    scale_window_intervals: float = 2.0
+    scale_lateness_limit: float = 1.0
+    scale_memory_limit: int = 2 * 1024**3
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

@@ -330,6 +330,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
             )
     out.extend(_callback_rows(results))
     out.extend(_queueing_rows(results))
+    out.extend(_scale_rows(results))
     g = results.get("ingest")
     if g and "error" not in g:
         ref = g.get("reference_upload", {})
@@ -436,6 +437,42 @@ def _realistic_rows(t: dict[str, Any] | None) -> list[dict[str, str]]:
             )
         )
     return out
+
+
+def _scale_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The highest level held with every poll on time, its memory, and where polls fell behind."""
+    c = results.get("scale")
+    if not c or "error" in c or "highest_kept" not in c:
+        return []
+    label = f"scale ({c['interval_s']:g}s polls)"
+    limits = c["limits"]
+    steps = "; ".join(
+        f"{level['in_flight']:,}: p99 {_fmt(level['lateness_s'].get('p99'), 2)} s, "
+        f"{_fmt(level['rss_bytes_all_in'] / 1e6, 0)} MB"
+        for level in c.get("levels", [])
+    )
+    memory = c.get("rss_mb_services_nats_database_at_highest")
+    return [
+        _row(
+            label,
+            "most generations held with poll lateness p99 ≤ 1 s",
+            f"{c['highest_kept']:,}",
+            f"fell behind at {c['fell_behind_at']:,}" if c.get("fell_behind_at") else "did not fall behind",
+            "",
+            "100,000",
+            c["highest_kept"] >= 100_000,
+        ),
+        _row(
+            label,
+            "  RSS MB there: services + NATS + database / all-in (with S3)",
+            f"{_fmt(memory, 0)} / {_fmt(c.get('rss_mb_all_in_at_highest'), 0)}",
+            "",
+            "",
+            f"≤ {limits['memory_bytes_services_nats_database'] / 1e6:,.0f} (2 GiB)",
+            memory <= limits["memory_bytes_services_nats_database"] / 1e6 if memory is not None else None,
+        ),
+        _row(label, "  levels: held: lateness p99, RSS all-in", steps, "", "", "", None),
+    ]
 
 
 def _callback_rows(results: dict[str, Any]) -> list[dict[str, str]]:
