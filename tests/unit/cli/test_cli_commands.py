@@ -165,6 +165,7 @@ def test_every_command_is_there() -> None:
         "provider-keys set",
         "providers add",
         "providers list",
+        "providers set",
         "upload",
         "usage",
         "watch",
