@@ -30,7 +30,7 @@ logger = logging.getLogger("bench")
 
 T = TypeVar("T")
 
-BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks", "queueing", "scale")
+BENCHMARKS = ("api", "throughput", "ingest", "inflight", "callbacks", "queueing", "scale", "day")
 
 
 def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
@@ -80,6 +80,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         help="scale: held generations stepped through, comma-separated (default 5000,…,100000)",
     )
     parser.add_argument("--scale-interval", type=float, help="scale: poll interval in seconds (default 60)")
+    parser.add_argument("--minutes", type=float, help="day: minutes of arrivals (default 10)")
+    parser.add_argument("--day-rate", type=float, help="day: generations arriving per second (default 2)")
     parser.add_argument(
         "--realistic",
         action="store_true",
@@ -134,6 +136,10 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
         options.scale_levels = [int(x) for x in args.scale_levels.split(",") if x]
     if args.scale_interval:
         options.scale_interval = args.scale_interval
+    if args.minutes:
+        options.day_minutes = args.minutes
+    if args.day_rate:
+        options.day_rate = args.day_rate
     if args.seed is not None:
         options.seed = args.seed
     if args.output:
@@ -144,7 +150,7 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
 
 def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]]:
     """What one run of benchmark ``name`` measures: (results key, how to measure it) for each part."""
-    from bench import api, callbacks, inflight, ingest, queueing, scale, throughput
+    from bench import api, callbacks, day, inflight, ingest, queueing, scale, throughput
 
     if name == "inflight":
         return [
@@ -158,6 +164,7 @@ def _units(name: str, options: Options) -> list[tuple[str, Callable[[], Awaitabl
         "callbacks": callbacks.run,
         "queueing": queueing.run,
         "scale": scale.run,
+        "day": day.run,
     }
     return [(name, functools.partial(runs[name], options))]
 

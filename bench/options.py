@@ -62,6 +62,9 @@ class Options:
     scale_window_intervals: float = 2.0
     scale_lateness_limit: float = 1.0
     scale_memory_limit: int = 2 * 1024**3
+    # A production day: realistic generations arriving at ``day_rate`` per second for ``day_minutes``.
+    day_rate: float = 2.0
+    day_minutes: float = 10.0
     # 4. ingest
     ingest_bytes: int = 1024**3
     # 5. API

@@ -331,6 +331,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
     out.extend(_callback_rows(results))
     out.extend(_queueing_rows(results))
     out.extend(_scale_rows(results))
+    out.extend(_day_rows(results))
     g = results.get("ingest")
     if g and "error" not in g:
         ref = g.get("reference_upload", {})
@@ -472,6 +473,57 @@ def _scale_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             memory <= limits["memory_bytes_services_nats_database"] / 1e6 if memory is not None else None,
         ),
         _row(label, "  levels: held: lateness p99, RSS all-in", steps, "", "", "", None),
+    ]
+
+
+def _day_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The production day: end-to-end over the provider's own time, CPU and memory, kept up or not."""
+    d = results.get("day")
+    if not d or "error" in d or "end_to_end_s" not in d:
+        return []
+    label = f"day ({d['rate_per_s']:g}/s for {d['minutes']:g} min)"
+    e2e, own, added = d["end_to_end_s"], d["provider_s"], d["added_s"]
+    stored = d.get("stored_objects", {})
+    return [
+        _row(
+            label,
+            f"end to end p50 / p99 s ({d['completed']}/{d['generations']} done)",
+            f"{_fmt(e2e.get('p50'))} / {_fmt(e2e.get('p99'))}",
+            f"provider's own {_fmt(own.get('p50'))} / {_fmt(own.get('p99'))}",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            label,
+            "  time added per generation p50 / p99 s; submit lateness p99 s",
+            f"{_fmt(added.get('p50'), 2)} / {_fmt(added.get('p99'), 2)}; "
+            f"{_fmt(d['submit_lateness_s'].get('p99'), 2)}",
+            f"poll interval {d['poll_interval_s']:g} s",
+            "",
+            f"p99 ≤ {2 * d['poll_interval_s']:g}",
+            added.get("p99", 1e9) <= 2 * d["poll_interval_s"],
+        ),
+        _row(
+            label,
+            "CPU % services / all-in; CPU ms/generation all-in; RSS MB services / all-in",
+            f"{_fmt(d['cpu_percent_services'])} / {_fmt(d['cpu_percent_all_in'])}; "
+            f"{_fmt(d['cpu_ms_per_generation_all_in'])}; "
+            f"{_fmt(d['rss_mb_services'], 0)} / {_fmt(d['rss_mb_all_in'], 0)}",
+            "",
+            "",
+            "",
+            None,
+        ),
+        _row(
+            label,
+            "stored objects matching what the provider sent; kept up",
+            f"{stored.get('matched', 0)}/{d['generations']}; {'yes' if d['kept_up'] else 'no'}",
+            "; ".join(d.get("fell_behind", [])),
+            "",
+            "all; yes",
+            bool(d["kept_up"]) and stored.get("matched", 0) >= d["generations"],
+        ),
     ]
 
 

@@ -30,7 +30,7 @@ from bench.stats import percentile, summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
 from bench.workload import Job, Shape, plain_jobs, realistic_jobs
 
-__all__ = ["run", "submit_many"]
+__all__ = ["describe_work", "run", "set_up_work", "submit_many"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +171,13 @@ def _mean_reference(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
     }
 
 
-async def _set_up(system: System, options: Options) -> tuple[list[str], Callable[[int, int], list[Job]]]:
-    """The boxes and models of the run; returns the boxes and how to draw ``n`` jobs (from a seed)."""
-    model = await system.configure(interval=options.poll_seconds)
-    if not options.realistic:
+async def set_up_work(
+    system: System, options: Options, *, realistic: bool, interval: float
+) -> tuple[list[str], Callable[[int, int], list[Job]]]:
+    """The provider (polled every ``interval``), models and boxes of the work; returns the boxes and
+    how to draw ``n`` jobs from a seed."""
+    model = await system.configure(interval=interval)
+    if not realistic:
         box = await system.create_box("throughput")
         return [box], lambda n, seed: plain_jobs(n, model)
     shape = Shape()
@@ -191,7 +194,9 @@ async def run(options: Options) -> dict[str, Any]:
         options, result_bytes=options.result_bytes, digest_downloads=options.realistic
     )
     try:
-        boxes, draw = await _set_up(system, options)
+        boxes, draw = await set_up_work(
+            system, options, realistic=options.realistic, interval=options.poll_seconds
+        )
         warm_model = draw(1, 0)[0].model
         warm = await _batch(system, boxes[:1], plain_jobs(min(50, options.n), warm_model), options)
         logger.info("warm-up: %s", {k: v for k, v in warm.items() if k != "completed_ids"})
@@ -205,7 +210,7 @@ async def run(options: Options) -> dict[str, Any]:
         measurement = await sampler.stop()
         completed_ids = figures.pop("completed_ids")
         figures["poll_interval_s"] = options.poll_seconds
-        figures["work"] = _describe(jobs, options)
+        figures["work"] = describe_work(jobs, options)
         completed = max(figures["completed"], 1)
         figures["cpu_ms_per_generation"] = {
             name: 1000 * cpu / completed for name, cpu in measurement.cpu.items()
@@ -250,9 +255,9 @@ async def run(options: Options) -> dict[str, Any]:
         await system.stop()
 
 
-def _describe(jobs: list[Job], options: Options) -> dict[str, Any]:
-    """What the measured batch asked of the provider: models, boxes, provider time and sizes."""
-    if not options.realistic:
+def describe_work(jobs: list[Job], options: Options) -> dict[str, Any]:
+    """What the jobs asked of the provider: models, boxes, provider time and sizes."""
+    if not any(job.finish_after > 0 or job.seed for job in jobs):
         return {"realistic": False, "result_bytes": options.result_bytes, "models": 1, "boxes": 1}
     return {
         "realistic": True,
