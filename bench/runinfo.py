@@ -91,10 +91,12 @@ def _output(argv: list[str], cwd: Path | None = None) -> str:
 
 
 def git_state(repo: Path = REPO) -> dict[str, Any]:
-    """The checked-out commit, its subject, and whether tracked files differ from it (``dirty``)."""
+    """The checked-out commit, its subject, and whether the tree differs from it (``dirty``: a tracked
+    file changed or a file not ignored added; ``changed_files`` names them)."""
     commit = _output(["git", "rev-parse", "HEAD"], repo).strip()
     subject = _output(["git", "log", "-1", "--format=%s"], repo).strip()
-    changed = _output(["git", "status", "--porcelain", "--untracked-files=no"], repo).splitlines()
+    # Untracked files count too (a new module changes what runs); ignored ones (results) do not.
+    changed = _output(["git", "status", "--porcelain", "--untracked-files=all"], repo).splitlines()
     return {
         "commit": commit,
         "subject": subject[:200],

@@ -56,9 +56,15 @@ def test_git_state_names_the_commit_and_sees_a_dirty_tree(tmp_path: Path) -> Non
     assert len(clean["commit"]) == 40
     assert clean["subject"] == "first"
     assert clean["dirty"] is False
+    (tmp_path / ".gitignore").write_text("results/\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "latest.json").write_text("{}")
+    _git(tmp_path, "add", ".gitignore")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "ignore")
+    assert git_state(tmp_path)["dirty"] is False  # an ignored results file is not a change
     (tmp_path / "a.txt").write_text("two\n")
-    (tmp_path / "untracked.txt").write_text("not part of the tree\n")
+    (tmp_path / "new_module.py").write_text("not committed yet\n")
     dirty = git_state(tmp_path)
     assert dirty["dirty"] is True
-    assert dirty["changed_files"] == ["a.txt"]
-    assert dirty["commit"] == clean["commit"]
+    assert sorted(dirty["changed_files"]) == ["a.txt", "new_module.py"]
+    assert dirty["commit"] != clean["commit"]
