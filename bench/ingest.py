@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from assetgen_dev.fake_providers.media import write_result
+from bench.accounting import ALL_IN, SERVICES, process_list
 from bench.options import Options
 from bench.procstat import memory, reset_peak
 from bench.references import run_reference
@@ -56,6 +57,9 @@ async def run(options: Options) -> dict[str, Any]:
             "storage_rss_before_mb": before.get("VmRSS", 0) / 1e6,
             "storage_cpu_seconds": measurement.cpu["storage"],
             "s3_cpu_seconds": measurement.cpu["s3"],
+            "cpu_seconds_services": measurement.cpu_of(SERVICES),
+            "cpu_seconds_all_in": measurement.cpu_of(ALL_IN),
+            "accounting": process_list(measurement),
         }
         logger.info("ingest: %s", figures)
 

@@ -344,10 +344,23 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 _fmt(g["mb_per_s"]),
                 f"direct MinIO upload {_fmt(ref_rate)}",
                 "94 (direct 152)",
-                f"≥ {_fmt(0.8 * ref_rate, 0)} (80 %)" if ref_rate else "≥ 80 % of direct",
-                g["mb_per_s"] >= 0.8 * ref_rate if ref_rate else None,
+                # Issue #27 raised the target from 80 % (issue #8) to 95 % of the direct upload.
+                f"≥ {_fmt(0.95 * ref_rate, 0)} (95 %)" if ref_rate else "≥ 95 % of direct",
+                g["mb_per_s"] >= 0.95 * ref_rate if ref_rate else None,
             )
         )
+        if "cpu_seconds_all_in" in g:
+            out.append(
+                _row(
+                    "ingest",
+                    "CPU s, 4 services / all-in (with NATS, database, S3)",
+                    f"{_fmt(g['cpu_seconds_services'], 2)} / {_fmt(g['cpu_seconds_all_in'], 2)}",
+                    "",
+                    "",
+                    "",
+                    None,
+                )
+            )
         out.append(
             _row(
                 "ingest",

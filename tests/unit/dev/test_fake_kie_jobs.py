@@ -133,6 +133,9 @@ async def test_held_tasks_finish_when_released_and_stats_say_so(serve: Callable[
     tasks = {t["task_id"]: t for t in (await client.get("/_demo/tasks")).json()}
     assert tasks[held[0]]["finish_at"] < tasks[held[1]]["finish_at"]
     assert len(tasks[held[0]]["polls"]) == 2 and tasks[held[0]]["first_finished_poll"] is not None
+    second_poll = tasks[held[0]]["polls"][1]
+    recent = {t["task_id"]: t for t in (await client.get(f"/_demo/tasks?polls_since={second_poll}")).json()}
+    assert recent[held[0]]["polls"] == [second_poll] and len(recent) == 3
     downloads = (await client.get("/_demo/downloads")).json()
     assert [d["bytes"] for d in downloads] == [2048] * 3 and all(d["end"] >= d["start"] for d in downloads)
 
