@@ -119,17 +119,32 @@ class SubmissionQueue:
                 .where(_QUEUE.c.provider_id == provider_id, or_(waiting, recent))
                 .subquery()
             )
-            rows = (
-                await connection.execute(
-                    select(counted.c.asset_id, counted.c.attempt)
-                    .where(counted.c.started_at.is_(None))
-                    .order_by(counted.c.turn, counted.c.asset_id)
+            # Its place is counted by the database: a thousand waiters asking must not each fetch
+            # the whole queue.
+            ranked = (
+                select(
+                    counted.c.asset_id,
+                    counted.c.attempt,
+                    func.row_number()
+                    .over(order_by=(counted.c.turn, counted.c.asset_id, counted.c.attempt))
+                    .label("place"),
+                    func.count().over().label("waiting"),
                 )
-            ).all()
-        for place, (waiting_asset, waiting_attempt) in enumerate(rows):
-            if (waiting_asset, waiting_attempt) == (asset_id, attempt):
-                return place, len(rows)
-        return len(rows), len(rows) + 1
+                .where(counted.c.started_at.is_(None))
+                .subquery()
+            )
+            row = (
+                await connection.execute(
+                    select(ranked.c.place, ranked.c.waiting).where(
+                        ranked.c.asset_id == asset_id, ranked.c.attempt == attempt
+                    )
+                )
+            ).first()
+            if row is None:  # not counted (a concurrent leave or withdraw): behind everyone
+                waiting_now = await connection.execute(select(func.count()).select_from(ranked))
+                total = int(cast(int, waiting_now.scalar_one()))
+                return total, total + 1
+        return int(row.place) - 1, int(row.waiting)
 
     async def leave(self, provider_id: str, asset_id: str, attempt: int) -> None:
         """The submission started: it waits no more, and counts for its project's next turns a while."""

@@ -3,7 +3,7 @@
 A 429's cooling is stored on the key, so the other replica leaves the key alone too; a provider's
 own key is its pool's first key, created with it, rotated by a new key and gone with the provider;
 providers that existed before the pool get their own key by migration, their tasks in flight
-counted for it.
+counted for it. The queue gives each waiter its place, in turns across projects.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from assetgen_provider_adapter.db import ProviderRow
 from assetgen_provider_adapter.key_pool import KeyPool, PoolFull, own_key_id
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
+from assetgen_provider_adapter.submission_queue import SubmissionQueue
 from assetgen_runtime.database import create_engine, migrate, session_factory
 
 
@@ -131,3 +132,26 @@ async def test_providers_from_before_the_pool_get_their_own_key_by_migration(tmp
     await engine.dispose()
     assert [tuple(row) for row in keys] == [("pkey_prv_keyed", "prv_keyed", "default", 1, 1)]
     assert key_of_task == "pkey_prv_keyed"
+
+
+async def test_the_queue_counts_each_waiters_place_in_turns_across_projects(database_url: str) -> None:
+    await migrate(database_url, MIGRATIONS, version_table="alembic_version_catalog")
+    engine = create_engine(database_url)
+    queue = SubmissionQueue(engine)
+    provider = f"prv_{uuid.uuid4().hex}"
+    try:
+        # Asset ids sort by acceptance: alpha's three came before beta's one.
+        for asset, project in (("ast_1", "alpha"), ("ast_2", "alpha"), ("ast_3", "alpha"), ("ast_4", "beta")):
+            await queue.place(provider, asset, 1, project)
+        places = {
+            asset: await queue.place(provider, asset, 1, "") for asset in ("ast_1", "ast_2", "ast_3", "ast_4")
+        }
+        # alpha 1, beta 1, alpha 2, alpha 3: 0-based places, four waiting.
+        assert places == {"ast_1": (0, 4), "ast_4": (1, 4), "ast_2": (2, 4), "ast_3": (3, 4)}
+        await queue.leave(provider, "ast_1", 1)  # started: alpha has had a turn
+        assert await queue.place(provider, "ast_4", 1, "beta") == (0, 3)
+        assert await queue.place(provider, "ast_2", 1, "alpha") == (1, 3)
+        await queue.withdraw("ast_4")
+        assert await queue.length(provider) == 2
+    finally:
+        await engine.dispose()
