@@ -328,21 +328,25 @@ class KeyPool:
         await self._name_key(asset_id, attempt, "")
         raise PoolFull(f"every API key of provider {provider.name} is at its limit or cooling")
 
-    async def free_slots(self, provider: ProviderRow, *, running_for: float) -> Slots | None:
+    async def free_slots(
+        self, provider: ProviderRow, *, running_for: float, claimed: bool = True
+    ) -> Slots | None:
         """How many more tasks the provider may run now (and at once), over its usable keys' limits
-        and its own overall limit; None when nothing limits it. The caller's submission is claimed
-        (active) and is not counted against the overall limit."""
-        async with self._sessions() as session:
-            rows = list(
-                await session.scalars(
-                    select(ProviderKeyRow).where(
-                        ProviderKeyRow.provider_id == provider.id,
-                        ProviderKeyRow.enabled.is_(True),
-                        ProviderKeyRow.deleted.is_(False),
+        and its own overall limit; None when nothing limits it. ``claimed``: the caller's submission
+        is claimed (active), and is not counted against the overall limit."""
+        # Core rows, not ORM objects: a thousand queued submissions ask this every few seconds.
+        async with self._autocommit.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.max_concurrency, _KEYS.c.cooled_until).where(
+                        _KEYS.c.provider_id == provider.id,
+                        _KEYS.c.enabled.is_(True),
+                        _KEYS.c.deleted.is_(False),
                     )
                 )
-            )
-        usable = _not_cooling(rows)
+            ).all()
+        now = utcnow()
+        usable = [row for row in rows if row.cooled_until is None or row.cooled_until <= now]
         slots: Slots | None = None
         if rows and all(row.max_concurrency for row in usable):
             counts = await self._in_flight([row.id for row in usable], running_for=running_for)
@@ -353,7 +357,7 @@ class KeyPool:
                 capacity=sum(row.max_concurrency for row in usable),
             )
         if provider.max_concurrency:
-            others = await self._provider_in_flight(provider.id, running_for=running_for) - 1
+            others = await self._provider_in_flight(provider.id, running_for=running_for) - claimed
             overall = Slots(max(provider.max_concurrency - others, 0), provider.max_concurrency)
             slots = (
                 overall

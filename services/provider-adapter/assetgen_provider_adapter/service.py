@@ -359,6 +359,9 @@ class ProviderAdapterServicer(
         variables: Mapping[str, Any],
     ) -> provider_adapter_pb2.TaskStatus:
         profile = resolved.target.profile
+        held = await self._still_queued(request, resolved)
+        if held is not None:
+            return held
         stored = await self._ledger.begin(
             request.asset_id,
             request.attempt,
@@ -477,6 +480,36 @@ class ProviderAdapterServicer(
             )
             raise
         return status
+
+    async def _still_queued(
+        self, request: provider_adapter_pb2.SubmitTaskRequest, resolved: ResolvedModel
+    ) -> provider_adapter_pb2.TaskStatus | None:
+        """A submission waiting in its provider's queue that asks again before its turn is told its
+        place without claiming anything (a thousand waiters ask every few seconds); None otherwise:
+        not waiting (never sent since it joined), or its turn, which the usual way claims."""
+        if self._keys is None or self._queue is None:
+            return None
+        profile = resolved.target.profile
+        slots = await self._keys.free_slots(
+            resolved.provider, running_for=profile.poll_timing.deadline_ms / 1000, claimed=False
+        )
+        if slots is None:
+            return None
+        placed = await self._queue.waiting_place(resolved.provider.id, request.asset_id, request.attempt)
+        if placed is None:
+            return None
+        queued, waiting = placed
+        place = queued - slots.free + 1
+        if place <= 0:
+            return None
+        QUEUED.labels(resolved.provider.name).set(max(waiting - slots.free, 0))
+        return provider_adapter_pb2.TaskStatus(
+            state=provider_adapter_pb2.TASK_STATE_PENDING,
+            raw_state="held back: every API key of the provider is at its limit",
+            poll_after_ms=int(queue_retry_seconds(place, slots.capacity) * 1000),
+            poll_policy=poll_policy_of(profile),
+            queue_position=place,
+        )
 
     async def _send(
         self,

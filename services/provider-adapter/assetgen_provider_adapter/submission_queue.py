@@ -83,13 +83,28 @@ class SubmissionQueue:
 
     async def place(self, provider_id: str, asset_id: str, attempt: int, project: str) -> tuple[int, int]:
         """Joins the queue (or says it is still waiting): its 0-based place, and how many wait."""
+        placed = await self._place(provider_id, asset_id, attempt, project, join=True)
+        assert placed is not None  # joined
+        return placed
+
+    async def waiting_place(self, provider_id: str, asset_id: str, attempt: int) -> tuple[int, int] | None:
+        """Like :meth:`place` for a submission already waiting (never started since it joined, so
+        never sent); None when it is not waiting (it never joined, started, or was withdrawn)."""
+        return await self._place(provider_id, asset_id, attempt, "", join=False)
+
+    async def _place(
+        self, provider_id: str, asset_id: str, attempt: int, project: str, *, join: bool
+    ) -> tuple[int, int] | None:
         now = utcnow()
         async with self._autocommit.connect() as connection:
+            mine = (_QUEUE.c.asset_id == asset_id, _QUEUE.c.attempt == attempt)
             asked = await connection.execute(
-                update(_QUEUE)
-                .where(_QUEUE.c.asset_id == asset_id, _QUEUE.c.attempt == attempt)
-                .values(asked_at=now, started_at=None)
+                update(_QUEUE).where(*mine).values(asked_at=now, started_at=None)
+                if join
+                else update(_QUEUE).where(*mine, _QUEUE.c.started_at.is_(None)).values(asked_at=now)
             )
+            if asked.rowcount == 0 and not join:
+                return None
             if asked.rowcount == 0:
                 try:
                     await connection.execute(

@@ -148,7 +148,10 @@ async def test_the_queue_counts_each_waiters_place_in_turns_across_projects(data
         }
         # alpha 1, beta 1, alpha 2, alpha 3: 0-based places, four waiting.
         assert places == {"ast_1": (0, 4), "ast_4": (1, 4), "ast_2": (2, 4), "ast_3": (3, 4)}
+        assert await queue.waiting_place(provider, "ast_9", 1) is None  # never joined
+        assert await queue.waiting_place(provider, "ast_3", 1) == (3, 4)  # asks again, nothing claimed
         await queue.leave(provider, "ast_1", 1)  # started: alpha has had a turn
+        assert await queue.waiting_place(provider, "ast_1", 1) is None  # started: asks the usual way
         assert await queue.place(provider, "ast_4", 1, "beta") == (0, 3)
         assert await queue.place(provider, "ast_2", 1, "alpha") == (1, 3)
         await queue.withdraw("ast_4")
