@@ -20,6 +20,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,26 +59,44 @@ async def _get(client: DirectClient, url: str, params: dict[str, str] | None = N
     return response
 
 
-async def _httpx_get(url: str, key: str, n: int, concurrency: int) -> dict[str, Any]:
+async def _httpx_get(url: str, key: str, n: int, concurrency: int, client_kind: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
+    if client_kind == "plain":
+        # The first edition's reference: a plain httpx client, each GET through all of its layers.
+        async with httpx.AsyncClient(headers=headers, timeout=30) as plain:
+            return await _time_gets(lambda: plain.get(url), n, concurrency, "plain httpx.AsyncClient.get")
     async with _services_client(headers, 30) as client:
         for _ in range(_POOLS):
             await _get(client, url)  # connection set-up (one per pool) is not what a poll costs
-        queue = iter(range(n))
+        return await _time_gets(
+            lambda: _get(client, url),
+            n,
+            concurrency,
+            "DirectClient.send_direct over ShardedTransport (the provider-adapter's client)",
+        )
 
-        async def worker() -> None:
-            for _ in queue:
-                (await _get(client, url)).json()
 
-        cpu, wall = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+async def _time_gets(
+    get: Callable[[], Awaitable[httpx.Response]], n: int, concurrency: int, stack: str
+) -> dict[str, Any]:
+    (await get()).raise_for_status()  # connection set-up is not what a poll costs
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for _ in queue:
+            response = await get()
+            response.raise_for_status()
+            response.json()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return {
         "requests": n,
         "cpu_ms_per_get": 1000 * cpu / n,
         "gets_per_s": n / wall,
         "concurrency": concurrency,
-        "stack": "DirectClient.send_direct over ShardedTransport (the provider-adapter's client)",
+        "stack": stack,
     }
 
 
@@ -163,11 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", default="")
     parser.add_argument("--inputs", default="", help="pipeline: a JSON list of task inputs, taken in turn")
     parser.add_argument(
+        "--client",
+        choices=["services", "plain"],
+        default="services",
+        help="httpx-get: the adapter's client (default) or a plain httpx client (the first edition's)",
+    )
+    parser.add_argument(
         "--loop", choices=EVENT_LOOPS, default="uvloop", help="event loop (the services': uvloop)"
     )
     args = parser.parse_args(argv)
     if args.kind == "httpx-get":
-        result = run_on_loop(_httpx_get(args.url, args.key, args.n, args.concurrency), args.loop)
+        result = run_on_loop(_httpx_get(args.url, args.key, args.n, args.concurrency, args.client), args.loop)
     elif args.kind == "pipeline":
         result = run_on_loop(_pipeline(args), args.loop)
     else:
