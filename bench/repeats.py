@@ -43,9 +43,11 @@ def _combine_values(values: list[Any]) -> dict[str, Any]:
             keys.extend(k for k in value if k not in keys and k not in SKIPPED)
         parts = {key: _combine_values([v[key] for v in values if key in v]) for key in keys}
         return {stat: {key: part[stat] for key, part in parts.items()} for stat in STATISTICS}
-    if all(_is_number(v) for v in values):
-        numbers = spread(values)
-        if all(isinstance(v, int) for v in values) and all(
+    present = [v for v in values if v is not None]
+    if present and all(_is_number(v) for v in present):
+        # A figure a run could not give (None: no reference, nothing measured) counts in none.
+        numbers = spread(present)
+        if all(isinstance(v, int) for v in present) and all(
             x == int(x) for x in numbers.values() if not math.isnan(x)
         ):
             return {stat: int(x) for stat, x in numbers.items()}

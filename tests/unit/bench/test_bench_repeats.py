@@ -57,3 +57,9 @@ def test_failed_runs_and_one_run_by_products_are_left_out() -> None:
 
 def test_an_even_count_of_integers_gives_a_fractional_median() -> None:
     assert combine([{"n": 1}, {"n": 2}])["median"]["n"] == 1.5
+
+
+def test_a_figure_missing_from_some_runs_is_taken_from_the_runs_that_have_it() -> None:
+    combined = combine([{"ratio": None}, {"ratio": 2.0}, {"ratio": 4.0}])
+    assert combined["median"]["ratio"] == 3.0 and combined["min"]["ratio"] == 2.0
+    assert combine([{"ratio": None}, {"ratio": None}])["median"]["ratio"] is None
