@@ -152,7 +152,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, str]]:
     out.extend(_realistic_rows(t))
     for key in sorted(k for k in results if k.startswith("inflight-")):
         f = results[key]
-        if "error" in f:
+        if not f or "error" in f:  # every run of it failed: nothing to show
             continue
         interval = f["interval_s"]
         label = f"in-flight {interval:g}s"

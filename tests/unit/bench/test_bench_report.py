@@ -73,3 +73,12 @@ def test_queueing_rows_give_completion_against_the_ideal_and_whether_limits_held
     assert "| 36.0 | 30.0 | 40.0 | ideal 20 s (×1.80) |" in completion
     limits = next(line for line in lines if "peak per key" in line)
     assert "| 5 / 0; 90 |" in limits and limits.endswith("| ok |")  # the median run: no 429
+
+
+def test_a_benchmark_whose_every_run_failed_leaves_no_row_and_no_error() -> None:
+    runs = [{"error": "RuntimeError: boom", "trace": "..."}]
+    results = {
+        key: {"runs": runs, **combine(runs)}
+        for key in ("throughput", "inflight-10s", "ingest", "scale", "day", "api", "callbacks", "queueing")
+    }
+    assert table(results).splitlines()[2:] == []
