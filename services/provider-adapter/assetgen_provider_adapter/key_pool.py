@@ -162,6 +162,11 @@ class KeyView:
             return "active"
         return "draining" if self.in_flight else "disabled"
 
+    @property
+    def cooling(self) -> bool:
+        """Whether a 429 cools it now."""
+        return self.row.cooled_until is not None and self.row.cooled_until > utcnow()
+
 
 class KeyPool:
     """The pool keys of every provider, in the catalog database."""

@@ -113,6 +113,7 @@ def key_message(view: KeyView) -> gateway_pb2.ProviderKey:
         last_error=view.row.last_error,
         weight=view.row.weight,
         enabled=view.row.enabled and not view.row.deleted,
+        cooled_until=_timestamp(view.row.cooled_until) if view.cooling else None,
     )
 
 

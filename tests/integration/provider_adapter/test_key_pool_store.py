@@ -25,6 +25,7 @@ from assetgen_provider_adapter.db import ProviderRow
 from assetgen_provider_adapter.key_pool import KeyPool, PoolFull, own_key_id
 from assetgen_provider_adapter.ledger import SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
+from assetgen_provider_adapter.messages import key_message
 from assetgen_provider_adapter.submission_queue import SubmissionQueue
 from assetgen_runtime.database import create_engine, migrate, session_factory
 
@@ -68,6 +69,8 @@ async def test_a_429_cools_a_key_for_every_replica(replicas: Replicas) -> None:
     other = await first.create(provider.id, "b", api_key="b-secret")
     await first.cool(own_key_id(provider.id), 60)  # replica one heard the 429
     assert {await _claim(replicas, second, provider) for _ in range(3)} == {"b"}
+    listed = {view.row.name: key_message(view) for view in await second.list_keys(provider.id)}
+    assert listed["default"].HasField("cooled_until") and not listed["b"].HasField("cooled_until")
     await second.cool(other.row.id, 60)
     with pytest.raises(PoolFull):
         await _claim(replicas, first, provider)
