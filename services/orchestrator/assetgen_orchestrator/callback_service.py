@@ -15,6 +15,7 @@ nothing — unless it names the task of a lost submission, which it adopts all t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from assetgen_orchestrator.jobs import Job, JobPublisher
 from assetgen_orchestrator.models import AssetRow, Status, Step, utcnow
 from assetgen_orchestrator.store import AssetStore
 from assetgen_orchestrator.variables import build_variables
-from assetgen_runtime.errors import NotFound
+from assetgen_runtime.errors import NotFound, Unavailable
 
 __all__ = ["CALLBACKS", "CallbackServicer"]
 
@@ -43,12 +44,17 @@ logger = logging.getLogger(__name__)
 CALLBACKS = Counter(
     "assetgen_callbacks_total",
     "Provider callbacks received, by outcome: polled, adopted, answered (a handshake), ignored "
-    "(finished asset, repeat, still submitting, a state not acted on), unknown (token or task), refused "
-    "(did not verify; by provider in assetgen_provider_callbacks_total).",
+    "(finished asset, repeat, a state not acted on), early (its submit still unanswered after a wait: "
+    "503, call again), unknown (token or task), refused (did not verify; by provider in "
+    "assetgen_provider_callbacks_total).",
     ["outcome"],
 )
 _REPEAT_WINDOW = 1.0
 _MAX_CAS_RETRIES = 5
+# A callback that overtakes its submit's answer waits for it this long at most (well below the
+# gateway's deadline for the call), asking the database this often.
+_SUBMIT_ANSWER_WAIT = 10.0
+_SUBMIT_ANSWER_POLL = 0.1
 
 
 class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
@@ -73,35 +79,24 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         self._recent: dict[tuple[str, int], float] = {}
 
     async def ProviderCallback(
-        self, request: orchestrator_pb2.ProviderCallbackRequest, context: object
+        self, request: orchestrator_pb2.ProviderCallbackRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.ProviderCallbackResponse:
         named = parse_token(self._urls.secret, request.token)
         asset = await self._store.find_asset(named[0]) if named else None
         if named is None or asset is None or asset.attempt != named[1]:
             CALLBACKS.labels("unknown").inc()
             raise NotFound("unknown callback")
-        try:
-            # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
-            verified = await self._adapter.VerifyCallback(
-                provider_adapter_pb2.VerifyCallbackRequest(
-                    model=asset.model,
-                    headers=dict(request.headers),
-                    body=request.body,
-                    # Only a lost submission's asset adopts a task: its polls need what the submit kept.
-                    variables_json=json.dumps(build_variables(asset))
-                    if asset.step == Step.WAITING_CALLBACK
-                    else "",
-                ),
-                timeout=self._rpc_timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-                CALLBACKS.labels("refused").inc()
-            raise
+        verified = await self._verify(asset, request)
         if verified.reply:
             CALLBACKS.labels("answered").inc()
             logger.info("provider callback: a handshake answered", extra={"asset_id": asset.id})
             return orchestrator_pb2.ProviderCallbackResponse(outcome="answered", reply=verified.reply)
+        if verified.task_id and _submitting(asset):
+            # The callback overtook the submit's own answer (a fast task, or an answer being lost):
+            # what it means depends on how that answer ends, so wait for it.
+            asset = await self._submit_answered(asset, context)
+            if asset.step == Step.WAITING_CALLBACK:
+                verified = await self._verify(asset, request)  # now with what an adopted task keeps
         task_id = verified.task_id
         if task_id and asset.external_task_id and task_id != asset.external_task_id:
             CALLBACKS.labels("unknown").inc()
@@ -121,6 +116,46 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
             },
         )
         return orchestrator_pb2.ProviderCallbackResponse(outcome=outcome)
+
+    async def _verify(
+        self, asset: AssetRow, request: orchestrator_pb2.ProviderCallbackRequest
+    ) -> provider_adapter_pb2.VerifyCallbackResponse:
+        try:
+            # UNAUTHENTICATED from the adapter (bad signature, stale) goes back to the provider as 401.
+            return await self._adapter.VerifyCallback(
+                provider_adapter_pb2.VerifyCallbackRequest(
+                    model=asset.model,
+                    headers=dict(request.headers),
+                    body=request.body,
+                    # Only a lost submission's asset adopts a task: its polls need what the submit kept.
+                    variables_json=json.dumps(build_variables(asset))
+                    if asset.step == Step.WAITING_CALLBACK
+                    else "",
+                ),
+                timeout=self._rpc_timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                CALLBACKS.labels("refused").inc()
+            raise
+
+    async def _submit_answered(self, asset: AssetRow, context: grpc.aio.ServicerContext) -> AssetRow:
+        """The asset once its submission is answered (sent, or outcome unknown and waiting for this
+        callback), polled until a bound below the caller's deadline; still submitting then, the
+        provider is asked to call again (503), as providers that retry do."""
+        remaining = context.time_remaining()
+        bound = _SUBMIT_ANSWER_WAIT if remaining is None else min(_SUBMIT_ANSWER_WAIT, remaining - 1.0)
+        deadline = time.monotonic() + bound
+        while _submitting(asset):
+            if time.monotonic() >= deadline:
+                CALLBACKS.labels("early").inc()
+                raise Unavailable("the submission of this task is still being answered; call back later")
+            await asyncio.sleep(_SUBMIT_ANSWER_POLL)
+            fresh = await self._store.find_asset(asset.id)
+            if fresh is None or fresh.attempt != asset.attempt:
+                raise NotFound("unknown callback")
+            asset = fresh
+        return asset
 
     async def _act(self, asset: AssetRow, task_id: str, *, passed_over: bool, handle_json: str) -> str:
         key = (asset.id, asset.attempt)
@@ -173,3 +208,8 @@ class CallbackServicer(orchestrator_pb2_grpc.CallbackServiceServicer):
         if adopted:
             await self._events.publish(asset)
         return adopted
+
+
+def _submitting(asset: AssetRow) -> bool:
+    """Whether the asset's submission has not been answered yet (no task id, not waiting for a callback)."""
+    return not Status(asset.status).terminal and Step(asset.step) in (Step.QUEUED, Step.SUBMITTING)

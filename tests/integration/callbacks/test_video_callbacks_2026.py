@@ -13,6 +13,7 @@ it was submitted to.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -72,13 +73,18 @@ FAMILIES: dict[str, dict[str, Any]] = {
 
 
 class LosingKling(FakeKling):
-    """Creates the task, then answers 502 for prompts containing ``[lose]`` (its answer lost)."""
+    """Creates the task, then answers 502 for prompts containing ``[lose]`` (its answer lost) — late,
+    as a proxy giving up would, so the task's first callback reaches us before that answer does."""
 
     async def create(self, request: web.Request) -> web.Response:
         answer = await super().create(request)
         if answer.status == 200 and "[lose]" in str((await request.json()).get("prompt")):
+            await asyncio.sleep(_LOST_ANSWER_DELAY)  # the provider's timing, not a wait for our state
             return web.Response(status=502, text="bad gateway")
         return answer
+
+
+_LOST_ANSWER_DELAY = 0.5
 
 
 def _fake(family: str) -> FakeProvider:
