@@ -50,6 +50,7 @@ __all__ = [
     "Slots",
     "own_key_id",
     "sync_own_key",
+    "tightest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ KEY_IN_FLIGHT = Gauge(
 )
 QUEUED = Gauge(
     "assetgen_provider_queued",
-    "Submissions waiting for a free key of the provider's pool, as last counted.",
+    "Submissions waiting for a free slot at the provider (its keys', its own or its profile's limits), "
+    "as last counted.",
     ["provider"],
 )
 
@@ -86,6 +88,15 @@ class Slots:
 
     free: int
     capacity: int
+
+
+def tightest(*limits: Slots | None) -> Slots | None:
+    """What several limits on one provider leave together: the fewest free slots and the smallest
+    capacity among those that limit anything; None when none does."""
+    given = [slots for slots in limits if slots is not None]
+    if not given:
+        return None
+    return Slots(min(slots.free for slots in given), min(slots.capacity for slots in given))
 
 
 class NoUsableKey(FailedPrecondition):
@@ -364,11 +375,7 @@ class KeyPool:
         if provider.max_concurrency:
             others = await self._provider_in_flight(provider.id, running_for=running_for) - claimed
             overall = Slots(max(provider.max_concurrency - others, 0), provider.max_concurrency)
-            slots = (
-                overall
-                if slots is None
-                else Slots(min(slots.free, overall.free), min(slots.capacity, overall.capacity))
-            )
+            slots = tightest(slots, overall)
         return slots
 
     async def cool(self, key_id: str, seconds: float) -> None:

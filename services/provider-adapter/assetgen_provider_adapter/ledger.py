@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assetgen_provider_adapter.db import SubmissionRow, utcnow
 from assetgen_provider_adapter.errors import SubmissionInProgress, SubmitOutcomeUnknown
+from assetgen_provider_adapter.key_pool import Slots
 from assetgen_runtime.batching import GROUP_COMMIT_LINGER, GroupCommit
 from assetgen_runtime.database import array_parameters, array_rows
 
@@ -425,6 +426,30 @@ class SubmissionLedger:
                 # The window frees a place when its oldest send ages out.
                 return max(0.05, (oldest - window_start).total_seconds())
         return 0.0
+
+    async def free_slots(
+        self, provider_id: str, limits: Limits, *, running_for: float, claimed: bool = True
+    ) -> Slots | None:
+        """How many more tasks the provider's profile limits let start now, and how many at most (its
+        ``max_concurrency``, or its ``submit_rate``'s count per window, the smaller where both are
+        set); None when the profile limits nothing. ``claimed``: the caller's own claim is counted
+        in the ledger and is not held against it. What the fair queue hands out; :meth:`hold_back`
+        still decides, atomically, whether the one whose turn it is may go.
+        """
+        counts: list[tuple[int, int]] = []
+        now = self._clock()
+        if limits.max_concurrency:
+            rows = await self._execute(
+                _RUNNING, {"provider": provider_id, "since": now - timedelta(seconds=running_for)}
+            )
+            counts.append((limits.max_concurrency - (int(rows[0][0]) - claimed), limits.max_concurrency))
+        if limits.submit_count:
+            since = now - timedelta(seconds=limits.submit_period)
+            rows = await self._execute(_SENT_SINCE, {"provider": provider_id, "since": since})
+            counts.append((limits.submit_count - (int(rows[0][0]) - claimed), limits.submit_count))
+        if not counts:
+            return None
+        return Slots(max(min(free for free, _ in counts), 0), min(capacity for _, capacity in counts))
 
     async def abandon(self, asset_id: str, attempt: int) -> None:
         """Drops a claim whose request never reached the provider (or was definitely refused), so a later

@@ -39,7 +39,16 @@ from assetgen_provider_adapter.engine import (
     TaskResult,
 )
 from assetgen_provider_adapter.errors import ProviderBusy
-from assetgen_provider_adapter.key_pool import HANDLE_KEY, QUEUED, ChosenKey, KeyPool, NoUsableKey, PoolFull
+from assetgen_provider_adapter.key_pool import (
+    HANDLE_KEY,
+    QUEUED,
+    ChosenKey,
+    KeyPool,
+    NoUsableKey,
+    PoolFull,
+    Slots,
+    tightest,
+)
 from assetgen_provider_adapter.key_rpcs import KeyRpcs
 from assetgen_provider_adapter.ledger import SubmissionLedger, SubmissionWire
 from assetgen_provider_adapter.messages import model_message, poll_policy_of, provider_message, to_task_status
@@ -376,42 +385,51 @@ class ProviderAdapterServicer(
             )
             return json_format.Parse(stored, provider_adapter_pb2.TaskStatus())
         limits = profile.limits
-        if limits.any:
-            wait = await self._ledger.hold_back(
-                resolved.provider.id, limits, running_for=profile.poll_timing.deadline_ms / 1000
-            )
-            if wait > 0:
-                # Over a limit: nothing is sent; the caller keeps the work PENDING and asks again.
-                await self._ledger.abandon(request.asset_id, request.attempt)
-                logger.info(
-                    "provider limit reached; submission held back",
-                    extra={"asset_id": request.asset_id, "provider": resolved.provider.name, "wait_s": wait},
-                )
-                return provider_adapter_pb2.TaskStatus(
-                    state=provider_adapter_pb2.TASK_STATE_PENDING,
-                    raw_state="held back: provider limit reached",
-                    poll_after_ms=int(wait * 1000),
-                    poll_policy=poll_policy_of(profile),
-                )
         key, place, capacity = None, 0, 0
         running_for = profile.poll_timing.deadline_ms / 1000
         try:
-            if self._keys is not None:
-                slots = await self._keys.free_slots(resolved.provider, running_for=running_for)
-                if slots is not None and self._queue is not None:
-                    # The pool's keys are limited: its free slots go to the waiters in turn.
-                    queued, waiting = await self._queue.place(
-                        resolved.provider.id, request.asset_id, request.attempt, request.project
+            slots = await self._free_slots(resolved, claimed=True)
+            if slots is not None and self._queue is not None:
+                # Something limits the provider: its free slots go to the waiters in turn.
+                queued, waiting = await self._queue.place(
+                    resolved.provider.id, request.asset_id, request.attempt, request.project
+                )
+                QUEUED.labels(resolved.provider.name).set(max(waiting - slots.free, 0))
+                place, capacity = queued - slots.free + 1, slots.capacity
+                if place > 0:
+                    raise PoolFull(f"queued at provider {resolved.provider.name}")
+            if limits.any:
+                # Its turn by the queue's count; the ledger's claim-then-count keeps the profile's
+                # limits across replicas racing for the same slot.
+                wait = await self._ledger.hold_back(resolved.provider.id, limits, running_for=running_for)
+                if wait > 0:
+                    # Over a limit: nothing is sent; the caller keeps the work PENDING and asks again.
+                    await self._ledger.abandon(request.asset_id, request.attempt)
+                    logger.info(
+                        "provider limit reached; submission held back",
+                        extra={
+                            "asset_id": request.asset_id,
+                            "provider": resolved.provider.name,
+                            "wait_s": wait,
+                        },
                     )
-                    QUEUED.labels(resolved.provider.name).set(max(waiting - slots.free, 0))
-                    place, capacity = queued - slots.free + 1, slots.capacity
-                    if place > 0:
-                        raise PoolFull(f"queued at provider {resolved.provider.name}")
+                    held = provider_adapter_pb2.TaskStatus(
+                        state=provider_adapter_pb2.TASK_STATE_PENDING,
+                        raw_state="held back: provider limit reached",
+                        poll_after_ms=int(wait * 1000),
+                        poll_policy=poll_policy_of(profile),
+                    )
+                    if slots is not None and self._queue is not None:
+                        # It lost a race for its turn's slot: still first in line, soon asked again.
+                        held.queue_position = 1
+                        held.poll_after_ms = int(min(wait, queue_retry_seconds(1, slots.capacity)) * 1000)
+                    return held
+            if self._keys is not None:
                 key = await self._keys.claim(
                     resolved.provider, request.asset_id, request.attempt, running_for=running_for
                 )
-                if slots is not None and self._queue is not None:
-                    await self._queue.leave(resolved.provider.id, request.asset_id, request.attempt)
+            if slots is not None and self._queue is not None:
+                await self._queue.leave(resolved.provider.id, request.asset_id, request.attempt)
         except NoUsableKey:
             await self._ledger.abandon(request.asset_id, request.attempt)
             raise
@@ -420,7 +438,7 @@ class ProviderAdapterServicer(
             await self._ledger.abandon(request.asset_id, request.attempt)
             return provider_adapter_pb2.TaskStatus(
                 state=provider_adapter_pb2.TASK_STATE_PENDING,
-                raw_state="held back: every API key of the provider is at its limit",
+                raw_state="held back: queued for a free slot at the provider",
                 # A queued waiter asks again by its place; one that lost a race for a slot, soon.
                 poll_after_ms=int(
                     (queue_retry_seconds(place, capacity) if capacity else limits.retry_seconds) * 1000
@@ -487,12 +505,10 @@ class ProviderAdapterServicer(
         """A submission waiting in its provider's queue that asks again before its turn is told its
         place without claiming anything (a thousand waiters ask every few seconds); None otherwise:
         not waiting (never sent since it joined), or its turn, which the usual way claims."""
-        if self._keys is None or self._queue is None:
+        if self._queue is None:
             return None
         profile = resolved.target.profile
-        slots = await self._keys.free_slots(
-            resolved.provider, running_for=profile.poll_timing.deadline_ms / 1000, claimed=False
-        )
+        slots = await self._free_slots(resolved, claimed=False)
         if slots is None:
             return None
         placed = await self._queue.waiting_place(resolved.provider.id, request.asset_id, request.attempt)
@@ -505,11 +521,32 @@ class ProviderAdapterServicer(
         QUEUED.labels(resolved.provider.name).set(max(waiting - slots.free, 0))
         return provider_adapter_pb2.TaskStatus(
             state=provider_adapter_pb2.TASK_STATE_PENDING,
-            raw_state="held back: every API key of the provider is at its limit",
+            raw_state="held back: queued for a free slot at the provider",
             poll_after_ms=int(queue_retry_seconds(place, slots.capacity) * 1000),
             poll_policy=poll_policy_of(profile),
             queue_position=place,
         )
+
+    async def _free_slots(self, resolved: ResolvedModel, *, claimed: bool) -> Slots | None:
+        """How many more tasks the provider may start now, and run at once, under every limit the
+        fair queue hands out: its pool's keys, its overall limit, its profile's ``limits``; None when
+        nothing limits it. ``claimed``: the caller's submission is claimed in the ledger (not held
+        against it)."""
+        profile = resolved.target.profile
+        running_for = profile.poll_timing.deadline_ms / 1000
+        pool = (
+            await self._keys.free_slots(resolved.provider, running_for=running_for, claimed=claimed)
+            if self._keys is not None
+            else None
+        )
+        own = (
+            await self._ledger.free_slots(
+                resolved.provider.id, profile.limits, running_for=running_for, claimed=claimed
+            )
+            if profile.limits.any
+            else None
+        )
+        return tightest(pool, own)
 
     async def _send(
         self,

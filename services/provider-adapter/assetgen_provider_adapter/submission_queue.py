@@ -1,14 +1,14 @@
-"""The queue of submissions waiting for a free key at their provider: fair, and shared by every replica.
+"""The queue of submissions waiting for a free slot at their provider: fair, and shared by every replica.
 
-A submission that finds its provider's pool keys full waits in ``submission_queue`` (the catalog
-database every replica shares). The order is round-robin across projects and first in, first out
-within one: a waiter's turn is its rank among its project's submissions of the last ``window``
+A submission that finds no free slot at its provider (its pool's keys full, the provider at its overall
+limit, or its profile's ``max_concurrency`` or ``submit_rate`` reached) waits in ``submission_queue``
+(the catalog database every replica shares). The order is round-robin across projects and first in,
+first out within one: a waiter's turn is its rank among its project's submissions of the last ``window``
 seconds, started or waiting, by when their assets were accepted (asset ids sort by that, whichever
-replica's call arrived first), and waiters go by turn, then age. So the first waiter of every
-project comes before any project's second, a project that was just served waits behind one that
-was not, and a batch of a thousand cannot starve another project's single job. A waiter may start
-when its place is below the number of free slots; the others are held back with their position and
-ask again.
+replica's call arrived first), and waiters go by turn, then age. So the first waiter of every project
+comes before any project's second, a project that was just served waits behind one that was not, and a
+batch of a thousand cannot starve another project's single job. A waiter may start when its place is
+below the number of free slots; the others are held back with their position and ask again.
 
 A waiter that stops asking (its asset was canceled or deleted, its job moved on) drops out after
 ``stale_after`` seconds without a question, so nobody waits behind it for ever. Waiters ask again

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from assetgen_provider_adapter.key_pool import Slots
 from assetgen_provider_adapter.ledger import Limits, SubmissionLedger
 from assetgen_provider_adapter.main import MIGRATIONS
 from assetgen_runtime.database import create_engine, migrate
@@ -86,3 +87,23 @@ async def test_tasks_finished_together_free_their_slots_with_one_call(ledger: Su
     # Running: a0 (still), a3 and a4 — three of three, so the next one waits.
     assert await ledger.begin(f"a5-{provider}", 1, "m", provider) is None
     assert await ledger.hold_back(provider, limits, running_for=600) == 3
+
+
+async def test_free_slots_are_what_the_tighter_profile_limit_leaves(ledger: SubmissionLedger) -> None:
+    provider = f"prv_{uuid.uuid4().hex}"
+    limits = Limits(max_concurrency=3, submit_count=2, submit_period=60)
+    assert await ledger.free_slots(provider, Limits(), running_for=600) is None  # nothing limited
+    assert await ledger.free_slots(provider, limits, running_for=600, claimed=False) == Slots(2, 2)
+    assert await ledger.begin(f"f0-{provider}", 1, "m", provider) is None
+    # The caller's own claim is not held against it; another's is.
+    assert await ledger.free_slots(provider, limits, running_for=600) == Slots(2, 2)
+    assert await ledger.free_slots(provider, limits, running_for=600, claimed=False) == Slots(1, 2)
+    await ledger.record(f"f0-{provider}", 1, "t0", "{}")
+    assert await ledger.begin(f"f1-{provider}", 1, "m", provider) is None
+    await ledger.record(f"f1-{provider}", 1, "t1", "{}")
+    # Two sent in the window: the rate leaves none, though one more could run at once.
+    assert await ledger.free_slots(provider, limits, running_for=600, claimed=False) == Slots(0, 2)
+    only_running = Limits(max_concurrency=3)
+    assert await ledger.free_slots(provider, only_running, running_for=600, claimed=False) == Slots(1, 3)
+    await ledger.finish([(f"f0-{provider}", "t0")])
+    assert await ledger.free_slots(provider, only_running, running_for=600, claimed=False) == Slots(2, 3)

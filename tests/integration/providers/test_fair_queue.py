@@ -5,6 +5,7 @@ One key of concurrency 1 (the provider's own, its pool's first) at a fake Kie th
 released: project alpha's batch of six waits behind its first task, then project beta's two join;
 alpha already has a task running, so beta's first goes next and its second between alpha's (beta 1,
 alpha 2, beta 2, alpha 3, …), never behind the whole batch, and no task is refused for the key's limit.
+The profile's own ``submit_rate`` queues the same way, with no key limited at all.
 """
 
 from __future__ import annotations
@@ -116,3 +117,70 @@ async def test_queued_generations_start_in_turns_across_projects(
             "alpha 6",
         ]
         assert fake.refused_over_limit == 0 and fake.peak_by_key == {KEY: 1}
+
+
+async def test_a_profiles_submit_rate_queues_in_turns_across_projects(
+    tmp_path_factory: pytest.TempPathFactory, whole_stack: WholeStackFactory
+) -> None:
+    """Two submissions per 6 s (the profile's ``limits.submit_rate``), no key limited: alpha's first
+    two go at once, the rest of its batch and beta's three wait with their places, and each window
+    sends the next two by turn: beta 1 and 2, then alpha 3 and beta 3, then alpha 4. (The window is
+    long enough to see the places before it frees; within one window its two race, in any order.)"""
+    count, period = 2, 6.0
+    fake = FakeKieJobs(KEY, results=MediaResults(), polls_before_done=0)
+    profile: dict[str, Any] = copy.deepcopy(dict(load_presets()["kie-ai"].data))
+    profile["name"] = "kie-rated"
+    profile["poll"]["interval"] = {"initial": "500ms", "backoff": 1.0, "max": "1s", "min": "500ms"}
+    profile["limits"] = {"submit_rate": f"{count}/{period:g}s"}
+    async with whole_stack(tmp_path_factory.mktemp("fair-rate"), fakes=[fake]) as system:
+        http = system.http
+        body = {"name": "kie", "profile": profile, "base_url": fake.base_url, "api_key": KEY}
+        assert (await http.post("/api/providers/", json=body)).status_code == 201
+        (own,) = (await http.get("/api/providers/kie/keys/")).json()["items"]
+        assert own["max_concurrency"] == 0  # only the profile's rate limits this provider
+        schema = {"model": "demo/image", "input": {"prompt": "{{prompt}}"}}
+        model = {"provider": "kie", "name": "img", "model_type": "IMAGE", "request_schema": schema}
+        assert (await http.post("/api/models/", json=model)).status_code == 201
+        boxes = {}
+        for project in ("alpha", "beta"):
+            assert (await http.post("/api/projects/", json={"name": project})).status_code == 201
+            boxes[project] = (
+                await http.post("/api/boxes/", json={"name": project, "project": project})
+            ).json()["id"]
+
+        async def generate(project: str, number: int) -> str:
+            body = {"model": "img", "prompt": f"{project} {number}"}
+            return str((await http.post(f"/api/boxes/{boxes[project]}/generate/", json=body)).json()["id"])
+
+        alpha = [await generate("alpha", number) for number in range(1, 5)]
+        await eventually(
+            lambda: _assets(http, alpha[2:]),
+            lambda assets: [asset["queue_position"] for asset in assets] == [1, 2],
+            what="alpha's batch queued behind the window's two submissions",
+        )
+        beta = [await generate("beta", number) for number in range(1, 4)]
+        queued = await eventually(
+            lambda: _assets(http, beta + alpha[2:]),
+            lambda assets: [asset["queue_position"] for asset in assets] == [1, 2, 4, 3, 5],
+            what="beta's jobs placed before and between alpha's (alpha was served twice)",
+        )
+        assert {asset["status"] for asset in queued} == {"PENDING"}
+        assert (await http.get("/api/providers/kie/keys/")).json()["queued"] == 5
+
+        done = await eventually(
+            lambda: _assets(http, alpha + beta),
+            lambda assets: all(asset["status"] in ("COMPLETED", "FAILED") for asset in assets),
+            timeout=90,
+            what="every generation to finish",
+        )
+        assert {asset["status"] for asset in done} == {"COMPLETED"}
+        assert {asset["queue_position"] for asset in done} == {0}
+        sent = sorted(fake.tasks.values(), key=lambda task: task.created_at)
+        order = [task.prompt for task in sent]
+        windows = [set(order[0:2]), set(order[2:4]), set(order[4:6]), set(order[6:])]
+        assert windows == [{"alpha 1", "alpha 2"}, {"beta 1", "beta 2"}, {"alpha 3", "beta 3"}, {"alpha 4"}]
+        # Never more than the rate's count within one window. The provider sees each a little after
+        # the ledger counted it (its claim), so its own clock is given a tenth of a second of slack.
+        times = [task.created_at for task in sent]
+        for index, start in enumerate(times):
+            assert sum(1 for at in times[index:] if at < start + period - 0.1) <= count, times
