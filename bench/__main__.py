@@ -73,7 +73,8 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options]:
     parser.add_argument(
         "--no-profile",
         action="store_true",
-        help="skip the py-spy profiles (throughput; in-flight, after its window)",
+        help="skip the py-spy profiles (throughput; in-flight, after its window; scale, after its last "
+        "level; day, in its drain)",
     )
     parser.add_argument(
         "--scale-levels",

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from bench.accounting import ALL_IN, SERVICES, per_unit, process_list
+from bench.inflight import profile_hottest
 from bench.integrity import check_stored
 from bench.options import Options
 from bench.stats import summary
@@ -95,6 +96,11 @@ async def run(options: Options) -> dict[str, Any]:
         arrivals, lateness = await _arrive(system, boxes, jobs, options.day_rate)
         measurement = await sampler.stop()
         arriving_s = time.time() - arrived_from
+        # The profile records the first part of the drain (polls, completions and copies still
+        # going on), so the profiler's own cost is in no figure of the arrival period.
+        profiles = (
+            await profile_hottest(system, measurement.cpu, options, "profile-day") if options.profile else {}
+        )
         ids = set(arrivals)
         longest = max(job.finish_after for job in jobs)
         drained = await system.events.wait_finished(
@@ -133,6 +139,8 @@ async def run(options: Options) -> dict[str, Any]:
         figures["stored_objects"] = await check_stored(system, sorted(completed))
         figures["fell_behind"] = kept_up(figures, interval)
         figures["kept_up"] = not figures["fell_behind"]
+        if profiles:
+            figures["profiles"] = profiles
         logger.info(
             "day: %d of %d completed, end to end p50/p99 %.1f/%.1f s over the provider's %.1f/%.1f s, "
             "added p99 %.2f s, CPU all-in %.0f %%, %s",

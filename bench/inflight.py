@@ -37,7 +37,7 @@ from bench.references import run_reference
 from bench.stats import summary
 from bench.system import PROVIDER_KEY, SERVICES, System, start_system
 
-__all__ = ["poll_figures", "ramp", "run"]
+__all__ = ["poll_figures", "profile_hottest", "ramp", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +128,16 @@ def poll_figures(tasks: list[dict[str, Any]], start: float, end: float, interval
     }
 
 
-async def _profile_hottest(system: System, cpu: dict[str, float], options: Options) -> dict[str, Any]:
-    """py-spy on the two services that spent the most CPU in the window, for a while after it.
+async def profile_hottest(
+    system: System, cpu: dict[str, float], options: Options, stem: str = "profile-inflight"
+) -> dict[str, Any]:
+    """py-spy on the two services that spent the most CPU in a measurement, for a while after it.
 
-    After the window, not during it, so the profiler's own cost is in no measured figure; the
-    tasks are still held, so the services do the same work.
+    After the measurement, not during it, so the profiler's own cost is in no measured figure; the
+    work is still going on (tasks held, or draining), so the services do the same kind of work.
     """
     services = {name: system.pids[name] for name in SERVICES}
-    profilers = HottestProfilers(services, cpu, options.work_dir, "profile-inflight")
+    profilers = HottestProfilers(services, cpu, options.work_dir, stem)
     await profilers.start()
     await asyncio.sleep(options.inflight_profile_seconds)  # recording lasts this long
     return await profilers.stop()
@@ -204,7 +206,7 @@ async def run(options: Options, interval: float) -> dict[str, Any]:
             "after": get_after,
         }
         logger.info("bare GET before / after the window: %s", reference)
-        profiles = await _profile_hottest(system, measurement.cpu, options) if options.profile else {}
+        profiles = await profile_hottest(system, measurement.cpu, options) if options.profile else {}
 
         release_start = time.time() + 1.0
         await system.provider_post("/_demo/release", {"at": release_start, "over": options.task_seconds})

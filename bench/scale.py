@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from bench.accounting import ALL_IN, SERVICES, per_unit, process_list, ratio
-from bench.inflight import poll_figures, ramp
+from bench.inflight import poll_figures, profile_hottest, ramp
 from bench.options import Options
 from bench.system import start_system
 
@@ -55,6 +55,7 @@ async def run(options: Options) -> dict[str, Any]:
         box = await system.create_box("scale")
         held = 0
         levels: list[dict[str, Any]] = []
+        last_cpu: dict[str, float] = {}
         for target in options.scale_levels:
             step = dataclasses.replace(options, inflight_n=target - held)
             if step.inflight_n <= 0:
@@ -76,6 +77,7 @@ async def run(options: Options) -> dict[str, Any]:
             polls = poll_figures(tasks, window_start, window_end, interval)
             intended = held * (window_end - window_start) / interval
             cpu = per_unit(measurement, polls["polls"])
+            last_cpu = measurement.cpu
             level: dict[str, Any] = {
                 "level": target,
                 "in_flight": held,
@@ -107,6 +109,12 @@ async def run(options: Options) -> dict[str, Any]:
             )
             if level["fell_behind"]:
                 break
+        # Where the time goes at the last level measured: the limit, if the steps reached it.
+        profiles = (
+            await profile_hottest(system, last_cpu, options, "profile-scale")
+            if options.profile and levels
+            else {}
+        )
         kept = [level for level in levels if not level["fell_behind"]]
         best = kept[-1] if kept else None
         return {
@@ -125,6 +133,7 @@ async def run(options: Options) -> dict[str, Any]:
                 "lateness_p99_s": options.scale_lateness_limit,
                 "memory_bytes_services_nats_database": options.scale_memory_limit,
             },
+            **({"profiles": profiles, "profiled_in_flight": levels[-1]["in_flight"]} if profiles else {}),
         }
     finally:
         await system.stop()
