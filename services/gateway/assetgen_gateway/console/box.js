@@ -101,13 +101,22 @@ export async function boxPage(main, boxId, context) {
     }
   }
 
+  function laterState(candidate, shown) {
+    const at = (asset) => Date.parse(asset.updated_at || "") || 0;
+    const settled = (asset) => asset.status !== "PENDING" && asset.status !== "PROCESSING";
+    return at(candidate) > at(shown) || (settled(candidate) && !settled(shown));
+  }
+
   async function onEvent(event) {
     const known = cards.get(event.asset_id);
     if (!known) {
       // A snapshot of an asset older than the loaded pages belongs to "Load older assets".
       if (event.snapshot && cursor && oldestLoaded && Date.parse(event.at) < Date.parse(oldestLoaded)) return;
       const asset = await fetchAsset(event.asset_id);
-      if (asset && !cards.has(asset.id)) upsert(asset);
+      const current = asset && cards.get(asset.id);
+      // Events are handled as they arrive, so the fetches for one new asset overlap and may answer
+      // out of order: an answer is kept unless the card already shows a later state.
+      if (asset && (!current || laterState(asset, current.asset))) upsert(asset);
       return;
     }
     const update = { status: event.status, progress: event.progress, attempt: event.attempt, error_message: event.error_message };
