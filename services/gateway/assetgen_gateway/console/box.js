@@ -2,7 +2,7 @@
 // stream; the generate form and the upload panel when the key may write.
 
 import { api, query } from "./api.js";
-import { assetCard, mediaKind } from "./cards.js";
+import { IN_FLIGHT, assetCard, mediaKind } from "./cards.js";
 import { generateForm, uploadPanel } from "./compose.js";
 import { field, h, replace } from "./dom.js";
 import { watchBox } from "./events.js";
@@ -103,8 +103,7 @@ export async function boxPage(main, boxId, context) {
 
   function laterState(candidate, shown) {
     const at = (asset) => Date.parse(asset.updated_at || "") || 0;
-    const settled = (asset) => asset.status !== "PENDING" && asset.status !== "PROCESSING";
-    return at(candidate) > at(shown) || (settled(candidate) && !settled(shown));
+    return at(candidate) > at(shown) || (!IN_FLIGHT.has(candidate.status) && IN_FLIGHT.has(shown.status));
   }
 
   async function onEvent(event) {

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { confirmAction, dialog, h, notify, replace, when } from "./dom.js";
 
-const IN_FLIGHT = new Set(["PENDING", "PROCESSING"]);
+export const IN_FLIGHT = new Set(["PENDING", "PROCESSING"]);
 const RETRYABLE = new Set(["FAILED", "CANCELED"]);
 const SOURCE_WORDS = { GENERATED: "Generated", UPLOADED: "Uploaded", IMG2VID: "Image to video" };
 
